@@ -1,0 +1,143 @@
+"""`rbee queen`, `rbee hive`, `rbee worker` and `rbee up`: the daemon entry points."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rbee.cli.paths import default_data_dir
+from rbee.common.daemon import serve
+from rbee.common.logging_setup import setup_logging
+
+DEFAULT_QUEEN_PORT = 8080
+DEFAULT_HIVE_PORT = 9200
+DEFAULT_WORKER_PORT = 8081
+DEFAULT_WORKER_SLOTS = 2
+DEFAULT_CTX_SIZE = 2048
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError("must be between 1 and 65535")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def _queen_options(parser: argparse.ArgumentParser) -> None:
+    _common(parser)
+    parser.add_argument("--port", type=_port, default=DEFAULT_QUEEN_PORT)
+    parser.add_argument("--hive-port", type=_port, default=DEFAULT_HIVE_PORT,
+                        help="port of the local hive (started on demand)")
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--worker-port-start", type=_port, default=DEFAULT_WORKER_PORT)
+    parser.add_argument("--worker-slots", type=_positive, default=DEFAULT_WORKER_SLOTS,
+                        help="slots of each worker the queen asks for")
+    parser.add_argument("--worker-ctx-size", type=_positive, default=DEFAULT_CTX_SIZE,
+                        help="context tokens per slot of the local hive's workers")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the daemon subcommands."""
+    queen = sub.add_parser("queen", help="run the control plane")
+    _queen_options(queen)
+    queen.add_argument("--start-hive", action="store_true",
+                       help="start the local hive now instead of at the first request")
+    queen.set_defaults(func=run_queen)
+
+    up = sub.add_parser("up", help="run queen and local hive in the foreground; Ctrl+C stops all")
+    _queen_options(up)
+    up.set_defaults(func=run_up)
+
+    hive = sub.add_parser("hive", help="run the per-machine hive")
+    _common(hive)
+    hive.add_argument("--port", type=_port, default=DEFAULT_HIVE_PORT)
+    hive.add_argument("--data-dir", type=Path, default=None)
+    hive.add_argument("--worker-port-start", type=_port, default=DEFAULT_WORKER_PORT)
+    hive.add_argument("--ctx-size", type=_positive, default=DEFAULT_CTX_SIZE)
+    hive.set_defaults(func=run_hive)
+
+    worker = sub.add_parser("worker", help="serve one GGUF model")
+    _common(worker)
+    worker.add_argument("--model", required=True, help="path of the GGUF file")
+    worker.add_argument("--port", type=_port, required=True)
+    worker.add_argument("--worker-id", required=True)
+    worker.add_argument("--hive-url", default=None)
+    worker.add_argument("--slots", type=_positive, default=1)
+    worker.add_argument("--ctx-size", type=_positive, default=DEFAULT_CTX_SIZE)
+    worker.add_argument("--threads", type=_positive, default=None)
+    worker.set_defaults(func=run_worker)
+
+
+def run_queen(args: argparse.Namespace, start_hive: bool | None = None) -> int:
+    """Serve the queen until stopped."""
+    from rbee.queen.app import QueenSettings, build_app
+
+    setup_logging("queen", args.log_level)
+    settings = QueenSettings(
+        host=args.host,
+        port=args.port,
+        hive_port=args.hive_port,
+        data_dir=args.data_dir or default_data_dir(),
+        worker_port_start=args.worker_port_start,
+        worker_slots=args.worker_slots,
+        worker_ctx_size=args.worker_ctx_size,
+        start_hive=args.start_hive if start_hive is None else start_hive,
+    )
+    serve(build_app(settings), args.host, args.port, "queen")
+    return 0
+
+
+def run_up(args: argparse.Namespace) -> int:
+    """Queen plus local hive, started together and stopped together."""
+    return run_queen(args, start_hive=True)
+
+
+def run_hive(args: argparse.Namespace) -> int:
+    """Serve a hive until stopped."""
+    from rbee.hive.app import HiveSettings, build_app
+
+    setup_logging("hive", args.log_level)
+    settings = HiveSettings(
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir or default_data_dir() / "hive",
+        worker_port_start=args.worker_port_start,
+        ctx_size=args.ctx_size,
+    )
+    serve(build_app(settings), args.host, args.port, "hive")
+    return 0
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    """Serve a worker until stopped; exit 1 when its model failed to load."""
+    from rbee.common.validation import check_identifier
+    from rbee.worker.app import build_app
+    from rbee.worker.routes import RUNTIME
+    from rbee.worker.runtime import WorkerSettings
+
+    setup_logging(f"worker {args.worker_id}", args.log_level)
+    settings = WorkerSettings(
+        worker_id=check_identifier("worker-id", args.worker_id),
+        model_path=args.model,
+        host=args.host,
+        port=args.port,
+        slots=args.slots,
+        ctx_size=args.ctx_size,
+        threads=args.threads,
+        hive_url=args.hive_url,
+    )
+    app = build_app(settings)
+    serve(app, args.host, args.port, "worker")
+    return 1 if app[RUNTIME].phase == "failed" else 0

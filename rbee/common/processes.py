@@ -1,0 +1,51 @@
+"""Child processes: start them tied to their parent, stop them by PID with a SIGKILL fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import signal
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """preexec hook: the kernel sends SIGTERM to the child if its parent dies (Linux)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        return
+
+
+async def spawn(args: list[str], log_path: Path) -> asyncio.subprocess.Process:
+    """Start `args` with stdout and stderr appended to `log_path`."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log_file:
+        return await asyncio.create_subprocess_exec(
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=asyncio.subprocess.STDOUT,
+            preexec_fn=die_with_parent,
+        )
+
+
+async def terminate(process: asyncio.subprocess.Process, grace_s: float, what: str) -> int:
+    """SIGTERM, wait up to `grace_s`, then SIGKILL; returns the exit code."""
+    if process.returncode is not None:
+        return process.returncode
+    try:
+        process.terminate()
+        return await asyncio.wait_for(process.wait(), grace_s)
+    except ProcessLookupError:
+        return await process.wait()
+    except TimeoutError:
+        log.warning("%s (pid %d) ignored SIGTERM for %.1fs: SIGKILL", what, process.pid, grace_s)
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        return await process.wait()

@@ -1,0 +1,61 @@
+"""HTTP handlers of the hive."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from rbee import __version__
+from rbee.common.errors import read_json_object
+from rbee.common.validation import check_identifier, check_int, check_model_ref
+from rbee.hive.catalog import ModelCatalog
+from rbee.hive.supervisor import WorkerSupervisor
+
+CATALOG = web.AppKey("catalog", ModelCatalog)
+SUPERVISOR = web.AppKey("supervisor", WorkerSupervisor)
+MAX_SLOTS = 64
+
+
+async def health(request: web.Request) -> web.Response:
+    """Liveness and version, public."""
+    workers = request.app[SUPERVISOR].list()
+    return web.json_response({"status": "alive", "version": __version__, "workers": len(workers)})
+
+
+async def spawn_worker(request: web.Request) -> web.Response:
+    """Resolve the model and start a worker for it; answers at once with state `loading`."""
+    body = await read_json_object(request)
+    ref = check_model_ref(body.get("model"))
+    slots = check_int("slots", body.get("slots", 1), 1, MAX_SLOTS)
+    model = await request.app[CATALOG].resolve(ref)
+    record = await request.app[SUPERVISOR].spawn(model, slots)
+    return web.json_response(record.to_wire(), status=202)
+
+
+async def list_workers(request: web.Request) -> web.Response:
+    """Every live worker with its state."""
+    workers = [record.to_wire() for record in request.app[SUPERVISOR].list()]
+    return web.json_response({"workers": workers})
+
+
+async def worker_ready(request: web.Request) -> web.Response:
+    """A worker reports that its model is loaded."""
+    body = await read_json_object(request)
+    worker_id = check_identifier("worker_id", body.get("worker_id"))
+    port = check_int("port", body.get("port"), 1, 65535)
+    record = request.app[SUPERVISOR].mark_ready(worker_id, port)
+    return web.json_response(record.to_wire())
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """Models in this hive's catalog."""
+    models = [entry.to_wire() for entry in await request.app[CATALOG].list()]
+    return web.json_response({"models": models})
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the hive's routes."""
+    app.router.add_get("/v1/health", health)
+    app.router.add_post("/v1/workers/spawn", spawn_worker)
+    app.router.add_get("/v1/workers/list", list_workers)
+    app.router.add_post("/v1/workers/ready", worker_ready)
+    app.router.add_get("/v1/models/list", list_models)

@@ -1,0 +1,76 @@
+"""The hive on the queen's own machine: started on demand, stopped with the queen."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Protocol
+
+from rbee.common import processes
+from rbee.common.errors import ApiError
+from rbee.queen.hive_client import HiveClient
+
+log = logging.getLogger(__name__)
+HIVE_START_TIMEOUT_S = 30.0
+HIVE_STOP_GRACE_S = 15.0
+
+
+class LocalHiveSettings(Protocol):
+    """The queen settings a local hive is started with."""
+
+    hive_port: int
+    data_dir: Path
+    worker_port_start: int
+    worker_ctx_size: int
+
+
+class LocalHive:
+    """Owns the lifecycle of a hive process the queen started itself."""
+
+    def __init__(self, client: HiveClient, settings: LocalHiveSettings) -> None:
+        self.client = client
+        self._settings = settings
+        self._data_dir = settings.data_dir / "hive"
+        self._process: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()
+
+    async def ensure_running(self) -> None:
+        """Start the local hive unless one already answers, and wait until it does."""
+        async with self._lock:
+            if await self.client.is_alive():
+                return
+            if self._process is None or self._process.returncode is not None:
+                self._process = await processes.spawn(
+                    [
+                        sys.executable, "-m", "rbee", "hive",
+                        "--port", str(self._settings.hive_port),
+                        "--data-dir", str(self._data_dir),
+                        "--worker-port-start", str(self._settings.worker_port_start),
+                        "--ctx-size", str(self._settings.worker_ctx_size),
+                    ],
+                    self._data_dir / "logs" / "hive.log",
+                )
+                log.info(
+                    "started local hive (pid %d) on port %d",
+                    self._process.pid,
+                    self._settings.hive_port,
+                )
+            await self._wait_alive()
+
+    async def _wait_alive(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HIVE_START_TIMEOUT_S
+        while loop.time() < deadline:
+            if await self.client.is_alive():
+                return
+            if self._process is not None and self._process.returncode is not None:
+                break
+            await asyncio.sleep(0.1)
+        raise ApiError(503, "HIVE_UNAVAILABLE", "the local hive did not start; see hive.log")
+
+    async def stop(self) -> None:
+        """Stop the hive this queen started (it stops its workers first)."""
+        if self._process is not None:
+            await processes.terminate(self._process, HIVE_STOP_GRACE_S, "local hive")

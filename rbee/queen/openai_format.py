@@ -1,0 +1,128 @@
+"""Translating OpenAI-style requests to worker tasks and native events to OpenAI responses."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from rbee.common.validation import (
+    SamplingParams,
+    check_bool,
+    check_model_ref,
+    invalid,
+    parse_messages,
+    parse_prompt,
+    parse_sampling,
+)
+
+FINISH_REASONS = {"max_tokens": "length", "eos": "stop", "stop": "stop", "cancelled": "stop"}
+
+
+@dataclass(frozen=True)
+class OpenAIRequest:
+    """A validated /v1/completions or /v1/chat/completions request."""
+
+    chat: bool
+    model: str
+    worker_body: dict[str, Any]
+    stream: bool
+    include_usage: bool
+
+
+def parse_request(body: dict[str, Any], chat: bool) -> OpenAIRequest:
+    """Validate an OpenAI request body and build the worker's task body."""
+    model = check_model_ref(body.get("model"))
+    if body.get("n", 1) != 1:
+        raise invalid("n", "must be 1")
+    if body.get("max_tokens") is None and body.get("max_completion_tokens") is not None:
+        body = {**body, "max_tokens": body["max_completion_tokens"]}
+    params: SamplingParams = parse_sampling(body)
+    if chat:
+        worker_body: dict[str, Any] = {"messages": parse_messages(body)}
+    else:
+        prompt = body.get("prompt")
+        if isinstance(prompt, list) and len(prompt) == 1:
+            prompt = prompt[0]
+        worker_body = {"prompt": parse_prompt({"prompt": prompt})}
+    stream = check_bool("stream", body.get("stream", False))
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict):
+        raise invalid("stream_options", "must be an object")
+    return OpenAIRequest(
+        chat=chat,
+        model=model,
+        worker_body={**worker_body, **params.to_wire()},
+        stream=stream,
+        include_usage=bool(options.get("include_usage", False)),
+    )
+
+
+@dataclass
+class OpenAIResponder:
+    """Builds OpenAI chunks and final objects for one request."""
+
+    request: OpenAIRequest
+    response_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    created: int = field(default_factory=lambda: int(time.time()))
+    prompt_tokens: int = 0
+
+    @property
+    def _object(self) -> str:
+        return "chat.completion" if self.request.chat else "text_completion"
+
+    def _base(self, suffix: str = "") -> dict[str, Any]:
+        prefix = "chatcmpl-" if self.request.chat else "cmpl-"
+        return {
+            "id": prefix + self.response_id,
+            "object": self._object + suffix,
+            "created": self.created,
+            "model": self.request.model,
+        }
+
+    def usage(self, completion_tokens: int) -> dict[str, int]:
+        """The usage block."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": self.prompt_tokens + completion_tokens,
+        }
+
+    def _choice(self, text: str | None, finish_reason: str | None, first: bool) -> dict[str, Any]:
+        if not self.request.chat:
+            return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+        delta: dict[str, Any] = {"role": "assistant"} if first else {}
+        if text is not None:
+            delta["content"] = text
+        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+
+    def chunk(self, text: str | None, first: bool = False) -> dict[str, Any]:
+        """A streamed chunk carrying `text` (the first chat chunk also names the role)."""
+        suffix = ".chunk" if self.request.chat else ""
+        return {**self._base(suffix), "choices": [self._choice(text, None, first)]}
+
+    def final_chunk(self, stop_reason: str) -> dict[str, Any]:
+        """The streamed chunk that carries the finish reason."""
+        suffix = ".chunk" if self.request.chat else ""
+        reason = FINISH_REASONS.get(stop_reason, "stop")
+        return {**self._base(suffix), "choices": [self._choice(None, reason, False)]}
+
+    def usage_chunk(self, completion_tokens: int) -> dict[str, Any]:
+        """The extra chunk sent when `stream_options.include_usage` is set."""
+        suffix = ".chunk" if self.request.chat else ""
+        return {**self._base(suffix), "choices": [], "usage": self.usage(completion_tokens)}
+
+    def complete(self, text: str, stop_reason: str, completion_tokens: int) -> dict[str, Any]:
+        """The whole non-streamed answer."""
+        reason = FINISH_REASONS.get(stop_reason, "stop")
+        if self.request.chat:
+            choice: dict[str, Any] = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": reason,
+            }
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
+        return {**self._base(), "choices": [choice], "usage": self.usage(completion_tokens)}

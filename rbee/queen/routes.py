@@ -1,0 +1,148 @@
+"""HTTP handlers of the queen: the native task API and the OpenAI-compatible API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from rbee import __version__
+from rbee.common import sse
+from rbee.common.errors import ApiError, correlation_id_of, read_json_object
+from rbee.common.validation import check_identifier, check_model_ref, parse_prompt, parse_sampling
+from rbee.queen.dispatch import Dispatcher
+from rbee.queen.openai_format import OpenAIRequest, OpenAIResponder, parse_request
+from rbee.queen.placement import Placement
+from rbee.queen.worker_registry import WorkerRegistry
+
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+PLACEMENT = web.AppKey("placement", Placement)
+REGISTRY = web.AppKey("registry", WorkerRegistry)
+LOCAL_NODE = "localhost"
+BUILTIN_MODELS = ("default",)
+
+
+def _check_node(body: dict[str, Any]) -> None:
+    node = check_identifier("node", body.get("node", LOCAL_NODE))
+    if node != LOCAL_NODE:
+        raise ApiError(404, "NODE_NOT_FOUND", "no node of that name is registered")
+
+
+async def health(request: web.Request) -> web.Response:
+    """Liveness, public."""
+    return web.json_response({"status": "alive", "version": __version__})
+
+
+async def create_task(request: web.Request) -> web.StreamResponse:
+    """POST /v2/tasks: run a prompt and stream native events."""
+    body = await read_json_object(request)
+    _check_node(body)
+    model = check_model_ref(body.get("model"))
+    worker_body = {"prompt": parse_prompt(body), **parse_sampling(body).to_wire()}
+    dispatcher = request.app[DISPATCHER]
+    task_id = dispatcher.new_task_id()
+    async with dispatcher.stream(model, task_id, worker_body, correlation_id_of(request)) as events:
+        response = await sse.open_stream(request)
+        async for event in events:
+            if event.get("type") == "started":
+                event = {**event, "task_id": task_id, "model": model}
+            await sse.send_data(response, event)
+        await sse.send_data(response, sse.DONE)
+    return response
+
+
+async def cancel_task(request: web.Request) -> web.Response:
+    """DELETE /v2/tasks/{task_id}: stop a running task (204 also for finished ones)."""
+    task_id = check_identifier("task_id", request.match_info["task_id"])
+    await request.app[DISPATCHER].cancel(task_id)
+    return web.Response(status=204)
+
+
+async def list_workers(request: web.Request) -> web.Response:
+    """GET /v2/workers/list: the queen's view of every worker."""
+    await request.app[PLACEMENT].refresh()
+    workers = [worker.to_wire() for worker in request.app[REGISTRY].all()]
+    return web.json_response({"workers": workers})
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """GET /v1/models in OpenAI's shape."""
+    placement = request.app[PLACEMENT]
+    await placement.refresh()
+    names = set(BUILTIN_MODELS)
+    names.update(entry["name"] for entry in await placement.hive_models())
+    names.update(worker.model for worker in request.app[REGISTRY].all())
+    data = [{"id": n, "object": "model", "created": 0, "owned_by": "rbee"} for n in sorted(names)]
+    return web.json_response({"object": "list", "data": data})
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """POST /v1/chat/completions."""
+    return await _openai(request, parse_request(await read_json_object(request), chat=True))
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    """POST /v1/completions."""
+    return await _openai(request, parse_request(await read_json_object(request), chat=False))
+
+
+async def _openai(request: web.Request, parsed: OpenAIRequest) -> web.StreamResponse:
+    dispatcher = request.app[DISPATCHER]
+    responder = OpenAIResponder(parsed)
+    stream = dispatcher.stream(
+        parsed.model, dispatcher.new_task_id(), parsed.worker_body, correlation_id_of(request)
+    )
+    async with stream as events:
+        if parsed.stream:
+            return await _openai_stream(request, responder, events)
+        return await _openai_whole(responder, events)
+
+
+async def _openai_stream(
+    request: web.Request, responder: OpenAIResponder, events: Any
+) -> web.StreamResponse:
+    response = await sse.open_stream(request)
+    first = True
+    async for event in events:
+        kind = event.get("type")
+        if kind == "started":
+            responder.prompt_tokens = event.get("prompt_tokens", 0)
+        elif kind == "token":
+            await sse.send_data(response, responder.chunk(event["token"], first))
+            first = False
+        elif kind == "end":
+            await sse.send_data(response, responder.final_chunk(event["stop_reason"]))
+            if responder.request.include_usage:
+                await sse.send_data(response, responder.usage_chunk(event["tokens_out"]))
+        elif kind == "error":
+            error = {"code": event["code"], "message": event["message"]}
+            await sse.send_data(response, {"error": error})
+    await sse.send_data(response, sse.DONE)
+    return response
+
+
+async def _openai_whole(responder: OpenAIResponder, events: Any) -> web.Response:
+    parts: list[str] = []
+    async for event in events:
+        kind = event.get("type")
+        if kind == "started":
+            responder.prompt_tokens = event.get("prompt_tokens", 0)
+        elif kind == "token":
+            parts.append(event["token"])
+        elif kind == "end":
+            answer = responder.complete("".join(parts), event["stop_reason"], event["tokens_out"])
+            return web.json_response(answer)
+        elif kind == "error":
+            raise ApiError(503, event["code"], event["message"])
+    raise ApiError(503, "WORKER_LOST", "the worker stopped before finishing the answer")
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the queen's routes."""
+    app.router.add_get("/health", health)
+    app.router.add_post("/v2/tasks", create_task)
+    app.router.add_delete("/v2/tasks/{task_id}", cancel_task)
+    app.router.add_get("/v2/workers/list", list_workers)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/completions", completions)

@@ -1,0 +1,103 @@
+"""A small blocking HTTP client for tests: JSON calls and SSE streams read line by line."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+
+@dataclass
+class Answer:
+    """A complete HTTP answer."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body parsed as JSON."""
+        return json.loads(self.body)
+
+
+def _connection(base_url: str, timeout: float) -> http.client.HTTPConnection:
+    parts = urlsplit(base_url)
+    return http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+
+
+def request(
+    method: str, url: str, body: Any = None, raw: bytes | None = None, timeout: float = 60.0
+) -> Answer:
+    """Send one request (JSON body, or raw bytes) and read the whole answer."""
+    parts = urlsplit(url)
+    conn = _connection(url, timeout)
+    payload = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    headers = {"Content-Type": "application/json"} if payload is not None else {}
+    try:
+        conn.request(method, parts.path + (f"?{parts.query}" if parts.query else ""), payload, headers)
+        response = conn.getresponse()
+        return Answer(response.status, dict(response.getheaders()), response.read())
+    finally:
+        conn.close()
+
+
+@dataclass
+class EventStream:
+    """An SSE answer being read as it arrives; `close` drops the connection."""
+
+    url: str
+    body: dict[str, Any] | None = None
+    method: str = "POST"
+    timeout: float = 60.0
+    status: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    done: bool = False
+    saw_done: bool = False
+
+    def open(self) -> EventStream:
+        """Send the request and read the status line and headers."""
+        parts = urlsplit(self.url)
+        self._conn = _connection(self.url, self.timeout)
+        payload = None if self.body is None else json.dumps(self.body).encode()
+        headers = {} if payload is None else {"Content-Type": "application/json"}
+        self._conn.request(self.method, parts.path, payload, headers)
+        self._response = self._conn.getresponse()
+        self.status = self._response.status
+        self.headers = dict(self._response.getheaders())
+        return self
+
+    def error_body(self) -> dict[str, Any]:
+        """The JSON error of a non-200 answer."""
+        return json.loads(self._response.read())
+
+    def next_event(self) -> dict[str, Any] | None:
+        """The next `data:` event, or None at `[DONE]` or end of stream."""
+        while not self.done:
+            line = self._response.readline()
+            if not line:
+                self.done = True
+                return None
+            text = line.decode("utf-8", errors="replace").strip()
+            if not text.startswith("data:"):
+                continue
+            data = text[5:].strip()
+            if data == "[DONE]":
+                self.done = self.saw_done = True
+                return None
+            event = json.loads(data)
+            self.events.append(event)
+            return event
+        return None
+
+    def read_all(self) -> list[dict[str, Any]]:
+        """Read until the stream ends; returns every event."""
+        while self.next_event() is not None:
+            pass
+        return self.events
+
+    def close(self) -> None:
+        """Drop the connection (a client disconnect, as the server sees it)."""
+        self._conn.close()

@@ -1,0 +1,110 @@
+"""llama.cpp through llama-cpp-python: loading contexts and the blocking generation loop.
+
+Everything here runs in a slot's own thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rbee.common.validation import SamplingParams
+from rbee.worker.stop_matcher import StopMatcher
+
+EmitToken = Callable[[int, str], None]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a generation ended."""
+
+    tokens_out: int
+    stop_reason: str
+
+
+def load_context(model_path: str, n_ctx: int, n_threads: int | None = None) -> Any:
+    """Load the GGUF into a new llama context (weights are mmap-shared between contexts)."""
+    from llama_cpp import Llama
+
+    threads = n_threads or max(1, os.cpu_count() or 1)
+    return Llama(
+        model_path=model_path,
+        n_ctx=n_ctx,
+        n_batch=min(512, n_ctx),
+        n_threads=threads,
+        n_threads_batch=threads,
+        verbose=False,
+    )
+
+
+def chat_template_of(context: Any) -> str | None:
+    """The model's `tokenizer.chat_template`, if the GGUF has one."""
+    return context.metadata.get("tokenizer.chat_template") or None
+
+
+def special_token_text(context: Any, token: int) -> str:
+    """The text of a special token such as BOS or EOS ('' when the model has none)."""
+    if token < 0:
+        return ""
+    return context._model.token_get_text(token)
+
+
+def tokenize(context: Any, text: str, parse_special: bool) -> list[int]:
+    """Tokenize a prompt with BOS; special tokens are parsed only for rendered templates."""
+    return context.tokenize(text.encode("utf-8"), add_bos=True, special=parse_special)
+
+
+def _is_end_of_generation(context: Any, token: int) -> bool:
+    import llama_cpp
+
+    return bool(llama_cpp.llama_vocab_is_eog(context._model.vocab, token))
+
+
+def generate(
+    context: Any,
+    prompt_tokens: list[int],
+    params: SamplingParams,
+    stops: tuple[str, ...],
+    cancel: threading.Event,
+    emit: EmitToken,
+) -> Outcome:
+    """Generate until max tokens, end of generation, a stop sequence or cancellation.
+
+    Text is detokenized one token at a time (incremental UTF-8 decoding), so the cost per
+    token stays constant however long the output grows.
+    """
+    context.set_seed(params.seed if params.seed is not None else random.randrange(2**31))
+    budget = min(params.max_tokens, context.n_ctx() - len(prompt_tokens))
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    matcher = StopMatcher(stops)
+    count = 0
+    stop_reason = "max_tokens"
+    if budget > 0:
+        for token in context.generate(
+            prompt_tokens, temp=params.temperature, top_p=params.top_p, reset=True
+        ):
+            if cancel.is_set():
+                stop_reason = "cancelled"
+                break
+            if not params.ignore_eos and _is_end_of_generation(context, token):
+                stop_reason = "eos"
+                break
+            text = matcher.feed(decoder.decode(context.detokenize([token])))
+            if text:
+                emit(count, text)
+            count += 1
+            if matcher.stopped:
+                stop_reason = "stop"
+                break
+            if count >= budget:
+                break
+    if stop_reason != "cancelled":
+        tail = matcher.feed(decoder.decode(b"", final=True)) + matcher.flush()
+        if tail:
+            emit(count, tail)
+    return Outcome(tokens_out=count, stop_reason=stop_reason)

@@ -1,0 +1,166 @@
+"""Inference tasks: validate, claim a slot, run generation in the slot's thread, stream events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from rbee.common.errors import ApiError
+from rbee.common.validation import (
+    SamplingParams,
+    check_identifier,
+    parse_messages,
+    parse_prompt,
+    parse_sampling,
+)
+from rbee.worker import engine
+from rbee.worker.chat_prompt import render_chat
+from rbee.worker.slots import Slot, SlotPool
+
+log = logging.getLogger(__name__)
+_FINISHED = object()
+
+
+@dataclass(eq=False)
+class Task:
+    """One admitted request: its slot, its generation thread's future and its event queue."""
+
+    task_id: str
+    slot: Slot
+    prompt_tokens: list[int]
+    params: SamplingParams
+    stops: tuple[str, ...]
+    cancel: threading.Event = field(default_factory=threading.Event)
+    events: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    started_at: float = field(default_factory=time.monotonic)
+    future: asyncio.Future[engine.Outcome] | None = None
+
+
+class InferenceService:
+    """Admits inference requests onto slots and streams their native events."""
+
+    def __init__(self, worker_id: str, pool: SlotPool, chat_template: str | None) -> None:
+        self.worker_id = worker_id
+        self.pool = pool
+        self._chat_template = chat_template
+        self._active: dict[str, Task] = {}
+
+    @property
+    def active_count(self) -> int:
+        """Requests currently generating."""
+        return len(self._active)
+
+    def admit(self, body: dict[str, Any]) -> Task:
+        """Validate a request body and claim a slot for it (503 when none is free)."""
+        task_id = check_identifier("task_id", body.get("task_id") or uuid.uuid4().hex)
+        if task_id in self._active:
+            raise ApiError(409, "TASK_EXISTS", "a task with this id is already running")
+        params = parse_sampling(body)
+        slot = self.pool.acquire(task_id)
+        try:
+            prompt_tokens, stops = self._prompt_tokens(slot, body)
+        except BaseException:
+            self.pool.release(slot)
+            raise
+        if len(prompt_tokens) >= slot.context.n_ctx():
+            self.pool.release(slot)
+            raise ApiError(
+                400,
+                "PROMPT_TOO_LONG",
+                "the prompt does not fit the model's context window",
+                {"prompt_tokens": len(prompt_tokens), "context_tokens": slot.context.n_ctx()},
+            )
+        task = Task(task_id, slot, prompt_tokens, params, stops + params.stop)
+        self._active[task_id] = task
+        self._launch(task)
+        return task
+
+    def _launch(self, task: Task) -> None:
+        """Start generating in the slot's thread; the slot is freed when that thread returns."""
+        loop = asyncio.get_running_loop()
+
+        def emit(index: int, text: str) -> None:
+            event = {"type": "token", "token": text, "index": index}
+            loop.call_soon_threadsafe(task.events.put_nowait, event)
+
+        task.future = loop.run_in_executor(
+            task.slot.executor,
+            engine.generate,
+            task.slot.context,
+            task.prompt_tokens,
+            task.params,
+            task.stops,
+            task.cancel,
+            emit,
+        )
+
+        def finished(_: asyncio.Future[engine.Outcome]) -> None:
+            self._active.pop(task.task_id, None)
+            self.pool.release(task.slot)
+            task.events.put_nowait(_FINISHED)
+
+        task.future.add_done_callback(finished)
+
+    def _prompt_tokens(self, slot: Slot, body: dict[str, Any]) -> tuple[list[int], tuple[str, ...]]:
+        context = slot.context
+        if "messages" in body:
+            chat = render_chat(
+                parse_messages(body),
+                self._chat_template,
+                engine.special_token_text(context, context.token_bos()),
+                engine.special_token_text(context, context.token_eos()),
+            )
+            return engine.tokenize(context, chat.text, chat.parse_special), chat.stops
+        return engine.tokenize(context, parse_prompt(body), False), ()
+
+    def cancel(self, task_id: str) -> bool:
+        """Ask a running task to stop; False when no such task runs."""
+        task = self._active.get(task_id)
+        if task is None:
+            return False
+        task.cancel.set()
+        return True
+
+    def cancel_all(self) -> None:
+        """Ask every running task to stop (shutdown)."""
+        for task in self._active.values():
+            task.cancel.set()
+
+    async def stream(self, task: Task) -> AsyncIterator[dict[str, Any]]:
+        """Yield the task's started, token and end/error events.
+
+        Callers set `task.cancel` however they stop reading; the slot itself is released by
+        the generation thread's completion, however the request ends.
+        """
+        yield {
+            "type": "started",
+            "task_id": task.task_id,
+            "worker_id": self.worker_id,
+            "slot": task.slot.index,
+            "prompt_tokens": len(task.prompt_tokens),
+        }
+        while (item := await task.events.get()) is not _FINISHED:
+            yield item
+        yield self._final_event(task)
+
+    def _final_event(self, task: Task) -> dict[str, Any]:
+        assert task.future is not None
+        error = task.future.exception()
+        if error is not None:
+            log.error("generation failed for task %s: %r", task.task_id, error)
+            return {"type": "error", "code": "GENERATION_FAILED", "message": "generation failed"}
+        outcome = task.future.result()
+        duration = time.monotonic() - task.started_at
+        return {
+            "type": "end",
+            "tokens_out": outcome.tokens_out,
+            "stop_reason": outcome.stop_reason,
+            "duration_ms": round(duration * 1000, 1),
+            "tokens_per_second": round(outcome.tokens_out / duration, 2) if duration else 0.0,
+        }

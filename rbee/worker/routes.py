@@ -1,0 +1,104 @@
+"""HTTP handlers of the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from contextlib import aclosing
+
+from aiohttp import web
+
+from rbee.common import sse
+from rbee.common.errors import ApiError, read_json_object
+from rbee.common.validation import check_identifier
+from rbee.worker.inference import InferenceService
+from rbee.worker.runtime import WorkerRuntime
+
+RUNTIME = web.AppKey("runtime", WorkerRuntime)
+
+
+def _status(runtime: WorkerRuntime) -> dict[str, object]:
+    service = runtime.service
+    return {
+        "worker_id": runtime.settings.worker_id,
+        "state": runtime.state,
+        "model_path": runtime.settings.model_path,
+        "slots_total": runtime.settings.slots,
+        "slots_free": service.pool.free if service else 0,
+        "loading_progress": runtime.progress,
+    }
+
+
+def _service(runtime: WorkerRuntime) -> InferenceService:
+    if runtime.service is None:
+        raise ApiError(503, "NOT_READY", "the model is still loading", headers={"Retry-After": "1"})
+    return runtime.service
+
+
+async def health(request: web.Request) -> web.Response:
+    """Liveness: answers while the process serves HTTP, whatever the model's state."""
+    return web.json_response({"status": "alive", **_status(request.app[RUNTIME])})
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Readiness: 200 once the model is loaded into every slot."""
+    runtime = request.app[RUNTIME]
+    _service(runtime)
+    return web.json_response({"ready": True, **_status(runtime)})
+
+
+async def loading_progress(request: web.Request) -> web.StreamResponse:
+    """SSE of loading progress until the worker is ready (or failed)."""
+    runtime = request.app[RUNTIME]
+    response = await sse.open_stream(request)
+    while True:
+        changed = runtime.changed
+        await sse.send_data(
+            response, {"type": "loading", "state": runtime.state, "progress": runtime.progress}
+        )
+        if runtime.phase != "loading":
+            break
+        await changed.wait()
+    final = "ready" if runtime.phase == "ready" else "failed"
+    await sse.send_data(response, {"type": final})
+    await sse.send_data(response, sse.DONE)
+    return response
+
+
+async def inference(request: web.Request) -> web.StreamResponse:
+    """Run one generation and stream its native events."""
+    service = _service(request.app[RUNTIME])
+    task = service.admit(await read_json_object(request))
+    try:
+        response = await sse.open_stream(request)
+        async with aclosing(service.stream(task)) as events:
+            async for event in events:
+                await sse.send_data(response, event)
+        await sse.send_data(response, sse.DONE)
+    finally:
+        task.cancel.set()
+    return response
+
+
+async def cancel_inference(request: web.Request) -> web.Response:
+    """Stop a running generation; its slot frees as soon as the thread returns."""
+    task_id = check_identifier("task_id", request.match_info["task_id"])
+    if not _service(request.app[RUNTIME]).cancel(task_id):
+        raise ApiError(404, "TASK_NOT_FOUND", "no running task has this id")
+    return web.Response(status=204)
+
+
+async def admin_shutdown(request: web.Request) -> web.Response:
+    """Stop this worker gracefully, as SIGTERM would."""
+    asyncio.get_running_loop().call_later(0.05, signal.raise_signal, signal.SIGTERM)
+    return web.json_response({"status": "stopping"}, status=202)
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the worker's routes."""
+    app.router.add_get("/health", health)
+    app.router.add_get("/v1/ready", ready)
+    app.router.add_get("/v1/loading/progress", loading_progress)
+    app.router.add_post("/v1/inference", inference)
+    app.router.add_delete("/v1/inference/{task_id}", cancel_inference)
+    app.router.add_post("/v1/admin/shutdown", admin_shutdown)

@@ -1,0 +1,54 @@
+"""Helpers shared by the step modules (not steps themselves)."""
+
+from __future__ import annotations
+
+import time
+
+from rbee.testing.cluster import Daemon, http_json, wait_until
+from rbee.testing.http_client import EventStream
+
+LONG_TASK_TOKENS = 6000
+
+
+def started(context, daemon: Daemon, timeout: float = 60.0) -> Daemon:
+    """Start a daemon, register it for teardown, wait until it is healthy."""
+    context.daemons.append(daemon)
+    daemon.start()
+    daemon.wait_healthy(timeout)
+    return daemon
+
+
+def tiny_ref(context) -> str:
+    """The file:// reference of the tiny test model."""
+    return f"file://{context.tiny_model}"
+
+
+def open_stream(context, url: str, body: dict | None, method: str = "POST") -> EventStream:
+    """Open an SSE request and register it for teardown."""
+    stream = EventStream(url, body, method).open()
+    context.streams.append(stream)
+    return stream
+
+
+def first_token(stream: EventStream, timeout: float = 60.0) -> dict:
+    """Read events until the first token arrives."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        event = stream.next_event()
+        assert event is not None, f"stream ended before a token: {stream.events}"
+        if event.get("type") == "token":
+            return event
+    raise AssertionError("no token arrived")
+
+
+def slots_free_within(url: str, expected: int, timeout: float) -> dict:
+    """Poll a worker's /health until `slots_free` equals `expected`; return the last body."""
+    last: dict = {}
+
+    def check() -> bool:
+        nonlocal last
+        _, last = http_json(f"{url}/health")
+        return last.get("slots_free") == expected
+
+    assert wait_until(check, timeout, 0.02), f"slots did not free in {timeout}s: {last}"
+    return last

@@ -1,0 +1,39 @@
+"""behave hooks: one tiny model per run, a fresh folder per scenario, every daemon stopped."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from rbee.testing.tiny_model import build_tiny_gguf
+
+
+def before_all(context) -> None:
+    """Build the tiny random-weight model once for the whole run."""
+    context.run_dir = Path(tempfile.mkdtemp(prefix="rbee-behave-"))
+    context.tiny_model = build_tiny_gguf(context.run_dir / "tiny.gguf", context_length=8192)
+
+
+def before_scenario(context, scenario) -> None:
+    """Give each scenario its own folder and an empty list of daemons to stop."""
+    context.workdir = Path(tempfile.mkdtemp(prefix="scenario-", dir=context.run_dir))
+    context.daemons = []
+    context.streams = []
+    context.orphans = []
+
+
+def after_scenario(context, scenario) -> None:
+    """Close streams and stop every daemon by PID; show logs when the scenario failed."""
+    for stream in context.streams:
+        stream.close()
+    for daemon in reversed(context.daemons):
+        context.orphans.extend(daemon.stop())
+        if scenario.status == "failed":
+            print(f"--- log of rbee {daemon.args[0]} (pid {daemon.pid}) ---\n{daemon.log_tail()}")
+    assert not context.orphans, f"processes outlived their daemons: {context.orphans}"
+
+
+def after_all(context) -> None:
+    """Remove the run's folder."""
+    shutil.rmtree(context.run_dir, ignore_errors=True)

@@ -1,0 +1,53 @@
+"""Steps that stop daemons and look for processes left behind."""
+
+from __future__ import annotations
+
+import signal
+
+from behave import given, then, when
+
+from rbee.testing.cluster import alive, http_json
+from rbee.testing.http_client import EventStream
+from steps.common import slots_free_within, tiny_ref
+
+
+@given("a worker for the tiny model has served a task through it")
+def served_task(context) -> None:
+    stream = EventStream(
+        f"{context.queen_url}/v2/tasks", {"model": tiny_ref(context), "prompt": "Hi", "max_tokens": 4}
+    ).open()
+    context.streams.append(stream)
+    events = stream.read_all()
+    assert events[-1]["type"] == "end", events
+    context.queen.descendants()
+
+
+@when("I send {signame} to `rbee up`")
+def send_signal(context, signame: str) -> None:
+    context.tree = context.queen.descendants()
+    assert context.tree, "rbee up has no child processes to check"
+    context.queen.send(getattr(signal, signame))
+
+
+@then("`rbee up` exits within {seconds:d} seconds")
+def exits(context, seconds: int) -> None:
+    context.queen.process.wait(timeout=seconds)
+
+
+@then("no process it started is still running")
+def nothing_left(context) -> None:
+    survivors = [pid for pid in context.queen.seen_descendants if alive(pid)]
+    assert not survivors, f"still running after stop: {survivors}"
+
+
+def _queen_workers(context) -> list[dict]:
+    status, body = http_json(f"{context.hive_url}/v1/workers/list")
+    assert status == 200, status
+    return body["workers"]
+
+
+@then("the queen's worker reports all slots free within {seconds:d} second")
+def queen_worker_free(context, seconds: int) -> None:
+    workers = _queen_workers(context)
+    assert len(workers) == 1, workers
+    slots_free_within(workers[0]["url"], workers[0]["slots"], seconds)
