@@ -39,7 +39,7 @@ def main() -> int:
     if survivors:
         print(f"demo: processes outlived the cluster and were killed: {survivors}", file=sys.stderr)
         return 1
-    print("demo: cluster stopped, no rbee process left", flush=True)
+    print("\ndemo: cluster stopped, no rbee process left", flush=True)
     return infer.returncode
 
 

@@ -85,6 +85,7 @@ async def _stream(args: argparse.Namespace, progress: _Progress) -> None:
                     sys.stdout.flush()
                 elif kind == "end":
                     sys.stdout.write("\n")
+                    sys.stdout.flush()
                     if args.stats:
                         _print_stats(event, started, progress)
                 elif kind == "error":

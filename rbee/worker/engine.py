@@ -9,7 +9,8 @@ import codecs
 import os
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,19 +28,55 @@ class Outcome:
     stop_reason: str
 
 
+_LOAD_LOCK = threading.Lock()
+
+
+def amx_compiled_in() -> bool:
+    """True when this llama.cpp build carries the AMX int8 kernels."""
+    import llama_cpp
+
+    return b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info()
+
+
+@contextmanager
+def _without_extra_buffer_types() -> Iterator[None]:
+    """Make llama-cpp-python create models with `use_extra_bufts = false`.
+
+    llama.cpp's AMX weight repacking segfaults in `ggml_backend_amx_mul_mat` on Gemma 3
+    (llama.cpp issue 20824, reproduced here with llama-cpp-python 0.3.36), and `Llama` does
+    not expose the flag, so the default-params factory it calls is wrapped while loading.
+    """
+    import llama_cpp.llama_cpp as lib
+
+    original = lib.llama_model_default_params
+
+    def params_without_extra_buffers() -> Any:
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    lib.llama_model_default_params = params_without_extra_buffers
+    try:
+        yield
+    finally:
+        lib.llama_model_default_params = original
+
+
 def load_context(model_path: str, n_ctx: int, n_threads: int | None = None) -> Any:
     """Load the GGUF into a new llama context (weights are mmap-shared between contexts)."""
     from llama_cpp import Llama
 
     threads = n_threads or max(1, os.cpu_count() or 1)
-    return Llama(
-        model_path=model_path,
-        n_ctx=n_ctx,
-        n_batch=min(512, n_ctx),
-        n_threads=threads,
-        n_threads_batch=threads,
-        verbose=False,
-    )
+    guard = _without_extra_buffer_types() if amx_compiled_in() else nullcontext()
+    with _LOAD_LOCK, guard:
+        return Llama(
+            model_path=model_path,
+            n_ctx=n_ctx,
+            n_batch=min(512, n_ctx),
+            n_threads=threads,
+            n_threads_batch=threads,
+            verbose=False,
+        )
 
 
 def chat_template_of(context: Any) -> str | None:
