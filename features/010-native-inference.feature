@@ -45,3 +45,4 @@ Feature: Inference through the queen's native task API
       | {"model": "no-such-model", "prompt": "x"}                        | 404    | MODEL_NOT_FOUND |
       | {"model": "tiny", "prompt": "x", "node": "elsewhere"}            | 404    | NODE_NOT_FOUND  |
       | not json at all                                                  | 400    | INVALID_JSON    |
+

@@ -34,3 +34,8 @@ Feature: The hive spawns and tracks worker processes
     Given the hive has a ready worker for the tiny model
     When I stop the hive with SIGTERM
     Then no process the hive started is still running
+
+  Scenario: A hive killed with SIGKILL takes its workers with it
+    Given the hive has a ready worker for the tiny model
+    When I kill the hive with SIGKILL
+    Then no process the hive started is still running

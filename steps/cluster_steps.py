@@ -17,6 +17,14 @@ def a_queen(context) -> None:
     context.hive_url = context.queen.hive_url
 
 
+@given("a queen on free loopback ports whose workers have {slots:d} slot")
+def a_queen_with_slots(context, slots: int) -> None:
+    extra = [*LONG_CONTEXT, "--worker-slots", str(slots)]
+    context.queen = started(context, queen_daemon(context.workdir, extra=extra))
+    context.queen_url = context.queen.base_url
+    context.hive_url = context.queen.hive_url
+
+
 @given("`rbee up` is running on free loopback ports")
 def rbee_up(context) -> None:
     context.queen = started(context, queen_daemon(context.workdir, "up", LONG_CONTEXT))

@@ -103,6 +103,11 @@ def stop_hive(context) -> None:
     context.orphans.extend(context.hive.stop())
 
 
+@when("I kill the hive with SIGKILL")
+def kill_hive(context) -> None:
+    context.orphans.extend(context.hive.stop(signal.SIGKILL))
+
+
 @then("no process the hive started is still running")
 def hive_children_gone(context) -> None:
     pids = [w["pid"] for w in context.workers]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 
 from behave import given, then, when
@@ -51,3 +52,17 @@ def queen_worker_free(context, seconds: int) -> None:
     workers = _queen_workers(context)
     assert len(workers) == 1, workers
     slots_free_within(workers[0]["url"], workers[0]["slots"], seconds)
+
+
+@when("the queen's worker is killed with SIGKILL")
+def kill_queen_worker(context) -> None:
+    workers = _queen_workers(context)
+    assert len(workers) == 1, workers
+    os.kill(workers[0]["pid"], signal.SIGKILL)
+
+
+@then('the stream ends with an error event with code "{code}"')
+def stream_error_event(context, code: str) -> None:
+    events = context.stream.read_all()
+    assert events[-1]["type"] == "error" and events[-1]["code"] == code, events[-3:]
+    assert context.stream.saw_done

@@ -37,6 +37,12 @@ def post_raw_body(context, body: str) -> None:
     context.answer = request("POST", f"{context.queen_url}/v2/tasks", raw=body.encode())
 
 
+@when("another native task for the tiny model is posted")
+def post_task_answer(context) -> None:
+    body = {"model": tiny_ref(context), "prompt": "Hi", "max_tokens": 4}
+    context.answer = request("POST", f"{context.queen_url}/v2/tasks", body)
+
+
 @then("the answer is an event stream with status 200")
 def event_stream_ok(context) -> None:
     assert context.stream.status == 200, context.stream.status

@@ -42,7 +42,7 @@ async def worker_ready(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     worker_id = check_identifier("worker_id", body.get("worker_id"))
     port = check_int("port", body.get("port"), 1, 65535)
-    record = request.app[SUPERVISOR].mark_ready(worker_id, port)
+    record = request.app[SUPERVISOR].report_ready(worker_id, port)
     return web.json_response(record.to_wire())
 
 

@@ -31,6 +31,7 @@ class WorkerRecord:
     state: str = "loading"
     started_at: float = field(default_factory=time.time)
     ready_at: float | None = None
+    ready_reported: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def url(self) -> str:
@@ -102,19 +103,27 @@ class WorkerSupervisor:
         return record
 
     async def _watch(self, record: WorkerRecord) -> None:
-        code = await record.process.wait()
+        """The owner of `record`'s state: loading → ready, and gone at process exit."""
+        exited = asyncio.ensure_future(record.process.wait())
+        reported = asyncio.ensure_future(record.ready_reported.wait())
+        await asyncio.wait({exited, reported}, return_when=asyncio.FIRST_COMPLETED)
+        if not exited.done():
+            record.state = "ready"
+            record.ready_at = time.time()
+            log.info("worker %s ready after %.2fs",
+                     record.worker_id, record.ready_at - record.started_at)
+        reported.cancel()
+        code = await exited
         self._workers.pop(record.worker_id, None)
         log.info("worker %s (pid %d) exited with code %d in state %s",
                  record.worker_id, record.process.pid, code, record.state)
 
-    def mark_ready(self, worker_id: str, port: int) -> WorkerRecord:
-        """Record a worker's ready callback."""
+    def report_ready(self, worker_id: str, port: int) -> WorkerRecord:
+        """Pass a worker's ready callback to the worker's owner task."""
         record = self._workers.get(worker_id)
         if record is None or record.port != port:
             raise ApiError(404, "WORKER_NOT_FOUND", "this hive did not start that worker")
-        record.state = "ready"
-        record.ready_at = time.time()
-        log.info("worker %s ready after %.2fs", worker_id, record.ready_at - record.started_at)
+        record.ready_reported.set()
         return record
 
     async def stop_all(self) -> None:
