@@ -39,3 +39,9 @@ Feature: The hive spawns and tracks worker processes
     Given the hive has a ready worker for the tiny model
     When I kill the hive with SIGKILL
     Then no process the hive started is still running
+
+  Scenario: A worker asked to shut down exits and leaves the hive's list
+    Given the hive has a ready worker for the tiny model
+    When I ask the worker to shut down through its admin endpoint
+    Then the hive lists no worker within 5 seconds
+    And no process the hive started is still running

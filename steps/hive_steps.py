@@ -103,6 +103,12 @@ def stop_hive(context) -> None:
     context.orphans.extend(context.hive.stop())
 
 
+@when("I ask the worker to shut down through its admin endpoint")
+def admin_shutdown(context) -> None:
+    answer = request("POST", f"{context.workers[0]['url']}/v1/admin/shutdown")
+    assert answer.status == 202, answer
+
+
 @when("I kill the hive with SIGKILL")
 def kill_hive(context) -> None:
     context.orphans.extend(context.hive.stop(signal.SIGKILL))

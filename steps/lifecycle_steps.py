@@ -8,7 +8,7 @@ import signal
 from behave import given, then, when
 
 from rbee.testing.cluster import alive, http_json
-from rbee.testing.http_client import EventStream
+from rbee.testing.http_client import EventStream, request
 from steps.common import slots_free_within, tiny_ref
 
 
@@ -66,3 +66,15 @@ def stream_error_event(context, code: str) -> None:
     events = context.stream.read_all()
     assert events[-1]["type"] == "error" and events[-1]["code"] == code, events[-3:]
     assert context.stream.saw_done
+
+
+@given("a file with the GGUF magic but garbage after it")
+def corrupt_gguf(context) -> None:
+    context.corrupt_model = context.workdir / "corrupt.gguf"
+    context.corrupt_model.write_bytes(b"GGUF" + bytes(range(256)) * 64)
+
+
+@when("I post a native task for that file")
+def post_corrupt_task(context) -> None:
+    body = {"model": f"file://{context.corrupt_model}", "prompt": "Hi", "max_tokens": 4}
+    context.answer = request("POST", f"{context.queen_url}/v2/tasks", body)

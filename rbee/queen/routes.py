@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -99,7 +100,7 @@ async def _openai(request: web.Request, parsed: OpenAIRequest) -> web.StreamResp
 
 
 async def _openai_stream(
-    request: web.Request, responder: OpenAIResponder, events: Any
+    request: web.Request, responder: OpenAIResponder, events: AsyncIterator[dict[str, Any]]
 ) -> web.StreamResponse:
     response = await sse.open_stream(request)
     first = True
@@ -121,7 +122,9 @@ async def _openai_stream(
     return response
 
 
-async def _openai_whole(responder: OpenAIResponder, events: Any) -> web.Response:
+async def _openai_whole(
+    responder: OpenAIResponder, events: AsyncIterator[dict[str, Any]]
+) -> web.Response:
     parts: list[str] = []
     async for event in events:
         kind = event.get("type")
