@@ -18,13 +18,13 @@ Feature: Inference through the queen's native task API
     Given no hive answers on the queen's hive port
     When I post a native task for the tiny model with prompt "Hello" and 8 max tokens
     Then the answer is an event stream with status 200
-    And the hive lists 1 worker for the tiny model in state "ready"
+    And the hive lists 1 worker for the tiny model in state "idle"
 
   Scenario: Warm start: a second request reuses the idle worker
     When I post a native task for the tiny model with prompt "Hello" and 8 max tokens
     And I post a native task for the tiny model with prompt "Hello again" and 8 max tokens
     Then both tasks ran on the same worker
-    And the hive lists 1 worker for the tiny model in state "ready"
+    And the hive lists 1 worker for the tiny model in state "idle"
 
   Scenario: The same seed gives the same tokens
     When I post a native task for the tiny model with prompt "Seeded" and 16 max tokens and seed 42

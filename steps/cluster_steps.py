@@ -10,6 +10,11 @@ from steps.common import started
 LONG_CONTEXT = ["--worker-ctx-size", "8192"]
 
 
+@given('daemons start with {name} set to "{value}"')
+def daemon_env(context, name: str, value: str) -> None:
+    context.env[name] = value.replace("{workdir}", str(context.workdir))
+
+
 @given("a queen on free loopback ports")
 def a_queen(context) -> None:
     context.queen = started(context, queen_daemon(context.workdir, extra=LONG_CONTEXT))

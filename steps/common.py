@@ -8,12 +8,21 @@ from rbee.testing.cluster import Daemon, http_json, wait_until
 from rbee.testing.http_client import EventStream
 
 LONG_TASK_TOKENS = 6000
+FAST_TIMINGS = {
+    "RBEE_HEARTBEAT_INTERVAL_S": "0.25",
+    "RBEE_RESTART_BACKOFF_INITIAL_S": "0.2",
+    "RBEE_RESTART_BACKOFF_MAX_S": "2",
+    "RBEE_SIGTERM_GRACE_S": "3",
+    "RBEE_DRAIN_BUDGET_S": "5",
+    "RBEE_STALL_TIMEOUT_S": "1.5",
+}
+"""Shorter lifecycle timings for every daemon a scenario starts (scenarios may override)."""
 
 
 def started(context, daemon: Daemon, timeout: float = 60.0) -> Daemon:
     """Start a daemon, register it for teardown, wait until it is healthy."""
     context.daemons.append(daemon)
-    daemon.start()
+    daemon.start(env=context.env)
     daemon.wait_healthy(timeout)
     return daemon
 

@@ -55,18 +55,18 @@ def _ready_workers(context, count: int, timeout: float) -> list[dict]:
     def check() -> bool:
         nonlocal workers
         workers = _workers(context)
-        return len(workers) == count and all(w["state"] == "ready" for w in workers)
+        return len(workers) == count and all(w["state"] == "idle" for w in workers)
 
     assert wait_until(check, timeout, 0.1), workers
     return workers
 
 
-@then('the hive lists the worker in state "ready" within {seconds:d} seconds')
+@then('the hive lists the worker in state "idle" within {seconds:d} seconds')
 def listed_ready(context, seconds: int) -> None:
     context.workers = _ready_workers(context, 1, seconds)
 
 
-@then('the hive lists {count:d} workers in state "ready" within {seconds:d} seconds on different ports')
+@then('the hive lists {count:d} workers in state "idle" within {seconds:d} seconds on different ports')
 def listed_two(context, count: int, seconds: int) -> None:
     workers = _ready_workers(context, count, seconds)
     assert len({w["port"] for w in workers}) == count, workers

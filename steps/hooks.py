@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 from rbee.testing.tiny_model import build_tiny_gguf
+from steps.common import FAST_TIMINGS
 
 
 def before_all(context) -> None:
@@ -21,6 +22,7 @@ def before_scenario(context, scenario) -> None:
     context.daemons = []
     context.streams = []
     context.orphans = []
+    context.env = dict(FAST_TIMINGS)
 
 
 def after_scenario(context, scenario) -> None:

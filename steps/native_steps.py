@@ -6,7 +6,7 @@ import json
 
 from behave import given, then, when
 
-from rbee.testing.cluster import http_json
+from rbee.testing.cluster import http_json, wait_until
 from rbee.testing.http_client import EventStream, request
 from steps.common import LONG_TASK_TOKENS, first_token, open_stream, tiny_ref
 
@@ -81,11 +81,16 @@ def closes_with_done(context) -> None:
 
 @then('the hive lists {count:d} worker for the tiny model in state "{state}"')
 def hive_lists_workers(context, count: int, state: str) -> None:
-    status, body = http_json(f"{context.hive_url}/v1/workers/list")
-    assert status == 200, status
-    workers = [w for w in body["workers"] if w["model"] == tiny_ref(context)]
-    assert len(workers) == count, body
-    assert all(w["state"] == state for w in workers), workers
+    workers: list = []
+
+    def check() -> bool:
+        nonlocal workers
+        status, body = http_json(f"{context.hive_url}/v1/workers/list")
+        assert status == 200, status
+        workers = [w for w in body["workers"] if w["model"] == tiny_ref(context)]
+        return len(workers) == count and all(w["state"] == state for w in workers)
+
+    assert wait_until(check, 3.0), workers
 
 
 @then("both tasks ran on the same worker")

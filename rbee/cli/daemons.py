@@ -7,7 +7,9 @@ from pathlib import Path
 
 from rbee.cli.paths import default_data_dir
 from rbee.common.daemon import serve
+from rbee.common.exit_codes import WORKER_LOAD_FAILED
 from rbee.common.logging_setup import setup_logging
+from rbee.common.tunables import load_timings
 
 DEFAULT_QUEEN_PORT = 8080
 DEFAULT_HIVE_PORT = 9200
@@ -66,6 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     hive.add_argument("--data-dir", type=Path, default=None)
     hive.add_argument("--worker-port-start", type=_port, default=DEFAULT_WORKER_PORT)
     hive.add_argument("--ctx-size", type=_positive, default=DEFAULT_CTX_SIZE)
+    hive.add_argument("--queen-url", default=None, help="queen to send heartbeats to")
     hive.set_defaults(func=run_hive)
 
     worker = sub.add_parser("worker", help="serve one GGUF model")
@@ -95,7 +98,7 @@ def run_queen(args: argparse.Namespace, start_hive: bool | None = None) -> int:
         worker_ctx_size=args.worker_ctx_size,
         start_hive=args.start_hive if start_hive is None else start_hive,
     )
-    serve(build_app(settings), args.host, args.port, "queen")
+    serve(build_app(settings, load_timings()), args.host, args.port, "queen")
     return 0
 
 
@@ -115,15 +118,17 @@ def run_hive(args: argparse.Namespace) -> int:
         data_dir=args.data_dir or default_data_dir() / "hive",
         worker_port_start=args.worker_port_start,
         ctx_size=args.ctx_size,
+        queen_url=args.queen_url,
     )
-    serve(build_app(settings), args.host, args.port, "hive")
+    serve(build_app(settings, load_timings()), args.host, args.port, "hive")
     return 0
 
 
 def run_worker(args: argparse.Namespace) -> int:
-    """Serve a worker until stopped; exit 1 when its model failed to load."""
+    """Serve a worker until stopped; exit WORKER_LOAD_FAILED when its model failed to load."""
     from rbee.common.validation import check_identifier
     from rbee.worker.app import build_app
+    from rbee.worker.faults import load_faults
     from rbee.worker.routes import RUNTIME
     from rbee.worker.runtime import WorkerSettings
 
@@ -138,6 +143,6 @@ def run_worker(args: argparse.Namespace) -> int:
         threads=args.threads,
         hive_url=args.hive_url,
     )
-    app = build_app(settings)
+    app = build_app(settings, load_timings(), load_faults())
     serve(app, args.host, args.port, "worker")
-    return 1 if app[RUNTIME].phase == "failed" else 0
+    return WORKER_LOAD_FAILED if app[RUNTIME].phase == "failed" else 0

@@ -8,6 +8,8 @@ import sys
 from rbee import __version__
 from rbee.cli import daemons, infer
 from rbee.common.errors import ApiError
+from rbee.common.tunables import TunableError
+from rbee.worker.faults import FaultsRefused
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     except ApiError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
+    except (TunableError, FaultsRefused) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

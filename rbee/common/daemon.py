@@ -1,9 +1,17 @@
-"""Running an aiohttp application as a daemon: bind, serve, stop cleanly on SIGTERM/SIGINT."""
+"""Running an aiohttp application as a daemon: bind, serve, drain and stop on SIGTERM/SIGINT.
+
+A stop (signal or `request_stop`) first runs the application's drain hook while the server
+still answers (so new work gets 503 DRAINING instead of a refused connection), then closes
+the server and runs the cleanup hooks, which stop child processes.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable
+import signal
+import sys
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -11,23 +19,58 @@ from rbee.common.errors import error_middleware
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
-SHUTDOWN_TIMEOUT_S = 5.0
+HANDLER_CANCEL_TIMEOUT_S = 5.0
+
+Drain = Callable[[], Awaitable[None]]
+STOP_REQUESTED = web.AppKey("stop_requested", asyncio.Event)
+DRAIN = web.AppKey("drain", list)
 
 
 def new_app() -> web.Application:
-    """An application with the structured-error middleware and the body size cap."""
-    return web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
+    """An application with the structured-error middleware, the body size cap and stop hooks."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
+    app[STOP_REQUESTED] = asyncio.Event()
+    app[DRAIN] = []
+    return app
+
+
+def on_drain(app: web.Application, drain: Drain) -> None:
+    """Register a coroutine that lets in-flight work finish before the server closes."""
+    app[DRAIN].append(drain)
+
+
+def request_stop(app: web.Application) -> None:
+    """Ask the daemon to drain and stop, as SIGTERM does."""
+    app[STOP_REQUESTED].set()
 
 
 def serve(app: web.Application | Awaitable[web.Application], host: str, port: int, name: str) -> None:
-    """Serve until SIGTERM or SIGINT; handlers are cancelled when their client goes away."""
-    log.info("%s listening on http://%s:%d", name, host, port)
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        print=None,
-        access_log=None,
-        handler_cancellation=True,
-        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+    """Serve until SIGTERM, SIGINT or `request_stop`; exit 1 when the port cannot be bound."""
+    try:
+        asyncio.run(_serve(app, host, port, name))
+    except OSError as exc:
+        print(f"error: {name} cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        raise SystemExit(1) from exc
+
+
+async def _serve(app: web.Application | Awaitable[web.Application], host: str, port: int, name: str) -> None:
+    if not isinstance(app, web.Application):
+        app = await app
+    runner = web.AppRunner(
+        app, handler_cancellation=True, access_log=None, shutdown_timeout=HANDLER_CANCEL_TIMEOUT_S
     )
+    await runner.setup()
+    stop = app[STOP_REQUESTED]
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await web.TCPSite(runner, host, port).start()
+        log.info("%s listening on http://%s:%d", name, host, port)
+        await stop.wait()
+        log.info("%s stopping: draining in-flight work", name)
+        for drain in app[DRAIN]:
+            await drain()
+    finally:
+        await runner.cleanup()
+        log.info("%s stopped", name)

@@ -27,6 +27,7 @@ _CATALOG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _HF_REF = re.compile(r"^hf:[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*(:[A-Za-z0-9_./-]+)?$")
 _FILE_REF = re.compile(r"^file:///[A-Za-z0-9_./+-]+\.gguf$")
 _HTTPS_REF = re.compile(r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[A-Za-z0-9_./~%+-]*$")
+_HTTP_BASE_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$")
 MAX_MODEL_REF_CHARS = 512
 CHAT_ROLES = ("system", "user", "assistant")
 
@@ -71,6 +72,20 @@ def check_bool(field_name: str, value: Any) -> bool:
     """A JSON boolean."""
     if not isinstance(value, bool):
         raise invalid(field_name, "must be true or false")
+    return value
+
+
+def check_choice(field_name: str, value: Any, choices: tuple[str, ...]) -> str:
+    """One of a fixed set of strings."""
+    if value not in choices:
+        raise invalid(field_name, "must be one of " + ", ".join(choices))
+    return value
+
+
+def check_http_url(field_name: str, value: Any) -> str:
+    """An http(s) base URL such as http://127.0.0.1:9200."""
+    if not isinstance(value, str) or not _HTTP_BASE_URL.match(value):
+        raise invalid(field_name, "must be an http(s) URL of a host and port")
     return value
 
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 
-from rbee.common.daemon import new_app
+from rbee.common.daemon import new_app, on_drain
+from rbee.common.tunables import Timings
 from rbee.hive.catalog import ModelCatalog
+from rbee.hive.queen_link import send_heartbeats
 from rbee.hive.routes import CATALOG, SUPERVISOR, add_routes
 from rbee.hive.supervisor import SupervisorSettings, WorkerSupervisor
 
@@ -22,24 +27,41 @@ class HiveSettings:
     data_dir: Path
     worker_port_start: int
     ctx_size: int
+    queen_url: str | None
+
+    @property
+    def url(self) -> str:
+        """How the queen and the workers reach this hive."""
+        return f"http://127.0.0.1:{self.port}"
 
 
-def build_app(settings: HiveSettings) -> web.Application:
-    """The hive application: catalog, supervisor and routes; workers stop with the hive."""
+def build_app(settings: HiveSettings, timings: Timings) -> web.Application:
+    """The hive application: catalog, supervisor, routes, heartbeats to the queen."""
     app = new_app()
     app[CATALOG] = ModelCatalog(settings.data_dir)
-    app[SUPERVISOR] = WorkerSupervisor(
+    supervisor = WorkerSupervisor(
         SupervisorSettings(
-            hive_url=f"http://127.0.0.1:{settings.port}",
-            logs_dir=settings.data_dir / "logs",
+            hive_url=settings.url,
+            data_dir=settings.data_dir,
             worker_port_start=settings.worker_port_start,
             ctx_size=settings.ctx_size,
-        )
+        ),
+        timings,
     )
+    supervisor.stop_leftovers()
+    app[SUPERVISOR] = supervisor
     add_routes(app)
-    app.on_cleanup.append(_stop_workers)
+    on_drain(app, lambda: supervisor.stop_all("hive stopping"))
+    if settings.queen_url:
+        app.cleanup_ctx.append(lambda _: _queen_heartbeats(settings, supervisor))
     return app
 
 
-async def _stop_workers(app: web.Application) -> None:
-    await app[SUPERVISOR].stop_all()
+async def _queen_heartbeats(settings: HiveSettings, supervisor: WorkerSupervisor) -> AsyncIterator[None]:
+    assert settings.queen_url is not None
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+    task = asyncio.create_task(send_heartbeats(settings.queen_url, settings.url, supervisor, session))
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await session.close()

@@ -6,13 +6,20 @@ from aiohttp import web
 
 from rbee import __version__
 from rbee.common.errors import read_json_object
-from rbee.common.validation import check_identifier, check_int, check_model_ref
+from rbee.common.validation import (
+    check_bool,
+    check_choice,
+    check_identifier,
+    check_int,
+    check_model_ref,
+)
 from rbee.hive.catalog import ModelCatalog
 from rbee.hive.supervisor import WorkerSupervisor
 
 CATALOG = web.AppKey("catalog", ModelCatalog)
 SUPERVISOR = web.AppKey("supervisor", WorkerSupervisor)
 MAX_SLOTS = 64
+WORKER_REPORTED_STATES = ("idle", "busy", "draining")
 
 
 async def health(request: web.Request) -> web.Response:
@@ -46,6 +53,27 @@ async def worker_ready(request: web.Request) -> web.Response:
     return web.json_response(record.to_wire())
 
 
+async def heartbeat(request: web.Request) -> web.Response:
+    """A worker's periodic report: state, free slots, decode progress."""
+    body = await read_json_object(request)
+    worker_id = check_identifier("worker_id", body.get("worker_id"))
+    report = {
+        "state": check_choice("state", body.get("state"), WORKER_REPORTED_STATES),
+        "slots_free": check_int("slots_free", body.get("slots_free"), 0, MAX_SLOTS),
+        "decode_stalled": check_bool("decode_stalled", body.get("decode_stalled", False)),
+    }
+    request.app[SUPERVISOR].heartbeat(worker_id, report)
+    return web.json_response({"ok": True})
+
+
+async def stop_worker(request: web.Request) -> web.Response:
+    """Drain and stop one worker for good (no restart)."""
+    body = await read_json_object(request)
+    worker_id = check_identifier("worker_id", body.get("worker_id"))
+    record = request.app[SUPERVISOR].stop(worker_id, "stop requested through the API")
+    return web.json_response(record.to_wire(), status=202)
+
+
 async def list_models(request: web.Request) -> web.Response:
     """Models in this hive's catalog."""
     models = [entry.to_wire() for entry in await request.app[CATALOG].list()]
@@ -58,4 +86,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/workers/spawn", spawn_worker)
     app.router.add_get("/v1/workers/list", list_workers)
     app.router.add_post("/v1/workers/ready", worker_ready)
+    app.router.add_post("/v1/heartbeat", heartbeat)
+    app.router.add_post("/v1/workers/stop", stop_worker)
     app.router.add_get("/v1/models/list", list_models)

@@ -1,57 +1,29 @@
-"""Spawning and supervising worker processes: one owner task per worker watches its exit."""
+"""The hive's workers: spawning them and routing messages to each worker's owner task."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import signal
 import sys
-import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import psutil
 
 from rbee.common import processes
 from rbee.common.errors import ApiError
-from rbee.common.ports import next_free_port
+from rbee.common.ports import next_free_port, port_is_free
+from rbee.common.tunables import Timings
 from rbee.hive.catalog import ModelEntry
+from rbee.hive.restart_policy import RestartPolicy
+from rbee.hive.worker_owner import WorkerOwner, WorkerRecord
 
 log = logging.getLogger(__name__)
-STOP_GRACE_S = 10.0
-
-
-@dataclass(eq=False)
-class WorkerRecord:
-    """A worker process this hive started."""
-
-    worker_id: str
-    model: ModelEntry
-    port: int
-    slots: int
-    process: asyncio.subprocess.Process
-    state: str = "loading"
-    started_at: float = field(default_factory=time.time)
-    ready_at: float | None = None
-    ready_reported: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def url(self) -> str:
-        """Where the worker serves HTTP."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def to_wire(self) -> dict[str, object]:
-        """JSON form for /v1/workers/list."""
-        return {
-            "worker_id": self.worker_id,
-            "model": self.model.name,
-            "model_path": self.model.path,
-            "url": self.url,
-            "port": self.port,
-            "pid": self.process.pid,
-            "slots": self.slots,
-            "state": self.state,
-            "started_at": self.started_at,
-            "ready_at": self.ready_at,
-        }
 
 
 @dataclass(frozen=True)
@@ -59,77 +31,154 @@ class SupervisorSettings:
     """How workers are started."""
 
     hive_url: str
-    logs_dir: Path
+    data_dir: Path
     worker_port_start: int
     ctx_size: int
 
+    @property
+    def logs_dir(self) -> Path:
+        """Where each worker's output goes."""
+        return self.data_dir / "logs"
+
+    @property
+    def pid_file(self) -> Path:
+        """The on-disk list of worker PIDs, for cleaning up after a hive that died."""
+        return self.data_dir / "workers.json"
+
 
 class WorkerSupervisor:
-    """Owns the hive's worker processes and their registry."""
+    """Starts workers, each with its own owner task, and keeps the registry of owners."""
 
-    def __init__(self, settings: SupervisorSettings) -> None:
+    def __init__(self, settings: SupervisorSettings, timings: Timings) -> None:
         self.settings = settings
-        self._workers: dict[str, WorkerRecord] = {}
-        self._owners: set[asyncio.Task[None]] = set()
-        self._spawn_lock = asyncio.Lock()
+        self.timings = timings
+        self.policy = RestartPolicy(timings)
+        self.draining = False
+        self._owners: dict[str, WorkerOwner] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._port_lock = asyncio.Lock()
 
     def list(self) -> list[WorkerRecord]:
-        """Workers alive right now."""
-        return list(self._workers.values())
+        """Every worker this hive owns, in any state."""
+        return [owner.record for owner in self._owners.values()]
+
+    def _owner(self, worker_id: str) -> WorkerOwner:
+        owner = self._owners.get(worker_id)
+        if owner is None:
+            raise ApiError(404, "WORKER_NOT_FOUND", "this hive does not own that worker")
+        return owner
 
     async def spawn(self, model: ModelEntry, slots: int) -> WorkerRecord:
-        """Start a worker for `model` on the next free port and watch it."""
-        async with self._spawn_lock:
-            taken = {record.port for record in self._workers.values()}
-            port = next_free_port(self.settings.worker_port_start, taken)
-            worker_id = f"w-{uuid.uuid4().hex[:10]}"
+        """Start a worker for `model`; answers once the process exists (state `loading`)."""
+        if self.draining:
+            raise ApiError(503, "DRAINING", "this hive is shutting down", headers={"Retry-After": "1"})
+        if self.policy.breaker_open(model.name):
+            raise ApiError(
+                503,
+                "CIRCUIT_OPEN",
+                "workers of this model crashed too often; not starting another for now",
+                {"model": model.name},
+                headers={"Retry-After": str(int(self.timings.restart_window_s))},
+            )
+        record = WorkerRecord(f"w-{uuid.uuid4().hex[:10]}", model, 0, slots)
+        process = await self._launch(record)
+        owner = WorkerOwner(record, self._launch, self.policy, self.timings)
+        self._owners[record.worker_id] = owner
+        self._save_pids()
+        task = asyncio.create_task(self._own(owner, process), name=f"owner-{record.worker_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return record
+
+    async def _own(self, owner: WorkerOwner, process: asyncio.subprocess.Process) -> None:
+        try:
+            await owner.run(process)
+        finally:
+            self._owners.pop(owner.record.worker_id, None)
+            self._save_pids()
+            log.info("worker %s left the registry in state %s",
+                     owner.record.worker_id, owner.record.state)
+
+    async def _launch(self, record: WorkerRecord) -> asyncio.subprocess.Process:
+        async with self._port_lock:
+            taken = {o.record.port for o in self._owners.values() if o.record is not record}
+            if not (record.port and record.port not in taken and port_is_free(record.port)):
+                record.port = next_free_port(self.settings.worker_port_start, taken)
             args = [
                 sys.executable, "-m", "rbee", "worker",
-                "--model", model.path,
-                "--port", str(port),
-                "--worker-id", worker_id,
+                "--model", record.model.path,
+                "--port", str(record.port),
+                "--worker-id", record.worker_id,
                 "--hive-url", self.settings.hive_url,
-                "--slots", str(slots),
+                "--slots", str(record.slots),
                 "--ctx-size", str(self.settings.ctx_size),
             ]
-            process = await processes.spawn(args, self.settings.logs_dir / f"{worker_id}.log")
-            record = WorkerRecord(worker_id, model, port, slots, process)
-            self._workers[worker_id] = record
+            process = await processes.spawn(args, self.settings.logs_dir / f"{record.worker_id}.log")
+        record.pid = process.pid
         log.info("spawned worker %s (pid %d) for %s on port %d",
-                 worker_id, process.pid, model.name, port)
-        owner = asyncio.create_task(self._watch(record), name=f"owner-{worker_id}")
-        self._owners.add(owner)
-        owner.add_done_callback(self._owners.discard)
-        return record
-
-    async def _watch(self, record: WorkerRecord) -> None:
-        """The owner of `record`'s state: loading → ready, and gone at process exit."""
-        exited = asyncio.ensure_future(record.process.wait())
-        reported = asyncio.ensure_future(record.ready_reported.wait())
-        await asyncio.wait({exited, reported}, return_when=asyncio.FIRST_COMPLETED)
-        if not exited.done():
-            record.state = "ready"
-            record.ready_at = time.time()
-            log.info("worker %s ready after %.2fs",
-                     record.worker_id, record.ready_at - record.started_at)
-        reported.cancel()
-        code = await exited
-        self._workers.pop(record.worker_id, None)
-        log.info("worker %s (pid %d) exited with code %d in state %s",
-                 record.worker_id, record.process.pid, code, record.state)
+                 record.worker_id, process.pid, record.model.name, record.port)
+        self._save_pids()
+        return process
 
     def report_ready(self, worker_id: str, port: int) -> WorkerRecord:
-        """Pass a worker's ready callback to the worker's owner task."""
-        record = self._workers.get(worker_id)
-        if record is None or record.port != port:
-            raise ApiError(404, "WORKER_NOT_FOUND", "this hive did not start that worker")
-        record.ready_reported.set()
-        return record
+        """Pass a worker's ready callback to its owner."""
+        owner = self._owner(worker_id)
+        if owner.record.port != port:
+            raise ApiError(404, "WORKER_NOT_FOUND", "this hive does not own that worker")
+        owner.post("ready")
+        return owner.record
 
-    async def stop_all(self) -> None:
-        """Stop every worker: SIGTERM, grace period, SIGKILL."""
-        records = list(self._workers.values())
-        await asyncio.gather(*(
-            processes.terminate(r.process, STOP_GRACE_S, f"worker {r.worker_id}") for r in records
-        ))
-        await asyncio.gather(*self._owners, return_exceptions=True)
+    def heartbeat(self, worker_id: str, body: dict[str, Any]) -> WorkerRecord:
+        """Pass a worker's heartbeat to its owner."""
+        owner = self._owner(worker_id)
+        owner.post("heartbeat", body)
+        return owner.record
+
+    def stop(self, worker_id: str, reason: str) -> WorkerRecord:
+        """Ask a worker's owner to drain and stop it for good."""
+        owner = self._owner(worker_id)
+        owner.post("stop", reason)
+        return owner.record
+
+    async def stop_all(self, reason: str) -> None:
+        """Stop every worker (each drains, then SIGTERM → grace → SIGKILL) and wait."""
+        self.draining = True
+        for owner in list(self._owners.values()):
+            owner.post("stop", reason)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _save_pids(self) -> None:
+        entries = [
+            {"worker_id": o.record.worker_id, "pid": o.record.pid}
+            for o in self._owners.values()
+            if o.record.pid
+        ]
+        self.settings.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.settings.pid_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(entries))
+        os.replace(tmp, self.settings.pid_file)
+
+    def stop_leftovers(self) -> list[int]:
+        """Stop workers a previous run of this hive left behind; returns their PIDs."""
+        try:
+            entries = json.loads(self.settings.pid_file.read_text())
+        except (OSError, ValueError):
+            return []
+        stopped = []
+        for entry in entries:
+            try:
+                process = psutil.Process(int(entry["pid"]))
+                if str(entry["worker_id"]) not in process.cmdline():
+                    continue
+                log.warning("stopping worker %s (pid %d) left by a previous hive run",
+                            entry["worker_id"], process.pid)
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(self.timings.sigterm_grace_s)
+                except psutil.TimeoutExpired:
+                    process.kill()
+                stopped.append(process.pid)
+            except (psutil.Error, KeyError, TypeError, ValueError):
+                continue
+        self.settings.pid_file.unlink(missing_ok=True)
+        return stopped

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,12 +10,14 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from rbee.common.daemon import new_app
+from rbee.common.daemon import new_app, on_drain
+from rbee.common.tunables import Timings
 from rbee.queen.dispatch import Dispatcher
 from rbee.queen.hive_client import HiveClient
+from rbee.queen.hive_registry import HiveRegistry
 from rbee.queen.local_hive import LocalHive
 from rbee.queen.placement import Placement
-from rbee.queen.routes import DISPATCHER, PLACEMENT, REGISTRY, add_routes
+from rbee.queen.routes import DISPATCHER, HIVES, PLACEMENT, REGISTRY, add_routes
 from rbee.queen.worker_registry import WorkerRegistry
 
 
@@ -32,27 +35,38 @@ class QueenSettings:
     start_hive: bool
 
 
-async def build_app(settings: QueenSettings) -> web.Application:
+async def build_app(settings: QueenSettings, timings: Timings) -> web.Application:
     """The queen application, built inside the running loop that will serve it."""
     app = new_app()
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=5))
     client = HiveClient(f"http://127.0.0.1:{settings.hive_port}", session)
     hive = LocalHive(client, settings)
+    hives = HiveRegistry(timings)
     registry = WorkerRegistry()
-    placement = Placement(hive, registry, settings.worker_slots)
+    placement = Placement(hive, hives, registry, settings.worker_slots, timings)
+    dispatcher = Dispatcher(placement, session)
     app[REGISTRY] = registry
+    app[HIVES] = hives
     app[PLACEMENT] = placement
-    app[DISPATCHER] = Dispatcher(placement, session)
+    app[DISPATCHER] = dispatcher
     add_routes(app)
-    app.cleanup_ctx.append(lambda _: _lifetime(hive, session, settings.start_hive))
+    on_drain(app, lambda: dispatcher.drain(timings.drain_budget_s))
+    hive_grace = timings.drain_budget_s + 2 * timings.sigterm_grace_s
+    app.cleanup_ctx.append(lambda _: _lifetime(hive, hives, session, settings.start_hive, hive_grace))
     return app
 
 
 async def _lifetime(
-    hive: LocalHive, session: aiohttp.ClientSession, start_hive: bool
+    hive: LocalHive,
+    hives: HiveRegistry,
+    session: aiohttp.ClientSession,
+    start_hive: bool,
+    hive_grace_s: float,
 ) -> AsyncIterator[None]:
+    watcher = asyncio.create_task(hives.watch(), name="hive-staleness")
     if start_hive:
         await hive.ensure_running()
     yield
-    await hive.stop()
+    watcher.cancel()
+    await hive.stop(hive_grace_s)
     await session.close()

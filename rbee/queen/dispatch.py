@@ -21,9 +21,9 @@ from rbee.queen.worker_registry import WorkerView
 log = logging.getLogger(__name__)
 CANCEL_TIMEOUT_S = 2.0
 FINISHED_TASKS_REMEMBERED = 10_000
-WORKER_LOST_EVENT = {
+WORKER_CRASHED_EVENT = {
     "type": "error",
-    "code": "WORKER_LOST",
+    "code": "WORKER_CRASHED",
     "message": "the worker stopped before finishing the answer",
 }
 
@@ -37,6 +37,17 @@ class Dispatcher:
         self._running: dict[str, WorkerView] = {}
         self._finished: collections.deque[str] = collections.deque(maxlen=FINISHED_TASKS_REMEMBERED)
         self._background: set[asyncio.Task[None]] = set()
+        self._draining = False
+
+    async def drain(self, budget_s: float) -> None:
+        """Refuse new tasks and wait up to `budget_s` for running ones to finish."""
+        self._draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget_s
+        while self._running and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if self._running:
+            log.warning("drain budget spent with %d task(s) still running", len(self._running))
 
     @staticmethod
     def new_task_id() -> str:
@@ -48,6 +59,8 @@ class Dispatcher:
         self, model: str, task_id: str, worker_body: dict[str, Any], correlation_id: str
     ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
         """Open the worker's event stream for a task; leaving early cancels it at the worker."""
+        if self._draining:
+            raise ApiError(503, "DRAINING", "the queen is shutting down", headers={"Retry-After": "1"})
         async with self._placement.worker_for(model) as worker:
             body = {**worker_body, "task_id": task_id}
             headers = {CORRELATION_HEADER: correlation_id}
@@ -73,7 +86,7 @@ class Dispatcher:
                     except (aiohttp.ClientError, sse.StreamTruncated, ValueError) as exc:
                         log.warning("task %s lost its worker %s mid-stream: %s",
                                     task_id, worker.worker_id, exc)
-                        yield WORKER_LOST_EVENT
+                        yield WORKER_CRASHED_EVENT
 
                 yield events()
             finally:

@@ -14,12 +14,12 @@ from rbee.queen.hive_client import HiveClient
 
 log = logging.getLogger(__name__)
 HIVE_START_TIMEOUT_S = 30.0
-HIVE_STOP_GRACE_S = 15.0
 
 
 class LocalHiveSettings(Protocol):
     """The queen settings a local hive is started with."""
 
+    port: int
     hive_port: int
     data_dir: Path
     worker_port_start: int
@@ -49,6 +49,7 @@ class LocalHive:
                         "--data-dir", str(self._data_dir),
                         "--worker-port-start", str(self._settings.worker_port_start),
                         "--ctx-size", str(self._settings.worker_ctx_size),
+                        "--queen-url", f"http://127.0.0.1:{self._settings.port}",
                     ],
                     self._data_dir / "logs" / "hive.log",
                 )
@@ -70,7 +71,7 @@ class LocalHive:
             await asyncio.sleep(0.1)
         raise ApiError(503, "HIVE_UNAVAILABLE", "the local hive did not start; see hive.log")
 
-    async def stop(self) -> None:
-        """Stop the hive this queen started (it stops its workers first)."""
+    async def stop(self, grace_s: float) -> None:
+        """Stop the hive this queen started (it drains and stops its workers first)."""
         if self._process is not None:
-            await processes.terminate(self._process, HIVE_STOP_GRACE_S, "local hive")
+            await processes.terminate(self._process, grace_s, "local hive")

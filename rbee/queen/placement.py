@@ -1,4 +1,4 @@
-"""Choosing a worker for a request: reuse a ready one, else have the hive spawn one."""
+"""Choosing a worker for a request: reuse a serving one, else have the hive spawn one."""
 
 from __future__ import annotations
 
@@ -9,27 +9,46 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from rbee.common.errors import ApiError
+from rbee.common.tunables import Timings
+from rbee.queen.hive_registry import HiveRegistry
 from rbee.queen.local_hive import LocalHive
-from rbee.queen.worker_registry import WorkerRegistry, WorkerView
+from rbee.queen.worker_registry import PENDING_STATES, ROUTABLE_STATES, WorkerRegistry, WorkerView
 
 log = logging.getLogger(__name__)
-WORKER_READY_TIMEOUT_S = 300.0
 READY_POLL_S = 0.1
 
 
 class Placement:
     """Finds or starts the worker for each request and counts its in-flight requests."""
 
-    def __init__(self, hive: LocalHive, registry: WorkerRegistry, worker_slots: int) -> None:
+    def __init__(
+        self,
+        hive: LocalHive,
+        hives: HiveRegistry,
+        registry: WorkerRegistry,
+        worker_slots: int,
+        timings: Timings,
+    ) -> None:
         self._hive = hive
+        self._hives = hives
         self._registry = registry
         self._worker_slots = worker_slots
+        self._timings = timings
         self._model_locks: dict[str, asyncio.Lock] = {}
 
     async def refresh(self) -> None:
-        """Bring the registry up to date with the hive."""
+        """Bring the registry up to date with the local hive (starting it when needed)."""
+        url = self._hive.client.base_url
+        if self._hives.is_stale(url):
+            raise ApiError(
+                503,
+                "NODE_STALE",
+                "the hive of this node missed its heartbeats; not routing to it",
+                {"hive_url": url},
+                headers={"Retry-After": str(max(1, int(self._timings.heartbeat_interval_s)))},
+            )
         await self._hive.ensure_running()
-        self._registry.sync(await self._hive.client.list_workers())
+        self._registry.sync(url, await self._hive.client.list_workers())
 
     async def hive_models(self) -> list[dict[str, Any]]:
         """The models in the hive's catalog."""
@@ -39,11 +58,11 @@ class Placement:
     async def worker_for(self, model: str) -> AsyncIterator[WorkerView]:
         """Hold a slot's worth of a worker of `model` for the duration of the block."""
         worker = await self._choose(model)
-        worker.in_flight += 1
+        self._registry.acquire(worker.worker_id)
         try:
             yield worker
         finally:
-            worker.in_flight -= 1
+            self._registry.release(worker.worker_id)
 
     async def _choose(self, model: str) -> WorkerView:
         lock = self._model_locks.setdefault(model, asyncio.Lock())
@@ -52,11 +71,12 @@ class Placement:
             worker = self._registry.pick(model)
             if worker is not None:
                 return worker
-            if not self._registry.for_model(model):
+            workers = self._registry.for_model(model)
+            if not workers:
                 return await self._spawn(model)
-            pending = [w for w in self._registry.for_model(model) if w.state != "ready"]
+            pending = [w for w in workers if w.state in PENDING_STATES]
             if pending:
-                return await self._wait_ready(pending[0].worker_id)
+                return await self._wait_serving(pending[0].worker_id)
         raise ApiError(
             503,
             "ALL_SLOTS_BUSY",
@@ -68,22 +88,23 @@ class Placement:
     async def _spawn(self, model: str) -> WorkerView:
         record = await self._hive.client.spawn_worker(model, self._worker_slots)
         log.info("hive spawned worker %s for %s", record["worker_id"], model)
-        return await self._wait_ready(record["worker_id"])
+        return await self._wait_serving(record["worker_id"])
 
-    async def _wait_ready(self, worker_id: str) -> WorkerView:
+    async def _wait_serving(self, worker_id: str) -> WorkerView:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + WORKER_READY_TIMEOUT_S
+        deadline = loop.time() + self._timings.loading_timeout_s
+        url = self._hive.client.base_url
         while loop.time() < deadline:
-            self._registry.sync(await self._hive.client.list_workers())
+            self._registry.sync(url, await self._hive.client.list_workers())
             worker = self._registry.get(worker_id)
-            if worker is None:
+            if worker is None or worker.state not in (*PENDING_STATES, *ROUTABLE_STATES):
                 raise ApiError(
                     503,
                     "WORKER_START_FAILED",
-                    "the worker exited while loading its model; see the hive's worker log",
+                    "the worker could not start serving; see the hive's worker log",
                     {"worker_id": worker_id},
                 )
-            if worker.state == "ready":
+            if worker.state in ROUTABLE_STATES:
                 return worker
             await asyncio.sleep(READY_POLL_S)
         raise ApiError(504, "WORKER_LOAD_TIMEOUT", "the worker did not finish loading in time")

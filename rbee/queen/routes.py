@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,8 +11,15 @@ from aiohttp import web
 from rbee import __version__
 from rbee.common import sse
 from rbee.common.errors import ApiError, correlation_id_of, read_json_object
-from rbee.common.validation import check_identifier, check_model_ref, parse_prompt, parse_sampling
+from rbee.common.validation import (
+    check_http_url,
+    check_identifier,
+    check_model_ref,
+    parse_prompt,
+    parse_sampling,
+)
 from rbee.queen.dispatch import Dispatcher
+from rbee.queen.hive_registry import HiveRegistry
 from rbee.queen.openai_format import OpenAIRequest, OpenAIResponder, parse_request
 from rbee.queen.placement import Placement
 from rbee.queen.worker_registry import WorkerRegistry
@@ -19,6 +27,7 @@ from rbee.queen.worker_registry import WorkerRegistry
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 PLACEMENT = web.AppKey("placement", Placement)
 REGISTRY = web.AppKey("registry", WorkerRegistry)
+HIVES = web.AppKey("hives", HiveRegistry)
 LOCAL_NODE = "localhost"
 BUILTIN_MODELS = ("default",)
 
@@ -60,10 +69,34 @@ async def cancel_task(request: web.Request) -> web.Response:
 
 
 async def list_workers(request: web.Request) -> web.Response:
-    """GET /v2/workers/list: the queen's view of every worker."""
-    await request.app[PLACEMENT].refresh()
-    workers = [worker.to_wire() for worker in request.app[REGISTRY].all()]
-    return web.json_response({"workers": workers})
+    """GET /v2/workers/list: the queen's view of every worker, as heartbeats last told it."""
+    registry = request.app[REGISTRY]
+    hives = request.app[HIVES]
+    workers = [
+        {**w.to_wire(registry.in_flight(w.worker_id)), "stale": hives.is_stale(w.hive_url)}
+        for w in registry.all()
+    ]
+    now = time.monotonic()
+    return web.json_response(
+        {"workers": workers, "hives": [hive.to_wire(now) for hive in hives.all()]}
+    )
+
+
+async def hive_heartbeat(request: web.Request) -> web.Response:
+    """POST /v2/heartbeat: a hive reports itself and every worker it owns."""
+    body = await read_json_object(request)
+    hive_url = check_http_url("hive_url", body.get("hive_url"))
+    workers = body.get("workers")
+    if not isinstance(workers, list) or not all(_is_worker_report(w) for w in workers):
+        raise ApiError(400, "INVALID_REQUEST", "'workers' must be a list of worker records")
+    request.app[HIVES].heard_from(hive_url, str(body.get("version", "")))
+    request.app[REGISTRY].sync(hive_url, workers)
+    return web.json_response({"ok": True})
+
+
+def _is_worker_report(item: Any) -> bool:
+    keys = {"worker_id": str, "model": str, "url": str, "slots": int, "state": str}
+    return isinstance(item, dict) and all(isinstance(item.get(k), t) for k, t in keys.items())
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -137,7 +170,7 @@ async def _openai_whole(
             return web.json_response(answer)
         elif kind == "error":
             raise ApiError(503, event["code"], event["message"])
-    raise ApiError(503, "WORKER_LOST", "the worker stopped before finishing the answer")
+    raise ApiError(503, "WORKER_CRASHED", "the worker stopped before finishing the answer")
 
 
 def add_routes(app: web.Application) -> None:
@@ -146,6 +179,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v2/tasks", create_task)
     app.router.add_delete("/v2/tasks/{task_id}", cancel_task)
     app.router.add_get("/v2/workers/list", list_workers)
+    app.router.add_post("/v2/heartbeat", hive_heartbeat)
     app.router.add_get("/v1/models", list_models)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)

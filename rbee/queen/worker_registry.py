@@ -1,9 +1,16 @@
-"""The queen's view of the workers: refreshed from the hive, in-flight counts kept locally."""
+"""The queen's view of the workers: refreshed from hives, in-flight counts kept locally.
+
+Views are replaced at every refresh, so in-flight counts live in the registry, keyed by
+worker id, and survive refreshes.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+ROUTABLE_STATES = ("idle", "busy")
+PENDING_STATES = ("loading", "crashed", "unhealthy")
 
 
 @dataclass(eq=False)
@@ -11,26 +18,24 @@ class WorkerView:
     """What the queen knows about one worker."""
 
     worker_id: str
+    hive_url: str
     model: str
     url: str
     slots: int
     state: str
-    in_flight: int = 0
+    restarts: int = 0
 
-    @property
-    def has_free_slot(self) -> bool:
-        """Ready and not every slot is taken by a request this queen sent."""
-        return self.state == "ready" and self.in_flight < self.slots
-
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self, in_flight: int) -> dict[str, Any]:
         """JSON form for /v2/workers/list."""
         return {
             "worker_id": self.worker_id,
+            "hive_url": self.hive_url,
             "model": self.model,
             "url": self.url,
             "slots": self.slots,
             "state": self.state,
-            "in_flight": self.in_flight,
+            "restarts": self.restarts,
+            "in_flight": in_flight,
         }
 
 
@@ -39,19 +44,40 @@ class WorkerRegistry:
 
     def __init__(self) -> None:
         self._workers: dict[str, WorkerView] = {}
+        self._in_flight: dict[str, int] = {}
 
-    def sync(self, reported: list[dict[str, Any]]) -> None:
-        """Replace the set of workers with the hive's list, keeping in-flight counts."""
-        fresh: dict[str, WorkerView] = {}
+    def in_flight(self, worker_id: str) -> int:
+        """Requests this queen has running on the worker."""
+        return self._in_flight.get(worker_id, 0)
+
+    def acquire(self, worker_id: str) -> None:
+        """Count one more request on the worker."""
+        self._in_flight[worker_id] = self.in_flight(worker_id) + 1
+
+    def release(self, worker_id: str) -> None:
+        """Count one request less on the worker."""
+        left = self.in_flight(worker_id) - 1
+        if left > 0:
+            self._in_flight[worker_id] = left
+        else:
+            self._in_flight.pop(worker_id, None)
+
+    def has_free_slot(self, worker: WorkerView) -> bool:
+        """Serving and not every slot is taken by a request this queen sent."""
+        return worker.state in ROUTABLE_STATES and self.in_flight(worker.worker_id) < worker.slots
+
+    def sync(self, hive_url: str, reported: list[dict[str, Any]]) -> None:
+        """Replace one hive's workers with its report, keeping in-flight counts."""
+        fresh = {k: w for k, w in self._workers.items() if w.hive_url != hive_url}
         for item in reported:
-            known = self._workers.get(item["worker_id"])
             fresh[item["worker_id"]] = WorkerView(
                 worker_id=item["worker_id"],
+                hive_url=hive_url,
                 model=item["model"],
                 url=item["url"],
                 slots=item["slots"],
                 state=item["state"],
-                in_flight=known.in_flight if known else 0,
+                restarts=item.get("restarts", 0),
             )
         self._workers = fresh
 
@@ -64,9 +90,9 @@ class WorkerRegistry:
         return [w for w in self._workers.values() if w.model == model]
 
     def pick(self, model: str) -> WorkerView | None:
-        """The least-loaded ready worker of `model` with a free slot."""
-        candidates = [w for w in self.for_model(model) if w.has_free_slot]
-        return min(candidates, key=lambda w: w.in_flight / w.slots, default=None)
+        """The least-loaded serving worker of `model` with a free slot."""
+        candidates = [w for w in self.for_model(model) if self.has_free_slot(w)]
+        return min(candidates, key=lambda w: self.in_flight(w.worker_id) / w.slots, default=None)
 
     def all(self) -> list[WorkerView]:
         """Every known worker."""

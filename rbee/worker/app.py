@@ -5,28 +5,37 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import aiohttp
 from aiohttp import web
 
-from rbee.common.daemon import new_app
+from rbee.common.daemon import new_app, on_drain, request_stop
+from rbee.common.tunables import Timings
+from rbee.worker.faults import Faults
+from rbee.worker.hive_link import HiveLink
 from rbee.worker.routes import RUNTIME, add_routes
 from rbee.worker.runtime import WorkerRuntime, WorkerSettings
 
 
-def build_app(settings: WorkerSettings) -> web.Application:
-    """The worker application: routes, runtime, and the loading task."""
+def build_app(settings: WorkerSettings, timings: Timings, faults: Faults) -> web.Application:
+    """The worker application: routes, runtime, the loading task and the hive link."""
     app = new_app()
-    app[RUNTIME] = WorkerRuntime(settings)
+    runtime = WorkerRuntime(settings, timings, faults, lambda: request_stop(app))
+    app[RUNTIME] = runtime
     add_routes(app)
-    app.cleanup_ctx.append(_loading)
-    app.on_shutdown.append(_stop_generations)
+    app.cleanup_ctx.append(_background)
+    on_drain(app, runtime.drain)
     return app
 
 
-async def _loading(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(app[RUNTIME].load())
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    runtime = app[RUNTIME]
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+    tasks = [
+        asyncio.create_task(runtime.load(), name="load"),
+        asyncio.create_task(HiveLink(runtime, session).run(), name="hive-link"),
+    ]
     yield
-    task.cancel()
-
-
-async def _stop_generations(app: web.Application) -> None:
-    app[RUNTIME].shutdown()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await session.close()

@@ -112,8 +112,9 @@ def generate(
 ) -> Outcome:
     """Generate until max tokens, end of generation, a stop sequence or cancellation.
 
-    Text is detokenized one token at a time (incremental UTF-8 decoding), so the cost per
-    token stays constant however long the output grows.
+    `emit` is called once per generated token with the text it releases (possibly empty:
+    a partial UTF-8 sequence or a possible stop sequence is held back). Text is detokenized
+    one token at a time, so the cost per token stays constant however long the output grows.
     """
     context.set_seed(params.seed if params.seed is not None else random.randrange(2**31))
     budget = min(params.max_tokens, context.n_ctx() - len(prompt_tokens))
@@ -131,9 +132,7 @@ def generate(
             if not params.ignore_eos and _is_end_of_generation(context, token):
                 stop_reason = "eos"
                 break
-            text = matcher.feed(decoder.decode(context.detokenize([token])))
-            if text:
-                emit(count, text)
+            emit(count, matcher.feed(decoder.decode(context.detokenize([token]))))
             count += 1
             if matcher.stopped:
                 stop_reason = "stop"

@@ -21,6 +21,7 @@ from rbee.common.validation import (
 )
 from rbee.worker import engine
 from rbee.worker.chat_prompt import render_chat
+from rbee.worker.faults import Faults
 from rbee.worker.slots import Slot, SlotPool
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,27 @@ class Task:
 class InferenceService:
     """Admits inference requests onto slots and streams their native events."""
 
-    def __init__(self, worker_id: str, pool: SlotPool, chat_template: str | None) -> None:
+    def __init__(
+        self, worker_id: str, pool: SlotPool, chat_template: str | None, faults: Faults
+    ) -> None:
         self.worker_id = worker_id
         self.pool = pool
         self._chat_template = chat_template
+        self._faults = faults
         self._active: dict[str, Task] = {}
+        self.tokens_generated = 0
+        self._last_progress = time.monotonic()
+
+    def stalled(self, now: float, timeout_s: float) -> bool:
+        """True when requests run but no token arrived for `timeout_s` seconds."""
+        return bool(self._active) and now - self._last_progress > timeout_s
+
+    def _progress(self, task: Task, index: int, text: str) -> None:
+        """Runs on the loop for each generated token."""
+        self.tokens_generated += 1
+        self._last_progress = time.monotonic()
+        if text:
+            task.events.put_nowait({"type": "token", "token": text, "index": index})
 
     @property
     def active_count(self) -> int:
@@ -84,21 +101,21 @@ class InferenceService:
     def _launch(self, task: Task) -> None:
         """Start generating in the slot's thread; the slot is freed when that thread returns."""
         loop = asyncio.get_running_loop()
+        faults = self._faults
 
         def emit(index: int, text: str) -> None:
-            event = {"type": "token", "token": text, "index": index}
-            loop.call_soon_threadsafe(task.events.put_nowait, event)
+            faults.on_token(index)
+            loop.call_soon_threadsafe(self._progress, task, index, text)
 
-        task.future = loop.run_in_executor(
-            task.slot.executor,
-            engine.generate,
-            task.slot.context,
-            task.prompt_tokens,
-            task.params,
-            task.stops,
-            task.cancel,
-            emit,
-        )
+        def run() -> engine.Outcome:
+            faults.on_generation_start()
+            return engine.generate(
+                task.slot.context, task.prompt_tokens, task.params, task.stops, task.cancel, emit
+            )
+
+        if len(self._active) == 1:
+            self._last_progress = time.monotonic()
+        task.future = loop.run_in_executor(task.slot.executor, run)
 
         def finished(_: asyncio.Future[engine.Outcome]) -> None:
             self._active.pop(task.task_id, None)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from contextlib import aclosing
 
 from aiohttp import web
 
 from rbee.common import sse
+from rbee.common.daemon import request_stop
 from rbee.common.errors import ApiError, read_json_object
 from rbee.common.validation import check_identifier
 from rbee.worker.inference import InferenceService
@@ -30,6 +29,8 @@ def _status(runtime: WorkerRuntime) -> dict[str, object]:
 
 
 def _service(runtime: WorkerRuntime) -> InferenceService:
+    if runtime.phase == "draining":
+        raise ApiError(503, "DRAINING", "this worker is shutting down", headers={"Retry-After": "1"})
     if runtime.service is None:
         raise ApiError(503, "NOT_READY", "the model is still loading", headers={"Retry-After": "1"})
     return runtime.service
@@ -83,15 +84,16 @@ async def inference(request: web.Request) -> web.StreamResponse:
 async def cancel_inference(request: web.Request) -> web.Response:
     """Stop a running generation; its slot frees as soon as the thread returns."""
     task_id = check_identifier("task_id", request.match_info["task_id"])
-    if not _service(request.app[RUNTIME]).cancel(task_id):
+    service = request.app[RUNTIME].service
+    if service is None or not service.cancel(task_id):
         raise ApiError(404, "TASK_NOT_FOUND", "no running task has this id")
     return web.Response(status=204)
 
 
 async def admin_shutdown(request: web.Request) -> web.Response:
     """Stop this worker gracefully, as SIGTERM would."""
-    asyncio.get_running_loop().call_later(0.05, signal.raise_signal, signal.SIGTERM)
-    return web.json_response({"status": "stopping"}, status=202)
+    request_stop(request.app)
+    return web.json_response({"status": "draining"}, status=202)
 
 
 def add_routes(app: web.Application) -> None:

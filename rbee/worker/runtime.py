@@ -1,21 +1,20 @@
-"""The worker's lifecycle: loading the model into its slots, readiness, telling the hive."""
+"""The worker's lifecycle: loading → idle ⇄ busy → draining → stopped (or failed)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import aiohttp
-
+from rbee.common.tunables import Timings
 from rbee.worker import engine
+from rbee.worker.faults import Faults
 from rbee.worker.inference import InferenceService
 from rbee.worker.slots import Slot, SlotPool
 
 log = logging.getLogger(__name__)
-READY_CALLBACK_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -33,14 +32,20 @@ class WorkerSettings:
 
 
 class WorkerRuntime:
-    """Owns the loading phase; afterwards exposes the inference service."""
+    """Owns the worker's phase; once loaded it exposes the inference service."""
 
-    def __init__(self, settings: WorkerSettings) -> None:
+    def __init__(
+        self, settings: WorkerSettings, timings: Timings, faults: Faults, stop: Callable[[], None]
+    ) -> None:
         self.settings = settings
+        self.timings = timings
+        self.faults = faults
+        self._stop = stop
         self.phase = "loading"
         self.slots_loaded = 0
         self.service: InferenceService | None = None
         self.changed = asyncio.Event()
+        self.loaded = asyncio.Event()
 
     @property
     def progress(self) -> float:
@@ -49,22 +54,30 @@ class WorkerRuntime:
 
     @property
     def state(self) -> str:
-        """loading, idle, busy or failed."""
-        if self.service is None:
+        """loading, idle, busy, draining or failed."""
+        if self.service is None or self.phase != "ready":
             return self.phase
         return "busy" if self.service.active_count else "idle"
+
+    def decode_stalled(self) -> bool:
+        """True when requests are running but no token came for the stall timeout."""
+        return self.service is not None and self.service.stalled(
+            time.monotonic(), self.timings.stall_timeout_s
+        )
 
     def _mark_changed(self) -> None:
         self.changed.set()
         self.changed = asyncio.Event()
 
     async def load(self) -> None:
-        """Load one context per slot off the event loop, then report readiness."""
+        """Load one context per slot off the event loop; a failure stops the worker."""
         loop = asyncio.get_running_loop()
         slots: list[Slot] = []
         try:
             for index in range(self.settings.slots):
                 slot = Slot(index=index, context=None)
+                slots.append(slot)
+                await loop.run_in_executor(slot.executor, self.faults.on_load)
                 slot.context = await loop.run_in_executor(
                     slot.executor,
                     engine.load_context,
@@ -72,41 +85,36 @@ class WorkerRuntime:
                     self.settings.ctx_size,
                     self.settings.threads,
                 )
-                slots.append(slot)
                 self.slots_loaded = index + 1
                 self._mark_changed()
         except Exception as exc:
             log.error("loading %s failed: %s", self.settings.model_path, exc)
+            SlotPool(slots).shutdown()
             self.phase = "failed"
             self._mark_changed()
-            signal.raise_signal(signal.SIGTERM)
+            self._stop()
             return
         template = engine.chat_template_of(slots[0].context)
-        self.service = InferenceService(self.settings.worker_id, SlotPool(slots), template)
+        self.service = InferenceService(
+            self.settings.worker_id, SlotPool(slots), template, self.faults
+        )
         self.phase = "ready"
         self._mark_changed()
+        self.loaded.set()
         log.info("worker %s ready with %d slot(s)", self.settings.worker_id, len(slots))
-        await self._tell_hive()
 
-    async def _tell_hive(self) -> None:
-        if not self.settings.hive_url:
+    async def drain(self) -> None:
+        """Refuse new work, let running generations finish within the budget, cancel the rest."""
+        if self.phase == "ready":
+            self.phase = "draining"
+            self._mark_changed()
+        service = self.service
+        if service is None:
             return
-        url = f"{self.settings.hive_url.rstrip('/')}/v1/workers/ready"
-        body = {"worker_id": self.settings.worker_id, "port": self.settings.port, "pid": os.getpid()}
-        timeout = aiohttp.ClientTimeout(total=5)
-        for attempt in range(READY_CALLBACK_ATTEMPTS):
-            try:
-                async with aiohttp.ClientSession(timeout=timeout) as session:
-                    async with session.post(url, json=body) as response:
-                        if response.status < 300:
-                            return
-                        log.warning("hive refused ready callback: HTTP %d", response.status)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                log.warning("ready callback to hive failed: %s", exc)
-            await asyncio.sleep(0.2 * 2**attempt)
-
-    def shutdown(self) -> None:
-        """Cancel running generations and stop the slot threads."""
-        if self.service is not None:
-            self.service.cancel_all()
-            self.service.pool.shutdown()
+        deadline = time.monotonic() + self.timings.drain_budget_s
+        while service.active_count and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if service.active_count:
+            log.warning("drain budget spent: cancelling %d generation(s)", service.active_count)
+            service.cancel_all()
+        service.pool.shutdown()

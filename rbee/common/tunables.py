@@ -1,0 +1,76 @@
+"""Every lifecycle timing rbee uses, with its unit and default, in one place.
+
+Each can be overridden with an environment variable `RBEE_<NAME>` (for example
+`RBEE_HEARTBEAT_INTERVAL_S=0.5`); child processes inherit them, so one setting on the queen
+reaches its hive and workers. An invalid value stops the daemon with a message naming it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+
+class TunableError(ValueError):
+    """An environment override that is not a valid value."""
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Lifecycle timings (seconds unless the name says otherwise)."""
+
+    heartbeat_interval_s: float = 2.0
+    """How often workers report to their hive and hives to the queen."""
+    stale_after_missed: int = 3
+    """Heartbeats missed in a row before a worker or node counts as stale."""
+    stall_timeout_s: float = 10.0
+    """A busy worker that produced no token for this long has a stalled decode loop."""
+    loading_timeout_s: float = 300.0
+    """A worker still loading after this long is killed as hung."""
+    idle_unload_s: float = 600.0
+    """A worker idle for this long is stopped to free memory."""
+    restart_backoff_initial_s: float = 1.0
+    """Delay before the first restart of a crashed worker; doubles per attempt."""
+    restart_backoff_max_s: float = 60.0
+    """Upper bound of the restart delay."""
+    restart_jitter: float = 0.2
+    """Relative random spread applied to each restart delay (0.2 = ±20 %)."""
+    max_restarts: int = 5
+    """Restarts per model within the window before its circuit breaker opens."""
+    restart_window_s: float = 300.0
+    """Window of the circuit breaker."""
+    drain_budget_s: float = 30.0
+    """How long in-flight work may finish after a stop was asked for."""
+    sigterm_grace_s: float = 10.0
+    """How long a child may take to exit after SIGTERM before SIGKILL."""
+
+    @property
+    def stale_after_s(self) -> float:
+        """Silence after which a heartbeat source is stale."""
+        return self.heartbeat_interval_s * self.stale_after_missed
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable that overrides a timing."""
+    return f"RBEE_{field_name.upper()}"
+
+
+def load_timings(environ: Mapping[str, str] | None = None) -> Timings:
+    """Defaults with `RBEE_*` overrides applied and checked."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, float | int] = {}
+    for item in fields(Timings):
+        name = env_name(item.name)
+        if name not in environ:
+            continue
+        kind = int if item.type in ("int", int) else float
+        try:
+            value = kind(environ[name])
+        except ValueError as exc:
+            raise TunableError(f"{name} must be a {kind.__name__}") from exc
+        low = 0 if item.name in ("restart_jitter", "max_restarts") else 1e-3
+        if value < low or (item.name == "restart_jitter" and value >= 1):
+            raise TunableError(f"{name} is out of range")
+        values[item.name] = value
+    return Timings(**values)

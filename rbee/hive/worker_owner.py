@@ -1,0 +1,240 @@
+"""The single owner of one worker's lifecycle: start, watch, kill when hung, restart by policy.
+
+All changes to a worker's record happen in the owner's task; other code only posts
+messages (ready callback, heartbeat, stop request) to its inbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rbee.common import processes
+from rbee.common.exit_codes import WORKER_LOAD_FAILED
+from rbee.common.tunables import Timings
+from rbee.hive.catalog import ModelEntry
+from rbee.hive.restart_policy import RestartPolicy
+
+log = logging.getLogger(__name__)
+
+Launcher = Callable[["WorkerRecord"], Awaitable[asyncio.subprocess.Process]]
+
+
+@dataclass(eq=False)
+class WorkerRecord:
+    """What the hive knows about one worker; written only by its owner."""
+
+    worker_id: str
+    model: ModelEntry
+    port: int
+    slots: int
+    pid: int = 0
+    state: str = "loading"
+    started_at: float = field(default_factory=time.time)
+    ready_at: float | None = None
+    restarts: int = 0
+    last_restart_at: float | None = None
+    last_exit_code: int | None = None
+    last_kill_reason: str | None = None
+    slots_free: int = 0
+    last_heartbeat_at: float | None = None
+
+    @property
+    def url(self) -> str:
+        """Where the worker serves HTTP."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def to_wire(self) -> dict[str, Any]:
+        """JSON form for /v1/workers/list."""
+        return {
+            "worker_id": self.worker_id,
+            "model": self.model.name,
+            "model_path": self.model.path,
+            "url": self.url,
+            "port": self.port,
+            "pid": self.pid,
+            "slots": self.slots,
+            "slots_free": self.slots_free,
+            "state": self.state,
+            "started_at": self.started_at,
+            "ready_at": self.ready_at,
+            "restarts": self.restarts,
+            "last_restart_at": self.last_restart_at,
+            "last_exit_code": self.last_exit_code,
+            "last_kill_reason": self.last_kill_reason,
+        }
+
+
+@dataclass(frozen=True)
+class _Exited:
+    code: int
+
+
+@dataclass(frozen=True)
+class _Hung:
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Stop:
+    reason: str
+
+
+class WorkerOwner:
+    """Runs one worker process after another until it is stopped or its breaker opens."""
+
+    def __init__(
+        self, record: WorkerRecord, launch: Launcher, policy: RestartPolicy, timings: Timings
+    ) -> None:
+        self.record = record
+        self._launch = launch
+        self._policy = policy
+        self._timings = timings
+        self._inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._stop_reason: str | None = None
+        self._idle_since = time.monotonic()
+
+    def post(self, kind: str, payload: Any = None) -> None:
+        """Deliver a message (`ready`, `heartbeat`, `stop`) to the owner task."""
+        if kind == "stop" and self._stop_reason is None:
+            self._stop_reason = payload
+        self._inbox.put_nowait((kind, payload))
+
+    async def run(self, process: asyncio.subprocess.Process) -> None:
+        """Own the worker, whose first process is already started, until it stops for good."""
+        record = self.record
+        while True:
+            record.pid = process.pid
+            record.state = "loading"
+            record.started_at = time.time()
+            outcome = await self._supervise(process)
+            if isinstance(outcome, _Stop):
+                await self._stop(process, outcome.reason)
+                return
+            if isinstance(outcome, _Hung):
+                record.state = "unhealthy"
+                record.last_kill_reason = outcome.reason
+                log.warning("worker %s (pid %d) is hung: %s; killing it",
+                            record.worker_id, process.pid, outcome.reason)
+                code = await processes.terminate(
+                    process, self._timings.sigterm_grace_s, f"worker {record.worker_id}"
+                )
+            else:
+                code = outcome.code
+                if code == 0 or (record.state == "loading" and code == WORKER_LOAD_FAILED):
+                    record.last_exit_code = code
+                    record.state = "stopped" if code == 0 else "failed"
+                    log.info("worker %s exited with code %d; not restarting it",
+                             record.worker_id, code)
+                    return
+                log.warning("worker %s (pid %d) crashed with exit code %d",
+                            record.worker_id, process.pid, code)
+            record.last_exit_code = code
+            record.state = "crashed"
+            if not await self._wait_before_restart():
+                return
+            process = await self._launch(record)
+
+    async def _wait_before_restart(self) -> bool:
+        record = self.record
+        if self._stop_reason is not None:
+            record.state = "stopped"
+            return False
+        if not self._policy.try_restart(record.model.name):
+            record.state = "failed"
+            log.error("worker %s not restarted: %s crashed %d times within %.0fs (circuit open)",
+                      record.worker_id, record.model.name, self._timings.max_restarts,
+                      self._timings.restart_window_s)
+            return False
+        delay = self._policy.delay(record.restarts)
+        log.info("restarting worker %s in %.2fs (restart %d)",
+                 record.worker_id, delay, record.restarts + 1)
+        if await self._stop_requested_within(delay):
+            record.state = "stopped"
+            return False
+        record.restarts += 1
+        record.last_restart_at = time.time()
+        return True
+
+    async def _stop_requested_within(self, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                kind, _ = await asyncio.wait_for(self._inbox.get(), left)
+            except TimeoutError:
+                return False
+            if kind == "stop":
+                return True
+        return False
+
+    async def _stop(self, process: asyncio.subprocess.Process, reason: str) -> None:
+        record = self.record
+        record.state = "draining"
+        log.info("stopping worker %s (pid %d): %s", record.worker_id, process.pid, reason)
+        budget = self._timings.drain_budget_s + self._timings.sigterm_grace_s
+        record.last_exit_code = await processes.terminate(
+            process, budget, f"worker {record.worker_id}"
+        )
+        record.state = "stopped"
+
+    async def _supervise(self, process: asyncio.subprocess.Process) -> _Exited | _Hung | _Stop:
+        """Watch one process until it exits, hangs or is asked to stop."""
+        exited = asyncio.ensure_future(process.wait())
+        message = asyncio.ensure_future(self._inbox.get())
+        tick = min(self._timings.heartbeat_interval_s / 2, 1.0)
+        try:
+            while True:
+                await asyncio.wait({exited, message}, timeout=tick, return_when=asyncio.FIRST_COMPLETED)
+                if exited.done():
+                    return _Exited(exited.result())
+                if message.done():
+                    verdict = self._handle(*message.result())
+                    if verdict is not None:
+                        return verdict
+                    message = asyncio.ensure_future(self._inbox.get())
+                verdict = self._check_timers()
+                if verdict is not None:
+                    return verdict
+        finally:
+            message.cancel()
+
+    def _handle(self, kind: str, payload: Any) -> _Hung | _Stop | None:
+        record = self.record
+        now = time.monotonic()
+        if kind == "stop":
+            return _Stop(payload)
+        if kind == "ready" and record.state == "loading":
+            record.state = "idle"
+            record.ready_at = time.time()
+            record.slots_free = record.slots
+            record.last_heartbeat_at = now
+            self._idle_since = now
+            log.info("worker %s ready after %.2fs", record.worker_id, record.ready_at - record.started_at)
+        elif kind == "heartbeat" and record.state not in ("loading", "unhealthy"):
+            record.last_heartbeat_at = now
+            record.slots_free = payload["slots_free"]
+            if payload["state"] != record.state:
+                record.state = payload["state"]
+                self._idle_since = now
+            if payload.get("decode_stalled"):
+                return _Hung("decode loop stalled")
+        return None
+
+    def _check_timers(self) -> _Hung | _Stop | None:
+        record = self.record
+        timings = self._timings
+        now = time.monotonic()
+        if record.state == "loading":
+            if time.time() - record.started_at > timings.loading_timeout_s:
+                return _Hung(f"still loading after {timings.loading_timeout_s:g}s")
+            return None
+        silent = now - (record.last_heartbeat_at or now)
+        if silent > timings.stale_after_s:
+            return _Hung(f"missed {timings.stale_after_missed} heartbeats ({silent:.1f}s silent)")
+        if record.state == "idle" and now - self._idle_since > timings.idle_unload_s:
+            return _Stop(f"idle for {timings.idle_unload_s:g}s")
+        return None
