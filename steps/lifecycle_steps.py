@@ -7,7 +7,7 @@ import signal
 
 from behave import given, then, when
 
-from rbee.testing.cluster import alive, http_json
+from rbee.testing.cluster import alive, http_json, wait_until
 from rbee.testing.http_client import EventStream, request
 from steps.common import slots_free_within, tiny_ref
 
@@ -78,3 +78,28 @@ def corrupt_gguf(context) -> None:
 def post_corrupt_task(context) -> None:
     body = {"model": f"file://{context.corrupt_model}", "prompt": "Hi", "max_tokens": 4}
     context.answer = request("POST", f"{context.queen_url}/v2/tasks", body)
+
+
+@given("a worker for the tiny model has served a task through the queen")
+def served_through_queen(context) -> None:
+    served_task(context)
+
+
+@given('the file "{name}" exists in the scenario folder')
+def flag_file(context, name: str) -> None:
+    (context.workdir / name).write_text("armed")
+
+
+@then("the queen's worker has restarted {count:d} time")
+def queen_worker_restarted(context, count: int) -> None:
+    workers = _queen_workers(context)
+    assert len(workers) == 1 and workers[0]["restarts"] == count, workers
+
+
+@then("the queen counts no request in flight")
+def nothing_in_flight(context) -> None:
+    def idle() -> bool:
+        status, body = http_json(f"{context.queen_url}/v2/workers/list")
+        return status == 200 and all(w["in_flight"] == 0 for w in body["workers"])
+
+    assert wait_until(idle, 3.0), http_json(f"{context.queen_url}/v2/workers/list")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import openai
 from behave import then, when
 
+from rbee.testing.cluster import http_json
 from steps.common import tiny_ref
 
 
@@ -119,3 +123,25 @@ def model_list_contains(context, name: str) -> None:
 def bad_request(context, code: str) -> None:
     assert context.error.status_code == 400
     assert context.error.body["code"] == code, context.error.body
+
+
+@when("the openai client streams a long completion and the worker is killed after the first chunk")
+def stream_then_kill(context) -> None:
+    stream = _client(context).completions.create(
+        model=tiny_ref(context), prompt="Once", max_tokens=6000, stream=True,
+        extra_body={"ignore_eos": True},
+    )
+    try:
+        for index, _ in enumerate(stream):
+            if index == 0:
+                _, body = http_json(f"{context.hive_url}/v1/workers/list")
+                os.kill(body["workers"][0]["pid"], signal.SIGKILL)
+    except openai.APIError as exc:
+        context.error = exc
+    else:
+        raise AssertionError("the stream ended without an error")
+
+
+@then('the openai client raised an API error mentioning "{text}"')
+def api_error_mentions(context, text: str) -> None:
+    assert text in str(context.error) or text in str(getattr(context.error, "body", "")), context.error

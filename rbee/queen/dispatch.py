@@ -7,7 +7,6 @@ import collections
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -21,6 +20,8 @@ from rbee.queen.worker_registry import WorkerView
 log = logging.getLogger(__name__)
 CANCEL_TIMEOUT_S = 2.0
 FINISHED_TASKS_REMEMBERED = 10_000
+MAX_ATTEMPTS = 3
+RETRY_PAUSE_S = 0.25
 WORKER_CRASHED_EVENT = {
     "type": "error",
     "code": "WORKER_CRASHED",
@@ -54,47 +55,62 @@ class Dispatcher:
         """A fresh task id."""
         return uuid.uuid4().hex
 
-    @asynccontextmanager
-    async def stream(
+    async def run(
         self, model: str, task_id: str, worker_body: dict[str, Any], correlation_id: str
-    ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
-        """Open the worker's event stream for a task; leaving early cancels it at the worker."""
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Run a task on a worker and yield its native events.
+
+        The worker's `started` event is held back until the first token (or the end), so a
+        worker that dies before producing a token is replaced without the client noticing:
+        the task is retried on another (or restarted) worker. A failure that cannot be hidden
+        any more becomes an `error` event; one before any event raises ApiError instead.
+        Closing the iterator early cancels the task at the worker.
+        """
         if self._draining:
             raise ApiError(503, "DRAINING", "the queen is shutting down", headers={"Retry-After": "1"})
-        async with self._placement.worker_for(model) as worker:
-            body = {**worker_body, "task_id": task_id}
-            headers = {CORRELATION_HEADER: correlation_id}
-            try:
-                response = await self._session.post(
-                    f"{worker.url}/v1/inference", json=body, headers=headers
-                )
-            except aiohttp.ClientError as exc:
-                raise ApiError(
-                    503, "WORKER_UNREACHABLE", "the worker could not be reached", {"reason": str(exc)}
-                ) from exc
-            self._running[task_id] = worker
-            completed = False
-            try:
-                await raise_for_error(response, "worker")
-
-                async def events() -> AsyncIterator[dict[str, Any]]:
-                    nonlocal completed
+        body = {**worker_body, "task_id": task_id}
+        headers = {CORRELATION_HEADER: correlation_id}
+        delivered = False
+        try:
+            for attempt in range(1, MAX_ATTEMPTS + 1):
+                async with self._placement.worker_for(model) as worker:
+                    self._running[task_id] = worker
+                    finished = False
+                    held: dict[str, Any] | None = None
                     try:
-                        async for event in sse.iter_events(response):
-                            yield event
-                        completed = True
+                        async with self._session.post(
+                            f"{worker.url}/v1/inference", json=body, headers=headers
+                        ) as response:
+                            if response.status >= 300:
+                                finished = True
+                                await raise_for_error(response, "worker")
+                            async for event in sse.iter_events(response):
+                                if event.get("type") == "started" and not delivered:
+                                    held = event
+                                    continue
+                                if held is not None:
+                                    yield held
+                                    held = None
+                                delivered = True
+                                yield event
+                        finished = True
+                        return
                     except (aiohttp.ClientError, sse.StreamTruncated, ValueError) as exc:
-                        log.warning("task %s lost its worker %s mid-stream: %s",
-                                    task_id, worker.worker_id, exc)
-                        yield WORKER_CRASHED_EVENT
-
-                yield events()
-            finally:
-                self._running.pop(task_id, None)
-                self._finished.append(task_id)
-                if not completed:
-                    self._cancel_in_background(worker, task_id)
-                response.close()
+                        finished = True
+                        log.warning("task %s lost worker %s (attempt %d): %s",
+                                    task_id, worker.worker_id, attempt, exc)
+                        if delivered:
+                            yield WORKER_CRASHED_EVENT
+                            return
+                    finally:
+                        self._running.pop(task_id, None)
+                        if not finished:
+                            self._cancel_in_background(worker, task_id)
+                log.info("retrying task %s before its first token", task_id)
+                await asyncio.sleep(RETRY_PAUSE_S * attempt)
+        finally:
+            self._finished.append(task_id)
+        raise ApiError(503, "WORKER_CRASHED", "the workers crashed before answering, attempt after attempt")
 
     def _cancel_in_background(self, worker: WorkerView, task_id: str) -> None:
         task = asyncio.create_task(self._cancel_at_worker(worker, task_id))

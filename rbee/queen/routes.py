@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from aiohttp import web
@@ -51,14 +52,32 @@ async def create_task(request: web.Request) -> web.StreamResponse:
     worker_body = {"prompt": parse_prompt(body), **parse_sampling(body).to_wire()}
     dispatcher = request.app[DISPATCHER]
     task_id = dispatcher.new_task_id()
-    async with dispatcher.stream(model, task_id, worker_body, correlation_id_of(request)) as events:
+    run = dispatcher.run(model, task_id, worker_body, correlation_id_of(request))
+    async with aclosing(run) as events:
+        first = await _first_event(events)
         response = await sse.open_stream(request)
-        async for event in events:
+        async for event in _chain(first, events):
             if event.get("type") == "started":
                 event = {**event, "task_id": task_id, "model": model}
             await sse.send_data(response, event)
         await sse.send_data(response, sse.DONE)
     return response
+
+
+async def _first_event(events: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
+    """The first event of a task; failures to start surface here as ApiError."""
+    first = await anext(events, None)
+    if first is None:
+        raise ApiError(503, "WORKER_CRASHED", "the worker ended the task without an answer")
+    return first
+
+
+async def _chain(
+    first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]
+) -> AsyncIterator[dict[str, Any]]:
+    yield first
+    async for event in rest:
+        yield event
 
 
 async def cancel_task(request: web.Request) -> web.Response:
@@ -123,13 +142,14 @@ async def completions(request: web.Request) -> web.StreamResponse:
 async def _openai(request: web.Request, parsed: OpenAIRequest) -> web.StreamResponse:
     dispatcher = request.app[DISPATCHER]
     responder = OpenAIResponder(parsed)
-    stream = dispatcher.stream(
+    run = dispatcher.run(
         parsed.model, dispatcher.new_task_id(), parsed.worker_body, correlation_id_of(request)
     )
-    async with stream as events:
+    async with aclosing(run) as events:
+        first = await _first_event(events)
         if parsed.stream:
-            return await _openai_stream(request, responder, events)
-        return await _openai_whole(responder, events)
+            return await _openai_stream(request, responder, _chain(first, events))
+        return await _openai_whole(responder, _chain(first, events))
 
 
 async def _openai_stream(
