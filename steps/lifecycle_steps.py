@@ -9,7 +9,7 @@ from behave import given, then, when
 
 from rbee.testing.cluster import alive, http_json, wait_until
 from rbee.testing.http_client import EventStream, request
-from steps.common import slots_free_within, tiny_ref
+from steps.common import first_token, open_stream, slots_free_within, tiny_ref
 
 
 @given("a worker for the tiny model has served a task through it")
@@ -103,3 +103,50 @@ def nothing_in_flight(context) -> None:
         return status == 200 and all(w["in_flight"] == 0 for w in body["workers"])
 
     assert wait_until(idle, 3.0), http_json(f"{context.queen_url}/v2/workers/list")
+
+
+@given("a native task of {n:d} tokens is streaming through the queen")
+def task_of_n_tokens(context, n: int) -> None:
+    body = {"model": tiny_ref(context), "prompt": "Once", "max_tokens": n, "ignore_eos": True}
+    context.stream = open_stream(context, f"{context.queen_url}/v2/tasks", body)
+    assert context.stream.status == 200, context.stream.error_body()
+    first_token(context.stream)
+
+
+@then('the streaming task ends with stop reason "{reason}" and {n:d} tokens')
+def streaming_task_ends(context, reason: str, n: int) -> None:
+    events = context.stream.read_all()
+    assert events[-1]["type"] == "end", events[-3:]
+    assert events[-1]["stop_reason"] == reason and events[-1]["tokens_out"] == n, events[-1]
+    assert context.stream.saw_done
+
+
+@when("I press Ctrl+C in the terminal of `rbee up`")
+def ctrl_c_in_terminal(context) -> None:
+    context.tree = context.queen.descendants()
+    assert context.tree, "rbee up has no child processes to check"
+    os.killpg(context.queen.pid, signal.SIGINT)
+
+
+@when("I ask the queen to shut down that worker")
+def queen_shutdown_worker(context) -> None:
+    context.workers = _queen_workers(context)
+    context.answer = request(
+        "POST", f"{context.queen_url}/v2/workers/shutdown", {"worker_id": context.workers[0]["worker_id"]}
+    )
+
+
+@when('I ask the queen to shut down worker "{worker_id}"')
+def queen_shutdown_unknown(context, worker_id: str) -> None:
+    context.answer = request("POST", f"{context.queen_url}/v2/workers/shutdown", {"worker_id": worker_id})
+
+
+@then("the answer is status {status:d}")
+def answer_status(context, status: int) -> None:
+    assert context.answer.status == status, (context.answer.status, context.answer.body)
+
+
+@then("no process the queen started for that worker is still running")
+def worker_process_gone(context) -> None:
+    pids = [w["pid"] for w in context.workers]
+    assert wait_until(lambda: not any(alive(pid) for pid in pids), 5.0), pids

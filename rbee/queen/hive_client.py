@@ -31,6 +31,11 @@ class HiveClient:
         body = {"model": model, "slots": slots}
         return await post_json(self._session, f"{self.base_url}/v1/workers/spawn", body, "hive")
 
+    async def stop_worker(self, worker_id: str) -> dict[str, Any]:
+        """Ask the hive to drain and stop one worker for good."""
+        body = {"worker_id": worker_id}
+        return await post_json(self._session, f"{self.base_url}/v1/workers/stop", body, "hive")
+
     async def list_workers(self) -> list[dict[str, Any]]:
         """The hive's live workers."""
         answer = await get_json(self._session, f"{self.base_url}/v1/workers/list", "hive")

@@ -50,6 +50,13 @@ class Placement:
         await self._hive.ensure_running()
         self._registry.sync(url, await self._hive.client.list_workers())
 
+    async def stop_worker(self, worker_id: str) -> dict[str, Any]:
+        """Drain and stop a worker through its hive."""
+        await self.refresh()
+        if self._registry.get(worker_id) is None:
+            raise ApiError(404, "WORKER_NOT_FOUND", "no worker with this id is known")
+        return await self._hive.client.stop_worker(worker_id)
+
     async def hive_models(self) -> list[dict[str, Any]]:
         """The models in the hive's catalog."""
         return await self._hive.client.list_models()

@@ -101,6 +101,14 @@ async def list_workers(request: web.Request) -> web.Response:
     )
 
 
+async def shutdown_worker(request: web.Request) -> web.Response:
+    """POST /v2/workers/shutdown: drain one worker and stop it (202)."""
+    body = await read_json_object(request)
+    worker_id = check_identifier("worker_id", body.get("worker_id"))
+    record = await request.app[PLACEMENT].stop_worker(worker_id)
+    return web.json_response(record, status=202)
+
+
 async def hive_heartbeat(request: web.Request) -> web.Response:
     """POST /v2/heartbeat: a hive reports itself and every worker it owns."""
     body = await read_json_object(request)
@@ -199,6 +207,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v2/tasks", create_task)
     app.router.add_delete("/v2/tasks/{task_id}", cancel_task)
     app.router.add_get("/v2/workers/list", list_workers)
+    app.router.add_post("/v2/workers/shutdown", shutdown_worker)
     app.router.add_post("/v2/heartbeat", hive_heartbeat)
     app.router.add_get("/v1/models", list_models)
     app.router.add_post("/v1/chat/completions", chat_completions)
