@@ -17,7 +17,7 @@ from rbee.queen.hive_client import HiveClient
 from rbee.queen.hive_registry import HiveRegistry
 from rbee.queen.local_hive import LocalHive
 from rbee.queen.placement import Placement
-from rbee.queen.routes import DISPATCHER, HIVES, PLACEMENT, REGISTRY, add_routes
+from rbee.queen.routes import DISPATCHER, HIVES, PLACEMENT, REGISTRY, TIMINGS, add_routes
 from rbee.queen.worker_registry import WorkerRegistry
 
 
@@ -49,6 +49,7 @@ async def build_app(settings: QueenSettings, timings: Timings) -> web.Applicatio
     app[HIVES] = hives
     app[PLACEMENT] = placement
     app[DISPATCHER] = dispatcher
+    app[TIMINGS] = timings
     add_routes(app)
     on_drain(app, lambda: dispatcher.drain(timings.drain_budget_s))
     hive_grace = timings.drain_budget_s + 2 * timings.sigterm_grace_s

@@ -7,11 +7,13 @@ import collections
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from typing import Any
 
 import aiohttp
 
-from rbee.common import sse
+from rbee.common import deadlines, sse
+from rbee.common.deadlines import Deadline
 from rbee.common.errors import CORRELATION_HEADER, ApiError
 from rbee.common.http import raise_for_error
 from rbee.queen.placement import Placement
@@ -20,6 +22,11 @@ from rbee.queen.worker_registry import WorkerView
 log = logging.getLogger(__name__)
 CANCEL_TIMEOUT_S = 2.0
 FINISHED_TASKS_REMEMBERED = 10_000
+DEADLINE_EXCEEDED_EVENT = {
+    "type": "error",
+    "code": "DEADLINE_EXCEEDED",
+    "message": "the request deadline passed",
+}
 MAX_ATTEMPTS = 3
 RETRY_PAUSE_S = 0.25
 WORKER_CRASHED_EVENT = {
@@ -27,6 +34,19 @@ WORKER_CRASHED_EVENT = {
     "code": "WORKER_CRASHED",
     "message": "the worker stopped before finishing the answer",
 }
+
+
+async def _events_until(
+    response: aiohttp.ClientResponse, deadline: Deadline
+) -> AsyncIterator[dict[str, Any]]:
+    """The worker's events, raising TimeoutError once the deadline passes between two."""
+    events = sse.iter_events(response)
+    while True:
+        try:
+            event = await asyncio.wait_for(anext(events), deadline.remaining_s())
+        except StopAsyncIteration:
+            return
+        yield event
 
 
 class Dispatcher:
@@ -56,7 +76,12 @@ class Dispatcher:
         return uuid.uuid4().hex
 
     async def run(
-        self, model: str, task_id: str, worker_body: dict[str, Any], correlation_id: str
+        self,
+        model: str,
+        task_id: str,
+        worker_body: dict[str, Any],
+        correlation_id: str,
+        deadline: Deadline,
     ) -> AsyncIterator[dict[str, Any]]:
         """Run a task on a worker and yield its native events.
 
@@ -64,16 +89,21 @@ class Dispatcher:
         worker that dies before producing a token is replaced without the client noticing:
         the task is retried on another (or restarted) worker. A failure that cannot be hidden
         any more becomes an `error` event; one before any event raises ApiError instead.
-        Closing the iterator early cancels the task at the worker.
+        Closing the iterator early, or the deadline passing, cancels the task at the worker.
         """
         if self._draining:
             raise ApiError(503, "DRAINING", "the queen is shutting down", headers={"Retry-After": "1"})
         body = {**worker_body, "task_id": task_id}
-        headers = {CORRELATION_HEADER: correlation_id}
+        headers = {CORRELATION_HEADER: correlation_id, deadlines.HEADER: deadline.header}
         delivered = False
         try:
             for attempt in range(1, MAX_ATTEMPTS + 1):
-                async with self._placement.worker_for(model) as worker:
+                async with AsyncExitStack() as stack:
+                    try:
+                        async with asyncio.timeout(deadline.remaining_s()):
+                            worker = await stack.enter_async_context(self._placement.worker_for(model))
+                    except TimeoutError as exc:
+                        raise deadlines.expired() from exc
                     self._running[task_id] = worker
                     finished = False
                     held: dict[str, Any] | None = None
@@ -84,7 +114,7 @@ class Dispatcher:
                             if response.status >= 300:
                                 finished = True
                                 await raise_for_error(response, "worker")
-                            async for event in sse.iter_events(response):
+                            async for event in _events_until(response, deadline):
                                 if event.get("type") == "started" and not delivered:
                                     held = event
                                     continue
@@ -94,6 +124,12 @@ class Dispatcher:
                                 delivered = True
                                 yield event
                         finished = True
+                        return
+                    except TimeoutError:
+                        log.warning("task %s passed its deadline at worker %s", task_id, worker.worker_id)
+                        if not delivered:
+                            raise deadlines.expired() from None
+                        yield DEADLINE_EXCEEDED_EVENT
                         return
                     except (aiohttp.ClientError, sse.StreamTruncated, ValueError) as exc:
                         finished = True

@@ -10,8 +10,10 @@ from typing import Any
 from aiohttp import web
 
 from rbee import __version__
-from rbee.common import sse
+from rbee.common import deadlines, sse
+from rbee.common.deadlines import Deadline
 from rbee.common.errors import ApiError, correlation_id_of, read_json_object
+from rbee.common.tunables import Timings
 from rbee.common.validation import (
     check_http_url,
     check_identifier,
@@ -29,6 +31,7 @@ DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 PLACEMENT = web.AppKey("placement", Placement)
 REGISTRY = web.AppKey("registry", WorkerRegistry)
 HIVES = web.AppKey("hives", HiveRegistry)
+TIMINGS = web.AppKey("timings", Timings)
 LOCAL_NODE = "localhost"
 BUILTIN_MODELS = ("default",)
 
@@ -52,7 +55,8 @@ async def create_task(request: web.Request) -> web.StreamResponse:
     worker_body = {"prompt": parse_prompt(body), **parse_sampling(body).to_wire()}
     dispatcher = request.app[DISPATCHER]
     task_id = dispatcher.new_task_id()
-    run = dispatcher.run(model, task_id, worker_body, correlation_id_of(request))
+    deadline = _deadline(request)
+    run = dispatcher.run(model, task_id, worker_body, correlation_id_of(request), deadline)
     async with aclosing(run) as events:
         first = await _first_event(events)
         response = await sse.open_stream(request)
@@ -62,6 +66,14 @@ async def create_task(request: web.Request) -> web.StreamResponse:
             await sse.send_data(response, event)
         await sse.send_data(response, sse.DONE)
     return response
+
+
+def _deadline(request: web.Request) -> Deadline:
+    """The request's deadline (a default one when absent), refused once passed."""
+    deadline = deadlines.from_request(request, request.app[TIMINGS].request_deadline_s)
+    assert deadline is not None
+    deadline.check()
+    return deadline
 
 
 async def _first_event(events: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
@@ -150,8 +162,9 @@ async def completions(request: web.Request) -> web.StreamResponse:
 async def _openai(request: web.Request, parsed: OpenAIRequest) -> web.StreamResponse:
     dispatcher = request.app[DISPATCHER]
     responder = OpenAIResponder(parsed)
+    deadline = _deadline(request)
     run = dispatcher.run(
-        parsed.model, dispatcher.new_task_id(), parsed.worker_body, correlation_id_of(request)
+        parsed.model, dispatcher.new_task_id(), parsed.worker_body, correlation_id_of(request), deadline
     )
     async with aclosing(run) as events:
         first = await _first_event(events)

@@ -51,6 +51,7 @@ class EventStream:
     body: dict[str, Any] | None = None
     method: str = "POST"
     timeout: float = 60.0
+    headers_out: dict[str, str] = field(default_factory=dict)
     status: int = 0
     headers: dict[str, str] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -63,15 +64,19 @@ class EventStream:
         self._conn = _connection(self.url, self.timeout)
         payload = None if self.body is None else json.dumps(self.body).encode()
         headers = {} if payload is None else {"Content-Type": "application/json"}
-        self._conn.request(self.method, parts.path, payload, headers)
+        self._conn.request(self.method, parts.path, payload, {**headers, **self.headers_out})
         self._response = self._conn.getresponse()
         self.status = self._response.status
         self.headers = dict(self._response.getheaders())
         return self
 
+    def raw_body(self) -> bytes:
+        """The whole body of a non-stream answer."""
+        return self._response.read()
+
     def error_body(self) -> dict[str, Any]:
         """The JSON error of a non-200 answer."""
-        return json.loads(self._response.read())
+        return json.loads(self.raw_body())
 
     def next_event(self) -> dict[str, Any] | None:
         """The next `data:` event, or None at `[DONE]` or end of stream."""

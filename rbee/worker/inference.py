@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from rbee.common.deadlines import Deadline
 from rbee.common.errors import ApiError
 from rbee.common.validation import (
     SamplingParams,
@@ -41,6 +42,8 @@ class Task:
     events: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     started_at: float = field(default_factory=time.monotonic)
     future: asyncio.Future[engine.Outcome] | None = None
+    deadline: Deadline | None = None
+    expired: bool = False
 
 
 class InferenceService:
@@ -73,7 +76,7 @@ class InferenceService:
         """Requests currently generating."""
         return len(self._active)
 
-    def admit(self, body: dict[str, Any]) -> Task:
+    def admit(self, body: dict[str, Any], deadline: Deadline | None = None) -> Task:
         """Validate a request body and claim a slot for it (503 when none is free)."""
         task_id = check_identifier("task_id", body.get("task_id") or uuid.uuid4().hex)
         if task_id in self._active:
@@ -93,7 +96,7 @@ class InferenceService:
                 "the prompt does not fit the model's context window",
                 {"prompt_tokens": len(prompt_tokens), "context_tokens": slot.context.n_ctx()},
             )
-        task = Task(task_id, slot, prompt_tokens, params, stops + params.stop)
+        task = Task(task_id, slot, prompt_tokens, params, stops + params.stop, deadline=deadline)
         self._active[task_id] = task
         self._launch(task)
         return task
@@ -123,6 +126,15 @@ class InferenceService:
             task.events.put_nowait(_FINISHED)
 
         task.future.add_done_callback(finished)
+        if task.deadline is not None:
+            timer = loop.call_later(max(0.0, task.deadline.remaining_s()), self._expire, task)
+            task.future.add_done_callback(lambda _: timer.cancel())
+
+    @staticmethod
+    def _expire(task: Task) -> None:
+        """The task's deadline passed: stop generating and report it."""
+        task.expired = True
+        task.cancel.set()
 
     def _prompt_tokens(self, slot: Slot, body: dict[str, Any]) -> tuple[list[int], tuple[str, ...]]:
         context = slot.context
@@ -161,6 +173,7 @@ class InferenceService:
             "worker_id": self.worker_id,
             "slot": task.slot.index,
             "prompt_tokens": len(task.prompt_tokens),
+            "deadline": task.deadline.header if task.deadline else None,
         }
         while (item := await task.events.get()) is not _FINISHED:
             yield item
@@ -172,6 +185,8 @@ class InferenceService:
         if error is not None:
             log.error("generation failed for task %s: %r", task.task_id, error)
             return {"type": "error", "code": "GENERATION_FAILED", "message": "generation failed"}
+        if task.expired:
+            return {"type": "error", "code": "DEADLINE_EXCEEDED", "message": "the request deadline passed"}
         outcome = task.future.result()
         duration = time.monotonic() - task.started_at
         return {

@@ -6,7 +6,7 @@ from contextlib import aclosing
 
 from aiohttp import web
 
-from rbee.common import sse
+from rbee.common import deadlines, sse
 from rbee.common.daemon import request_stop
 from rbee.common.errors import ApiError, read_json_object
 from rbee.common.validation import check_identifier
@@ -69,7 +69,10 @@ async def loading_progress(request: web.Request) -> web.StreamResponse:
 async def inference(request: web.Request) -> web.StreamResponse:
     """Run one generation and stream its native events."""
     service = _service(request.app[RUNTIME])
-    task = service.admit(await read_json_object(request))
+    deadline = deadlines.from_request(request)
+    if deadline is not None:
+        deadline.check()
+    task = service.admit(await read_json_object(request), deadline)
     try:
         response = await sse.open_stream(request)
         async with aclosing(service.stream(task)) as events:
