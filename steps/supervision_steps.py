@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-from behave import then, when
+from behave import given, then, when
 
 from rbee.testing.cluster import http_json, wait_until
 from rbee.testing.http_client import EventStream
@@ -85,6 +85,7 @@ def hung_reason(context, reason: str) -> None:
     assert re.search(r"worker \S+ \(pid \d+\) is hung: " + re.escape(reason), log), log[-2000:]
 
 
+@given("a generation is started on the worker")
 @when("a generation is started on the worker")
 def generation_started(context) -> None:
     body = {"prompt": "Once", "max_tokens": 50, "ignore_eos": True}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from aiohttp import web
 
 from rbee import __version__
@@ -25,7 +27,9 @@ WORKER_REPORTED_STATES = ("idle", "busy", "draining")
 async def health(request: web.Request) -> web.Response:
     """Liveness and version, public."""
     workers = request.app[SUPERVISOR].list()
-    return web.json_response({"status": "alive", "version": __version__, "workers": len(workers)})
+    return web.json_response(
+        {"status": "alive", "version": __version__, "pid": os.getpid(), "workers": len(workers)}
+    )
 
 
 async def spawn_worker(request: web.Request) -> web.Response:

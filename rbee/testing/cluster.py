@@ -144,10 +144,13 @@ class Daemon:
 
 
 def queen_daemon(
-    workdir: Path, command: str = "queen", extra: list[str] | None = None
+    workdir: Path,
+    command: str = "queen",
+    extra: list[str] | None = None,
+    ports: tuple[int, int] | None = None,
 ) -> Daemon:
-    """A queen (or `rbee up`) on free ports, with its data under `workdir`."""
-    port, hive_port = ephemeral_port(), ephemeral_port()
+    """A queen (or `rbee up`) on the given (queen, hive) ports or free ones, data under `workdir`."""
+    port, hive_port = ports or (ephemeral_port(), ephemeral_port())
     args = [
         command,
         "--port", str(port),
@@ -161,9 +164,9 @@ def queen_daemon(
     return daemon
 
 
-def hive_daemon(workdir: Path, extra: list[str] | None = None) -> Daemon:
-    """A hive on a free port, with its data under `workdir`."""
-    port = ephemeral_port()
+def hive_daemon(workdir: Path, extra: list[str] | None = None, port: int | None = None) -> Daemon:
+    """A hive on `port` (default: a free one), with its data under `workdir`."""
+    port = port or ephemeral_port()
     args = [
         "hive",
         "--port", str(port),
