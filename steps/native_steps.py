@@ -127,3 +127,28 @@ def long_task(context) -> None:
     context.stream = open_stream(context, f"{context.queen_url}/v2/tasks", body)
     assert context.stream.status == 200, context.stream.error_body()
     first_token(context.stream)
+
+
+@when("I cancel that task at the queen")
+def cancel_at_queen(context) -> None:
+    task_id = context.stream.events[0]["task_id"]
+    context.answer = request("DELETE", f"{context.queen_url}/v2/tasks/{task_id}")
+
+
+@when('I cancel task "{task_id}" at the queen')
+def cancel_unknown(context, task_id: str) -> None:
+    context.answer = request("DELETE", f"{context.queen_url}/v2/tasks/{task_id}")
+
+
+@given("a long OpenAI chat stream is being read through the queen")
+def long_openai_stream(context) -> None:
+    body = {
+        "model": tiny_ref(context),
+        "messages": [{"role": "user", "content": "Tell me a long story."}],
+        "max_tokens": LONG_TASK_TOKENS,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    context.stream = open_stream(context, f"{context.queen_url}/v1/chat/completions", body)
+    assert context.stream.status == 200
+    assert context.stream.next_event() is not None
