@@ -12,10 +12,12 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from rbee.common.errors import error_middleware
+from rbee.common.notify import Notifier
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
@@ -24,13 +26,35 @@ HANDLER_CANCEL_TIMEOUT_S = 5.0
 Drain = Callable[[], Awaitable[None]]
 STOP_REQUESTED = web.AppKey("stop_requested", asyncio.Event)
 DRAIN = web.AppKey("drain", list)
+NOTIFIER = web.AppKey("notifier", Notifier)
+
+
+@dataclass(frozen=True)
+class DaemonHealth:
+    """How a daemon tells systemd about itself.
+
+    `ready_on_start` is False for daemons that announce READY later themselves (a worker
+    once its model is loaded). `healthy` gates the watchdog; `status` is the STATUS= line.
+    """
+
+    status: Callable[[], str]
+    healthy: Callable[[], bool] = lambda: True
+    ready_on_start: bool = True
+
+
+HEALTH = web.AppKey("health", DaemonHealth)
 
 
 def new_app() -> web.Application:
-    """An application with the structured-error middleware, the body size cap and stop hooks."""
+    """An application with the structured-error middleware, the body size cap and stop hooks.
+
+    Daemons replace `app[HEALTH]` with what describes them before serving.
+    """
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
     app[STOP_REQUESTED] = asyncio.Event()
     app[DRAIN] = []
+    app[NOTIFIER] = Notifier()
+    app[HEALTH] = DaemonHealth(status=lambda: "serving")
     return app
 
 
@@ -64,13 +88,20 @@ async def _serve(app: web.Application | Awaitable[web.Application], host: str, p
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    notifier, health = app[NOTIFIER], app[HEALTH]
+    watchdog = asyncio.create_task(notifier.watchdog(health.healthy, health.status))
     try:
         await web.TCPSite(runner, host, port).start()
         log.info("%s listening on http://%s:%d", name, host, port)
+        if health.ready_on_start:
+            notifier.ready(health.status())
         await stop.wait()
         log.info("%s stopping: draining in-flight work", name)
+        notifier.stopping()
+        watchdog.cancel()
         for drain in app[DRAIN]:
             await drain()
     finally:
+        watchdog.cancel()
         await runner.cleanup()
         log.info("%s stopped", name)

@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from rbee.common.daemon import new_app, on_drain
+from rbee.common.daemon import HEALTH, DaemonHealth, new_app, on_drain
 from rbee.common.tunables import Timings
 from rbee.hive.catalog import ModelCatalog
 from rbee.hive.queen_link import send_heartbeats
@@ -50,6 +50,7 @@ def build_app(settings: HiveSettings, timings: Timings) -> web.Application:
     )
     supervisor.stop_leftovers()
     app[SUPERVISOR] = supervisor
+    app[HEALTH] = DaemonHealth(status=supervisor.status_line)
     add_routes(app)
     on_drain(app, lambda: supervisor.stop_all("hive stopping"))
     if settings.queen_url:

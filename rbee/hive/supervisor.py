@@ -62,6 +62,14 @@ class WorkerSupervisor:
         """Every worker this hive owns, in any state."""
         return [owner.record for owner in self._owners.values()]
 
+    def status_line(self) -> str:
+        """One line for systemd's STATUS=: workers by state."""
+        states: dict[str, int] = {}
+        for record in self.list():
+            states[record.state] = states.get(record.state, 0) + 1
+        detail = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+        return f"{sum(states.values())} workers" + (f" ({detail})" if detail else "")
+
     def _owner(self, worker_id: str) -> WorkerOwner:
         owner = self._owners.get(worker_id)
         if owner is None:

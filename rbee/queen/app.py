@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from rbee.common.daemon import new_app, on_drain
+from rbee.common.daemon import HEALTH, DaemonHealth, new_app, on_drain
 from rbee.common.tunables import Timings
 from rbee.queen.dispatch import Dispatcher
 from rbee.queen.hive_client import HiveClient
@@ -50,6 +50,10 @@ async def build_app(settings: QueenSettings, timings: Timings) -> web.Applicatio
     app[PLACEMENT] = placement
     app[DISPATCHER] = dispatcher
     app[TIMINGS] = timings
+    app[HEALTH] = DaemonHealth(
+        status=lambda: f"{len(hives.all())} hives, {len(registry.all())} workers, "
+        f"{dispatcher.running_count} tasks running"
+    )
     add_routes(app)
     on_drain(app, lambda: dispatcher.drain(timings.drain_budget_s))
     hive_grace = timings.drain_budget_s + 2 * timings.sigterm_grace_s

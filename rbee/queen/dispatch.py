@@ -70,6 +70,11 @@ class Dispatcher:
         if self._running:
             log.warning("drain budget spent with %d task(s) still running", len(self._running))
 
+    @property
+    def running_count(self) -> int:
+        """Tasks streaming right now."""
+        return len(self._running)
+
     @staticmethod
     def new_task_id() -> str:
         """A fresh task id."""

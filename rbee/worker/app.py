@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from rbee.common.daemon import new_app, on_drain, request_stop
+from rbee.common.daemon import HEALTH, NOTIFIER, DaemonHealth, new_app, on_drain, request_stop
 from rbee.common.tunables import Timings
 from rbee.worker.faults import Faults
 from rbee.worker.hive_link import HiveLink
@@ -19,8 +19,13 @@ from rbee.worker.runtime import WorkerRuntime, WorkerSettings
 def build_app(settings: WorkerSettings, timings: Timings, faults: Faults) -> web.Application:
     """The worker application: routes, runtime, the loading task and the hive link."""
     app = new_app()
-    runtime = WorkerRuntime(settings, timings, faults, lambda: request_stop(app))
+    runtime = WorkerRuntime(settings, timings, faults, lambda: request_stop(app), app[NOTIFIER])
     app[RUNTIME] = runtime
+    app[HEALTH] = DaemonHealth(
+        status=runtime.status_line,
+        healthy=lambda: not runtime.decode_stalled(),
+        ready_on_start=False,
+    )
     add_routes(app)
     app.cleanup_ctx.append(_background)
     on_drain(app, runtime.drain)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from rbee.common.notify import Notifier
 from rbee.common.tunables import Timings
 from rbee.worker import engine
 from rbee.worker.faults import Faults
@@ -35,9 +37,15 @@ class WorkerRuntime:
     """Owns the worker's phase; once loaded it exposes the inference service."""
 
     def __init__(
-        self, settings: WorkerSettings, timings: Timings, faults: Faults, stop: Callable[[], None]
+        self,
+        settings: WorkerSettings,
+        timings: Timings,
+        faults: Faults,
+        stop: Callable[[], None],
+        notifier: Notifier,
     ) -> None:
         self.settings = settings
+        self._notifier = notifier
         self.timings = timings
         self.faults = faults
         self._stop = stop
@@ -58,6 +66,13 @@ class WorkerRuntime:
         if self.service is None or self.phase != "ready":
             return self.phase
         return "busy" if self.service.active_count else "idle"
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS=."""
+        service = self.service
+        busy = self.settings.slots - service.pool.free if service else 0
+        model = os.path.basename(self.settings.model_path)
+        return f"{self.state}, slots {busy}/{self.settings.slots} busy, model {model}"
 
     def decode_stalled(self) -> bool:
         """True when requests are running but no token came for the stall timeout."""
@@ -101,6 +116,7 @@ class WorkerRuntime:
         self.phase = "ready"
         self._mark_changed()
         self.loaded.set()
+        self._notifier.ready(self.status_line())
         log.info("worker %s ready with %d slot(s)", self.settings.worker_id, len(slots))
 
     async def drain(self) -> None:
