@@ -23,6 +23,7 @@ def a_queen(context) -> None:
 
 
 @given("a queen on free loopback ports whose workers have {slots:d} slot")
+@given("a queen on free loopback ports whose workers have {slots:d} slots")
 def a_queen_with_slots(context, slots: int) -> None:
     extra = [*LONG_CONTEXT, "--worker-slots", str(slots)]
     context.queen = started(context, queen_daemon(context.workdir, extra=extra))

@@ -58,6 +58,7 @@ class InferenceService:
         self._faults = faults
         self._active: dict[str, Task] = {}
         self.tokens_generated = 0
+        self.peak_active = 0
         self._last_progress = time.monotonic()
 
     def stalled(self, now: float, timeout_s: float) -> bool:
@@ -98,6 +99,7 @@ class InferenceService:
             )
         task = Task(task_id, slot, prompt_tokens, params, stops + params.stop, deadline=deadline)
         self._active[task_id] = task
+        self.peak_active = max(self.peak_active, len(self._active))
         self._launch(task)
         return task
 

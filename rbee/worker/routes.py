@@ -24,6 +24,7 @@ def _status(runtime: WorkerRuntime) -> dict[str, object]:
         "model_path": runtime.settings.model_path,
         "slots_total": runtime.settings.slots,
         "slots_free": service.pool.free if service else 0,
+        "peak_busy_slots": service.peak_active if service else 0,
         "loading_progress": runtime.progress,
     }
 
