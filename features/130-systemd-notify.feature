@@ -20,3 +20,13 @@ Feature: sd_notify under a real systemd user manager
     And a generation is started on the unit's worker
     Then systemd restarts the unit within 20 seconds
     And the unit's worker answers its readiness check again
+
+  Scenario: Hive and queen units report READY with a status line and stop cleanly
+    Given a systemd user manager
+    And a Type=notify unit running an rbee hive
+    And a Type=notify unit running an rbee queen that uses that hive
+    When I start both units
+    Then the hive unit's status line reads "0 workers"
+    And the queen unit's status line mentions "0 tasks running"
+    When I stop both units
+    Then both units are inactive and no rbee process is left in them

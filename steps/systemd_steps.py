@@ -8,7 +8,7 @@ from behave import given, then, when
 
 from rbee.common.ports import ephemeral_port
 from rbee.testing import systemd_user
-from rbee.testing.cluster import http_json, wait_until
+from rbee.testing.cluster import alive, http_json, wait_until
 from rbee.testing.http_client import EventStream
 
 UNIT = "rbee-worker-test.service"
@@ -21,31 +21,85 @@ def manager(context) -> None:
     context.add_cleanup(context.manager.stop)
 
 
-@given("a Type=notify unit running an rbee worker with the tiny model")
-def worker_unit(context) -> None:
-    port = ephemeral_port()
-    context.unit_worker_url = f"http://127.0.0.1:{port}"
-    log = context.workdir / "unit-worker.log"
+def _unit(context, name: str, args: str, service_lines: str = "WatchdogSec=10") -> str:
+    log = context.workdir / f"{name}.log"
     environment = "\n".join(f'Environment="{k}={v}"' for k, v in sorted(context.env.items()))
-    command = (
-        f"{sys.executable} -m rbee worker --model {context.tiny_model} --port {port}"
-        " --worker-id unit-test --slots 1"
-    )
-    context.manager.install_unit(UNIT, f"""[Unit]
-Description=rbee worker under test
+    context.manager.install_unit(name, f"""[Unit]
+Description={name} under test
 
 [Service]
 Type=notify
 NotifyAccess=main
-ExecStart={command}
+ExecStart={sys.executable} -m rbee {args}
 {environment}
-WatchdogSec=2
-Restart=on-watchdog
-RestartSec=0.5
-TimeoutStopSec=10
+{service_lines}
+TimeoutStopSec=30
 StandardOutput=append:{log}
 StandardError=append:{log}
 """)
+    return name
+
+
+@given("a Type=notify unit running an rbee hive")
+def hive_unit(context) -> None:
+    context.unit_hive_port = ephemeral_port()
+    _unit(context, "rbee-hive-test.service",
+          f"hive --port {context.unit_hive_port} --data-dir {context.workdir / 'unit-hive'}"
+          f" --worker-port-start {ephemeral_port()}")
+
+
+@given("a Type=notify unit running an rbee queen that uses that hive")
+def queen_unit(context) -> None:
+    _unit(context, "rbee-queen-test.service",
+          f"queen --port {ephemeral_port()} --hive-port {context.unit_hive_port}"
+          f" --data-dir {context.workdir / 'unit-queen'}")
+
+
+@when("I start both units")
+def start_both(context) -> None:
+    for unit in ("rbee-hive-test.service", "rbee-queen-test.service"):
+        result = context.manager.systemctl("start", unit, check=False)
+        assert result.returncode == 0, (unit, result.stderr)
+        assert context.manager.show(unit, "ActiveState") == "active", unit
+
+
+@then('the hive unit\'s status line reads "{text}"')
+def hive_status(context, text: str) -> None:
+    assert context.manager.show("rbee-hive-test.service", "StatusText") == text
+
+
+@then('the queen unit\'s status line mentions "{text}"')
+def queen_status(context, text: str) -> None:
+    assert text in context.manager.show("rbee-queen-test.service", "StatusText")
+
+
+@when("I stop both units")
+def stop_both(context) -> None:
+    context.unit_pids = [
+        int(context.manager.show(u, "MainPID")) for u in ("rbee-queen-test.service", "rbee-hive-test.service")
+    ]
+    for unit in ("rbee-queen-test.service", "rbee-hive-test.service"):
+        context.manager.systemctl("stop", unit)
+
+
+@then("both units are inactive and no rbee process is left in them")
+def both_inactive(context) -> None:
+    for unit in ("rbee-queen-test.service", "rbee-hive-test.service"):
+        assert context.manager.show(unit, "ActiveState") == "inactive", unit
+        assert context.manager.show(unit, "Result") == "success", context.manager.show(unit, "Result")
+    assert not any(alive(pid) for pid in context.unit_pids), context.unit_pids
+
+
+@given("a Type=notify unit running an rbee worker with the tiny model")
+def worker_unit(context) -> None:
+    port = ephemeral_port()
+    context.unit_worker_url = f"http://127.0.0.1:{port}"
+    _unit(
+        context,
+        UNIT,
+        f"worker --model {context.tiny_model} --port {port} --worker-id unit-test --slots 1",
+        "WatchdogSec=2\nRestart=on-watchdog\nRestartSec=0.5",
+    )
 
 
 @when("I start the unit")
