@@ -1,6 +1,7 @@
 """Count passed, failed and skipped test cases over JUnit XML reports; print one line.
 
-Exits 1 when anything failed or when no test ran at all.
+Failed cases are listed first, each with the start of its message, so the tail of a CI log says
+why it failed. Exits 1 when anything failed or when no test ran at all.
 """
 
 from __future__ import annotations
@@ -19,24 +20,40 @@ def report_files(paths: list[str]) -> list[Path]:
     return found
 
 
-def count(files: list[Path]) -> tuple[int, int, int]:
-    """(passed, failed, skipped) over every <testcase> in `files`."""
+MESSAGE_CHARS = 600
+
+
+def failure_line(case: ET.Element) -> str:
+    """One failed case: its name and the start of its failure message."""
+    problem = case.find("failure")
+    if problem is None:
+        problem = case.find("error")
+    message = " ".join(((problem.get("message") or "") + " " + (problem.text or "")).split())
+    return f"FAILED {case.get('classname', '')}.{case.get('name', '')}: {message[:MESSAGE_CHARS]}".rstrip()
+
+
+def count(files: list[Path]) -> tuple[int, int, int, list[str]]:
+    """(passed, failed, skipped, failure lines) over every <testcase> in `files`."""
     passed = failed = skipped = 0
+    failures: list[str] = []
     for file in files:
         for case in ET.parse(file).getroot().iter("testcase"):
             tags = {child.tag for child in case}
             if tags & {"failure", "error"}:
                 failed += 1
+                failures.append(failure_line(case))
             elif "skipped" in tags or case.get("status") in {"skipped", "untested"}:
                 skipped += 1
             else:
                 passed += 1
-    return passed, failed, skipped
+    return passed, failed, skipped, failures
 
 
 def main(argv: list[str]) -> int:
     """Print the closing line and return the exit code."""
-    passed, failed, skipped = count(report_files(argv))
+    passed, failed, skipped, failures = count(report_files(argv))
+    for line in failures:
+        print(line)
     line = f"{passed} passed, {failed} failed"
     print(line + (f", {skipped} skipped" if skipped else ""))
     return 1 if failed or passed == 0 else 0

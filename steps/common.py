@@ -9,12 +9,12 @@ from rbee.testing.http_client import EventStream
 
 LONG_TASK_TOKENS = 6000
 FAST_TIMINGS = {
-    "RBEE_HEARTBEAT_INTERVAL_S": "0.25",
+    "RBEE_HEARTBEAT_INTERVAL_S": "0.5",
     "RBEE_RESTART_BACKOFF_INITIAL_S": "0.2",
     "RBEE_RESTART_BACKOFF_MAX_S": "2",
     "RBEE_SIGTERM_GRACE_S": "3",
     "RBEE_DRAIN_BUDGET_S": "5",
-    "RBEE_STALL_TIMEOUT_S": "1.5",
+    "RBEE_STALL_TIMEOUT_S": "3",
 }
 """Shorter lifecycle timings for every daemon a scenario starts (scenarios may override)."""
 
@@ -48,6 +48,22 @@ def first_token(stream: EventStream, timeout: float = 60.0) -> dict:
         if event.get("type") == "token":
             return event
     raise AssertionError("no token arrived")
+
+
+def hive_workers(context) -> list[dict]:
+    """The workers the scenario's hive lists."""
+    status, body = http_json(f"{context.hive_url}/v1/workers/list")
+    assert status == 200, status
+    return body["workers"]
+
+
+def start_generation(context, worker_url: str) -> EventStream:
+    """Begin a 50-token generation directly on a worker, without reading it."""
+    body = {"prompt": "Once", "max_tokens": 50, "ignore_eos": True}
+    stream = EventStream(f"{worker_url}/v1/inference", body, timeout=30).open()
+    context.streams.append(stream)
+    assert stream.status == 200
+    return stream
 
 
 def slots_free_within(url: str, expected: int, timeout: float) -> dict:

@@ -10,7 +10,7 @@ from behave import given, then, when
 
 from rbee.testing.cluster import alive, http_json, wait_until
 from rbee.testing.http_client import request
-from steps.common import tiny_ref
+from steps.common import hive_workers, tiny_ref
 
 
 def _spawn(context, ref: str) -> None:
@@ -19,10 +19,6 @@ def _spawn(context, ref: str) -> None:
         context.spawned = [*getattr(context, "spawned", []), context.answer.json()]
 
 
-def _workers(context) -> list[dict]:
-    status, body = http_json(f"{context.hive_url}/v1/workers/list")
-    assert status == 200, status
-    return body["workers"]
 
 
 @when("I ask the hive to spawn a worker for the tiny model")
@@ -54,7 +50,7 @@ def _ready_workers(context, count: int, timeout: float) -> list[dict]:
 
     def check() -> bool:
         nonlocal workers
-        workers = _workers(context)
+        workers = hive_workers(context)
         return len(workers) == count and all(w["state"] == "idle" for w in workers)
 
     assert wait_until(check, timeout, 0.1), workers
@@ -95,7 +91,7 @@ def kill_worker(context) -> None:
 
 @then("the hive lists no worker within {seconds:d} seconds")
 def no_worker(context, seconds: int) -> None:
-    assert wait_until(lambda: _workers(context) == [], seconds), _workers(context)
+    assert wait_until(lambda: hive_workers(context) == [], seconds), hive_workers(context)
 
 
 @when("I stop the hive with SIGTERM")

@@ -9,7 +9,7 @@ from behave import given, then, when
 
 from rbee.testing.cluster import alive, http_json, wait_until
 from rbee.testing.http_client import EventStream, request
-from steps.common import first_token, open_stream, slots_free_within, tiny_ref
+from steps.common import first_token, hive_workers, open_stream, slots_free_within, tiny_ref
 
 
 @given("a worker for the tiny model has served a task through it")
@@ -41,22 +41,18 @@ def nothing_left(context) -> None:
     assert not survivors, f"still running after stop: {survivors}"
 
 
-def _queen_workers(context) -> list[dict]:
-    status, body = http_json(f"{context.hive_url}/v1/workers/list")
-    assert status == 200, status
-    return body["workers"]
 
 
 @then("the queen's worker reports all slots free within {seconds:d} second")
 def queen_worker_free(context, seconds: int) -> None:
-    workers = _queen_workers(context)
+    workers = hive_workers(context)
     assert len(workers) == 1, workers
     slots_free_within(workers[0]["url"], workers[0]["slots"], seconds)
 
 
 @when("the queen's worker is killed with SIGKILL")
 def kill_queen_worker(context) -> None:
-    workers = _queen_workers(context)
+    workers = hive_workers(context)
     assert len(workers) == 1, workers
     os.kill(workers[0]["pid"], signal.SIGKILL)
 
@@ -92,7 +88,7 @@ def flag_file(context, name: str) -> None:
 
 @then("the queen's worker has restarted {count:d} time")
 def queen_worker_restarted(context, count: int) -> None:
-    workers = _queen_workers(context)
+    workers = hive_workers(context)
     assert len(workers) == 1 and workers[0]["restarts"] == count, workers
 
 
@@ -130,7 +126,7 @@ def ctrl_c_in_terminal(context) -> None:
 
 @when("I ask the queen to shut down that worker")
 def queen_shutdown_worker(context) -> None:
-    context.workers = _queen_workers(context)
+    context.workers = hive_workers(context)
     context.answer = request(
         "POST", f"{context.queen_url}/v2/workers/shutdown", {"worker_id": context.workers[0]["worker_id"]}
     )

@@ -9,18 +9,12 @@ import sys
 
 from behave import given, then, when
 
-from rbee.testing.cluster import http_json, wait_until
-from rbee.testing.http_client import EventStream
-
-
-def _workers(context) -> list[dict]:
-    status, body = http_json(f"{context.hive_url}/v1/workers/list")
-    assert status == 200, status
-    return body["workers"]
+from rbee.testing.cluster import wait_until
+from steps.common import hive_workers, start_generation
 
 
 def _only_worker(context) -> dict:
-    workers = _workers(context)
+    workers = hive_workers(context)
     assert len(workers) == 1, workers
     return workers[0]
 
@@ -33,7 +27,7 @@ def crashed_or_restarting(context, seconds: int) -> None:
         worker = _only_worker(context)
         return worker["state"] == "crashed" or worker["pid"] != old_pid
 
-    assert wait_until(noticed, seconds, 0.01), _workers(context)
+    assert wait_until(noticed, seconds, 0.01), hive_workers(context)
 
 
 @then("the worker is serving again within {seconds:d} seconds with {restarts:d} restart and a new PID")
@@ -43,7 +37,7 @@ def serving_again(context, seconds: int, restarts: int) -> None:
 
     def serving() -> bool:
         nonlocal latest
-        workers = _workers(context)
+        workers = hive_workers(context)
         latest = workers[0] if workers else {}
         return bool(latest) and latest["restarts"] >= restarts and latest["state"] in ("idle", "busy")
 
@@ -88,10 +82,7 @@ def hung_reason(context, reason: str) -> None:
 @given("a generation is started on the worker")
 @when("a generation is started on the worker")
 def generation_started(context) -> None:
-    body = {"prompt": "Once", "max_tokens": 50, "ignore_eos": True}
-    stream = EventStream(f"{context.workers[0]['url']}/v1/inference", body, timeout=30).open()
-    context.streams.append(stream)
-    assert stream.status == 200
+    start_generation(context, context.workers[0]["url"])
 
 
 @when("I start a worker with RBEE_FAULTS set but RBEE_ALLOW_FAULTS unset")

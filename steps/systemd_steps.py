@@ -9,7 +9,7 @@ from behave import given, then, when
 from rbee.common.ports import ephemeral_port
 from rbee.testing import systemd_user
 from rbee.testing.cluster import alive, http_json, wait_until
-from rbee.testing.http_client import EventStream
+from steps.common import start_generation
 
 UNIT = "rbee-worker-test.service"
 
@@ -127,10 +127,7 @@ def status_line(context, text: str) -> None:
 
 @when("a generation is started on the unit's worker")
 def unit_generation(context) -> None:
-    body = {"prompt": "Once", "max_tokens": 50, "ignore_eos": True}
-    stream = EventStream(f"{context.unit_worker_url}/v1/inference", body, timeout=30).open()
-    context.streams.append(stream)
-    assert stream.status == 200
+    start_generation(context, context.unit_worker_url)
 
 
 @then("systemd restarts the unit within {seconds:d} seconds")
