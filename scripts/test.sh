@@ -15,7 +15,7 @@ $BIN/python -m pytest -q --junitxml=reports/pytest.xml || status=1
 echo "== behave"
 $BIN/behave features --no-capture \
   --junit --junit-directory reports/junit \
-  -f json.pretty -o reports/behave.json -f progress -o /dev/stdout || status=1
+  -f json.pretty -o reports/behave.json -f progress -o - || status=1
 
 $BIN/python scripts/summarize_results.py reports/pytest.xml reports/junit || status=1
 exit $status

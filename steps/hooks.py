@@ -9,6 +9,8 @@ from pathlib import Path
 from rbee.testing.tiny_model import build_tiny_gguf
 from steps.common import FAST_TIMINGS
 
+LOG_LINES = 60
+
 
 def before_all(context) -> None:
     """Build the tiny random-weight model once for the whole run."""
@@ -26,13 +28,15 @@ def before_scenario(context, scenario) -> None:
 
 
 def after_scenario(context, scenario) -> None:
-    """Close streams and stop every daemon by PID; show logs when the scenario failed."""
+    """Close streams and stop every daemon by PID; show every log when the scenario failed."""
     for stream in context.streams:
         stream.close()
     for daemon in reversed(context.daemons):
         context.orphans.extend(daemon.stop())
-        if scenario.status == "failed":
-            print(f"--- log of rbee {daemon.args[0]} (pid {daemon.pid}) ---\n{daemon.log_tail()}")
+    if scenario.status == "failed":
+        for log in sorted(context.workdir.rglob("*.log")):
+            lines = log.read_text(errors="replace").splitlines()[-LOG_LINES:]
+            print(f"--- {log.relative_to(context.workdir)} ---", *lines, sep="\n")
     assert not context.orphans, f"processes outlived their daemons: {context.orphans}"
 
 

@@ -98,7 +98,7 @@ class WorkerRuntime:
                     engine.load_context,
                     self.settings.model_path,
                     self.settings.ctx_size,
-                    self.settings.threads,
+                    self.settings.threads or engine.threads_per_slot(self.settings.slots),
                 )
                 self.slots_loaded = index + 1
                 self._mark_changed()
