@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from rbee.cli.paths import default_data_dir
+from rbee.common.auth import Keyring, check_bind_policy
 from rbee.common.daemon import serve
 from rbee.common.exit_codes import WORKER_LOAD_FAILED
 from rbee.common.logging_setup import setup_logging
+from rbee.common.secrets import SecretError
 from rbee.common.tunables import load_timings
 
 DEFAULT_QUEEN_PORT = 8080
@@ -16,6 +19,9 @@ DEFAULT_HIVE_PORT = 9200
 DEFAULT_WORKER_PORT = 8081
 DEFAULT_WORKER_SLOTS = 2
 DEFAULT_CTX_SIZE = 2048
+QUEEN_PEERS = ("hive", "worker")
+HIVE_PEERS = ("queen", "worker")
+WORKER_PEERS = ("hive",)
 
 
 def _port(text: str) -> int:
@@ -32,13 +38,31 @@ def _positive(text: str) -> int:
     return value
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, peers: tuple[str, ...]) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--token-file", type=Path, default=None,
+                        help="file (mode 0600) holding the bearer token callers must present")
+    for peer in peers:
+        parser.add_argument(f"--{peer}-token-file", type=Path, default=None,
+                            help=f"file (mode 0600) holding the {peer}'s token, for calls to it")
+
+
+def _keyring(args: argparse.Namespace, role: str, peers: tuple[str, ...], name: str) -> Keyring:
+    """Load the daemon's tokens and apply the bind policy; exit 1 with the reason on a problem."""
+    files = {role: args.token_file, **{peer: getattr(args, f"{peer}_token_file") for peer in peers}}
+    keyring = Keyring(role, files)
+    try:
+        keyring.load()
+        check_bind_policy(keyring, args.host, name)
+    except SecretError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    return keyring
 
 
 def _queen_options(parser: argparse.ArgumentParser) -> None:
-    _common(parser)
+    _common(parser, QUEEN_PEERS)
     parser.add_argument("--port", type=_port, default=DEFAULT_QUEEN_PORT)
     parser.add_argument("--hive-port", type=_port, default=DEFAULT_HIVE_PORT,
                         help="port of the local hive (started on demand)")
@@ -63,7 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.set_defaults(func=run_up)
 
     hive = sub.add_parser("hive", help="run the per-machine hive")
-    _common(hive)
+    _common(hive, HIVE_PEERS)
     hive.add_argument("--port", type=_port, default=DEFAULT_HIVE_PORT)
     hive.add_argument("--data-dir", type=Path, default=None)
     hive.add_argument("--worker-port-start", type=_port, default=DEFAULT_WORKER_PORT)
@@ -72,7 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     hive.set_defaults(func=run_hive)
 
     worker = sub.add_parser("worker", help="serve one GGUF model")
-    _common(worker)
+    _common(worker, WORKER_PEERS)
     worker.add_argument("--model", required=True, help="path of the GGUF file")
     worker.add_argument("--port", type=_port, required=True)
     worker.add_argument("--worker-id", required=True)
@@ -97,6 +121,7 @@ def run_queen(args: argparse.Namespace, start_hive: bool | None = None) -> int:
         worker_slots=args.worker_slots,
         worker_ctx_size=args.worker_ctx_size,
         start_hive=args.start_hive if start_hive is None else start_hive,
+        keyring=_keyring(args, "queen", QUEEN_PEERS, "queen"),
     )
     serve(build_app(settings, load_timings()), args.host, args.port, "queen")
     return 0
@@ -119,6 +144,7 @@ def run_hive(args: argparse.Namespace) -> int:
         worker_port_start=args.worker_port_start,
         ctx_size=args.ctx_size,
         queen_url=args.queen_url,
+        keyring=_keyring(args, "hive", HIVE_PEERS, "hive"),
     )
     serve(build_app(settings, load_timings()), args.host, args.port, "hive")
     return 0
@@ -142,6 +168,7 @@ def run_worker(args: argparse.Namespace) -> int:
         ctx_size=args.ctx_size,
         threads=args.threads,
         hive_url=args.hive_url,
+        keyring=_keyring(args, "worker", WORKER_PEERS, "worker"),
     )
     app = build_app(settings, load_timings(), load_faults())
     serve(app, args.host, args.port, "worker")

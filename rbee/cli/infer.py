@@ -10,11 +10,13 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 
 from rbee.common import sse
 from rbee.common.errors import ApiError
+from rbee.common.secrets import SecretError, load_token
 from rbee.common.validation import MAX_TOKENS_LIMIT, check_model_ref
 
 DEFAULT_QUEEN_URL = "http://127.0.0.1:8080"
@@ -33,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="keep generating past end-of-text (benchmarks)")
     infer.add_argument("--node", default="localhost")
     infer.add_argument("--queen", default=DEFAULT_QUEEN_URL, help="queen base URL")
+    infer.add_argument("--token-file", type=Path, default=None,
+                       help="file (mode 0600) with the queen's token (else credential or RBEE_QUEEN_TOKEN)")
     infer.add_argument("--stats", action="store_true",
                        help="print time to first token and tokens/s to stderr")
     infer.set_defaults(func=run_infer)
@@ -67,11 +71,16 @@ def _task_body(args: argparse.Namespace) -> dict[str, object]:
     return body
 
 
-async def _stream(args: argparse.Namespace, progress: _Progress) -> None:
+def _auth_headers(token_file: Path | None) -> dict[str, str]:
+    token = load_token("queen", token_file)
+    return {"Authorization": f"Bearer {token.value}"} if token else {}
+
+
+async def _stream(args: argparse.Namespace, progress: _Progress, headers: dict[str, str]) -> None:
     body = _task_body(args)
     started = time.monotonic()
     timeout = aiohttp.ClientTimeout(total=None, connect=5)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
         async with session.post(f"{args.queen.rstrip('/')}/v2/tasks", json=body) as response:
             if response.status != 200:
                 raise InferFailed(await _error_text(response))
@@ -109,9 +118,9 @@ async def _error_text(response: aiohttp.ClientResponse) -> str:
         return f"the queen answered HTTP {response.status}"
 
 
-async def _cancel(queen: str, task_id: str) -> None:
+async def _cancel(queen: str, task_id: str, headers: dict[str, str]) -> None:
     timeout = aiohttp.ClientTimeout(total=3)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
         async with session.delete(f"{queen.rstrip('/')}/v2/tasks/{task_id}"):
             pass
 
@@ -119,8 +128,13 @@ async def _cancel(queen: str, task_id: str) -> None:
 def run_infer(args: argparse.Namespace) -> int:
     """Stream the answer; exit 1 on error, 130 after Ctrl+C (the task is cancelled)."""
     progress = _Progress()
+    try:
+        headers = _auth_headers(args.token_file)
+    except SecretError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     loop = asyncio.new_event_loop()
-    task = loop.create_task(_stream(args, progress))
+    task = loop.create_task(_stream(args, progress, headers))
     loop.add_signal_handler(signal.SIGINT, task.cancel)
     try:
         loop.run_until_complete(task)
@@ -129,7 +143,7 @@ def run_infer(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         if progress.task_id:
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                loop.run_until_complete(_cancel(args.queen, progress.task_id))
+                loop.run_until_complete(_cancel(args.queen, progress.task_id, headers))
         print("cancelled", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (InferFailed, ApiError) as exc:

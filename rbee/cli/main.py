@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from rbee import __version__
-from rbee.cli import daemons, infer
+from rbee.cli import audit, daemons, infer
 from rbee.common.errors import ApiError
 from rbee.common.tunables import TunableError
 from rbee.worker.faults import FaultsRefused
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     infer.register(sub)
     daemons.register(sub)
+    audit.register(sub)
     return parser
 
 

@@ -13,6 +13,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -24,8 +25,10 @@ MAX_BODY_BYTES = 1024 * 1024
 HANDLER_CANCEL_TIMEOUT_S = 5.0
 
 Drain = Callable[[], Awaitable[None]]
+Reload = Callable[[], None]
 STOP_REQUESTED = web.AppKey("stop_requested", asyncio.Event)
 DRAIN = web.AppKey("drain", list)
+RELOAD = web.AppKey("reload", list)
 NOTIFIER = web.AppKey("notifier", Notifier)
 
 
@@ -45,14 +48,18 @@ class DaemonHealth:
 HEALTH = web.AppKey("health", DaemonHealth)
 
 
-def new_app() -> web.Application:
-    """An application with the structured-error middleware, the body size cap and stop hooks.
+def new_app(middlewares: list[Any] | None = None) -> web.Application:
+    """An application with the structured-error middleware (outermost, so it renders every
+    failure of the `middlewares` after it), the body size cap, and stop and reload hooks.
 
     Daemons replace `app[HEALTH]` with what describes them before serving.
     """
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(
+        middlewares=[error_middleware, *(middlewares or [])], client_max_size=MAX_BODY_BYTES
+    )
     app[STOP_REQUESTED] = asyncio.Event()
     app[DRAIN] = []
+    app[RELOAD] = []
     app[NOTIFIER] = Notifier()
     app[HEALTH] = DaemonHealth(status=lambda: "serving")
     return app
@@ -61,6 +68,17 @@ def new_app() -> web.Application:
 def on_drain(app: web.Application, drain: Drain) -> None:
     """Register a coroutine that lets in-flight work finish before the server closes."""
     app[DRAIN].append(drain)
+
+
+def on_reload(app: web.Application, reload: Reload) -> None:
+    """Register a callback that SIGHUP runs (re-reading tokens and settings)."""
+    app[RELOAD].append(reload)
+
+
+def _reload(app: web.Application, name: str) -> None:
+    log.info("%s got SIGHUP: reloading", name)
+    for reload in app[RELOAD]:
+        reload()
 
 
 def request_stop(app: web.Application) -> None:
@@ -88,6 +106,7 @@ async def _serve(app: web.Application | Awaitable[web.Application], host: str, p
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _reload, app, name)
     notifier, health = app[NOTIFIER], app[HEALTH]
     watchdog = asyncio.create_task(notifier.watchdog(health.healthy, health.status))
     try:

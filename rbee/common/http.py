@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -23,17 +24,32 @@ async def raise_for_error(response: aiohttp.ClientResponse, peer: str) -> None:
     raise ApiError(response.status, code, message, details, headers)
 
 
-async def get_json(session: aiohttp.ClientSession, url: str, peer: str) -> dict[str, Any]:
+Headers = Callable[[], dict[str, str]]
+"""Computes the headers of each call (so a reloaded token is used from the next call on)."""
+
+
+def no_headers() -> dict[str, str]:
+    """No extra headers (a peer in dev mode)."""
+    return {}
+
+
+async def get_json(
+    session: aiohttp.ClientSession, url: str, peer: str, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     """GET a JSON object from another daemon, mapping its errors."""
-    async with session.get(url) as response:
+    async with session.get(url, headers=headers) as response:
         await raise_for_error(response, peer)
         return await response.json()
 
 
 async def post_json(
-    session: aiohttp.ClientSession, url: str, body: dict[str, Any], peer: str
+    session: aiohttp.ClientSession,
+    url: str,
+    body: dict[str, Any],
+    peer: str,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """POST a JSON object to another daemon and return its JSON answer, mapping its errors."""
-    async with session.post(url, json=body) as response:
+    async with session.post(url, json=body, headers=headers) as response:
         await raise_for_error(response, peer)
         return await response.json()

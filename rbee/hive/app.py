@@ -10,11 +10,12 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from rbee.common.daemon import HEALTH, DaemonHealth, new_app, on_drain
+from rbee.common.auth import Keyring, auth_middleware
+from rbee.common.daemon import HEALTH, DaemonHealth, new_app, on_drain, on_reload
 from rbee.common.tunables import Timings
 from rbee.hive.catalog import ModelCatalog
 from rbee.hive.queen_link import send_heartbeats
-from rbee.hive.routes import CATALOG, SUPERVISOR, add_routes
+from rbee.hive.routes import CATALOG, PUBLIC_PATHS, SUPERVISOR, add_routes
 from rbee.hive.supervisor import SupervisorSettings, WorkerSupervisor
 
 
@@ -28,6 +29,7 @@ class HiveSettings:
     worker_port_start: int
     ctx_size: int
     queen_url: str | None
+    keyring: Keyring
 
     @property
     def url(self) -> str:
@@ -37,7 +39,7 @@ class HiveSettings:
 
 def build_app(settings: HiveSettings, timings: Timings) -> web.Application:
     """The hive application: catalog, supervisor, routes, heartbeats to the queen."""
-    app = new_app()
+    app = new_app([auth_middleware(settings.keyring, PUBLIC_PATHS)])
     app[CATALOG] = ModelCatalog(settings.data_dir)
     supervisor = WorkerSupervisor(
         SupervisorSettings(
@@ -45,11 +47,14 @@ def build_app(settings: HiveSettings, timings: Timings) -> web.Application:
             data_dir=settings.data_dir,
             worker_port_start=settings.worker_port_start,
             ctx_size=settings.ctx_size,
+            keyring=settings.keyring,
         ),
         timings,
     )
     supervisor.stop_leftovers()
     app[SUPERVISOR] = supervisor
+    on_reload(app, settings.keyring.reload)
+    on_reload(app, supervisor.reload_all)
     app[HEALTH] = DaemonHealth(status=supervisor.status_line)
     add_routes(app)
     on_drain(app, lambda: supervisor.stop_all("hive stopping"))
@@ -61,7 +66,9 @@ def build_app(settings: HiveSettings, timings: Timings) -> web.Application:
 async def _queen_heartbeats(settings: HiveSettings, supervisor: WorkerSupervisor) -> AsyncIterator[None]:
     assert settings.queen_url is not None
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
-    task = asyncio.create_task(send_heartbeats(settings.queen_url, settings.url, supervisor, session))
+    task = asyncio.create_task(send_heartbeats(
+        settings.queen_url, settings.url, supervisor, session, lambda: settings.keyring.headers_for("queen")
+    ))
     yield
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)

@@ -8,13 +8,18 @@ import logging
 import aiohttp
 
 from rbee import __version__
+from rbee.common.http import Headers
 from rbee.hive.supervisor import WorkerSupervisor
 
 log = logging.getLogger(__name__)
 
 
 async def send_heartbeats(
-    queen_url: str, hive_url: str, supervisor: WorkerSupervisor, session: aiohttp.ClientSession
+    queen_url: str,
+    hive_url: str,
+    supervisor: WorkerSupervisor,
+    session: aiohttp.ClientSession,
+    auth: Headers,
 ) -> None:
     """POST `/v2/heartbeat` to the queen every heartbeat interval until cancelled."""
     url = f"{queen_url.rstrip('/')}/v2/heartbeat"
@@ -27,7 +32,7 @@ async def send_heartbeats(
             "workers": [record.to_wire() for record in supervisor.list()],
         }
         try:
-            async with session.post(url, json=body) as response:
+            async with session.post(url, json=body, headers=auth()) as response:
                 if response.status >= 300:
                     log.warning("queen refused a heartbeat: HTTP %d", response.status)
             if failing:

@@ -84,6 +84,10 @@ async def list_models(request: web.Request) -> web.Response:
     return web.json_response({"models": models})
 
 
+PUBLIC_PATHS = frozenset({"/v1/health"})
+"""Routes that answer without a token (health checks for probes and load balancers)."""
+
+
 def add_routes(app: web.Application) -> None:
     """Register the hive's routes."""
     app.router.add_get("/v1/health", health)

@@ -16,6 +16,7 @@ from typing import Any
 import psutil
 
 from rbee.common import processes
+from rbee.common.auth import Keyring
 from rbee.common.errors import ApiError
 from rbee.common.ports import next_free_port, port_is_free
 from rbee.common.tunables import Timings
@@ -34,6 +35,7 @@ class SupervisorSettings:
     data_dir: Path
     worker_port_start: int
     ctx_size: int
+    keyring: Keyring
 
     @property
     def logs_dir(self) -> Path:
@@ -120,6 +122,7 @@ class WorkerSupervisor:
                 "--hive-url", self.settings.hive_url,
                 "--slots", str(record.slots),
                 "--ctx-size", str(self.settings.ctx_size),
+                *self.settings.keyring.child_args("worker", ("hive", "worker")),
             ]
             process = await processes.spawn(args, self.settings.logs_dir / f"{record.worker_id}.log")
         record.pid = process.pid
@@ -147,6 +150,11 @@ class WorkerSupervisor:
         owner = self._owner(worker_id)
         owner.post("stop", reason)
         return owner.record
+
+    def reload_all(self) -> None:
+        """Pass a SIGHUP on to every running worker (through its owner), to re-read tokens."""
+        for owner in self._owners.values():
+            owner.post("reload")
 
     async def stop_all(self, reason: str) -> None:
         """Stop every worker (each drains, then SIGTERM → grace → SIGKILL) and wait."""

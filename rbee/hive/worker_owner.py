@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -99,7 +100,7 @@ class WorkerOwner:
         self._idle_since = time.monotonic()
 
     def post(self, kind: str, payload: Any = None) -> None:
-        """Deliver a message (`ready`, `heartbeat`, `stop`) to the owner task."""
+        """Deliver a message (`ready`, `heartbeat`, `stop`, `reload`) to the owner task."""
         if kind == "stop" and self._stop_reason is None:
             self._stop_reason = payload
         self._inbox.put_nowait((kind, payload))
@@ -192,7 +193,10 @@ class WorkerOwner:
                 if exited.done():
                     return _Exited(exited.result())
                 if message.done():
-                    verdict = self._handle(*message.result())
+                    kind, payload = message.result()
+                    if kind == "reload" and process.returncode is None:
+                        process.send_signal(signal.SIGHUP)
+                    verdict = self._handle(kind, payload)
                     if verdict is not None:
                         return verdict
                     message = asyncio.ensure_future(self._inbox.get())

@@ -10,14 +10,15 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from rbee.common.daemon import HEALTH, DaemonHealth, new_app, on_drain
+from rbee.common.auth import Keyring, auth_middleware
+from rbee.common.daemon import HEALTH, DaemonHealth, new_app, on_drain, on_reload
 from rbee.common.tunables import Timings
 from rbee.queen.dispatch import Dispatcher
 from rbee.queen.hive_client import HiveClient
 from rbee.queen.hive_registry import HiveRegistry
 from rbee.queen.local_hive import LocalHive
 from rbee.queen.placement import Placement
-from rbee.queen.routes import DISPATCHER, HIVES, PLACEMENT, REGISTRY, TIMINGS, add_routes
+from rbee.queen.routes import DISPATCHER, HIVES, PLACEMENT, PUBLIC_PATHS, REGISTRY, TIMINGS, add_routes
 from rbee.queen.worker_registry import WorkerRegistry
 
 
@@ -33,18 +34,23 @@ class QueenSettings:
     worker_slots: int
     worker_ctx_size: int
     start_hive: bool
+    keyring: Keyring
 
 
 async def build_app(settings: QueenSettings, timings: Timings) -> web.Application:
     """The queen application, built inside the running loop that will serve it."""
-    app = new_app()
+    keyring = settings.keyring
+    app = new_app([auth_middleware(keyring, PUBLIC_PATHS)])
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=5))
-    client = HiveClient(f"http://127.0.0.1:{settings.hive_port}", session)
+    hive_url = f"http://127.0.0.1:{settings.hive_port}"
+    client = HiveClient(hive_url, session, lambda: keyring.headers_for("hive"))
     hive = LocalHive(client, settings)
+    on_reload(app, keyring.reload)
+    on_reload(app, hive.reload)
     hives = HiveRegistry(timings)
     registry = WorkerRegistry()
     placement = Placement(hive, hives, registry, settings.worker_slots, timings)
-    dispatcher = Dispatcher(placement, session)
+    dispatcher = Dispatcher(placement, session, lambda: keyring.headers_for("worker"))
     app[REGISTRY] = registry
     app[HIVES] = hives
     app[PLACEMENT] = placement

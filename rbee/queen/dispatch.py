@@ -15,7 +15,7 @@ import aiohttp
 from rbee.common import deadlines, sse
 from rbee.common.deadlines import Deadline
 from rbee.common.errors import CORRELATION_HEADER, ApiError
-from rbee.common.http import raise_for_error
+from rbee.common.http import Headers, no_headers, raise_for_error
 from rbee.queen.placement import Placement
 from rbee.queen.worker_registry import WorkerView
 
@@ -52,9 +52,12 @@ async def _events_until(
 class Dispatcher:
     """Runs tasks on workers; knows which worker runs each task so it can be cancelled."""
 
-    def __init__(self, placement: Placement, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, placement: Placement, session: aiohttp.ClientSession, auth: Headers = no_headers
+    ) -> None:
         self._placement = placement
         self._session = session
+        self._auth = auth
         self._running: dict[str, WorkerView] = {}
         self._finished: collections.deque[str] = collections.deque(maxlen=FINISHED_TASKS_REMEMBERED)
         self._background: set[asyncio.Task[None]] = set()
@@ -99,7 +102,7 @@ class Dispatcher:
         if self._draining:
             raise ApiError(503, "DRAINING", "the queen is shutting down", headers={"Retry-After": "1"})
         body = {**worker_body, "task_id": task_id}
-        headers = {CORRELATION_HEADER: correlation_id, deadlines.HEADER: deadline.header}
+        headers = {CORRELATION_HEADER: correlation_id, deadlines.HEADER: deadline.header, **self._auth()}
         delivered = False
         try:
             for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -162,6 +165,7 @@ class Dispatcher:
         try:
             async with self._session.delete(
                 f"{worker.url}/v1/inference/{task_id}",
+                headers=self._auth(),
                 timeout=aiohttp.ClientTimeout(total=CANCEL_TIMEOUT_S),
             ) as response:
                 log.info("cancelled task %s at worker %s: HTTP %d",

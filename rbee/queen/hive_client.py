@@ -6,15 +6,16 @@ from typing import Any
 
 import aiohttp
 
-from rbee.common.http import get_json, post_json
+from rbee.common.http import Headers, get_json, no_headers, post_json
 
 
 class HiveClient:
     """Calls a hive on behalf of the queen."""
 
-    def __init__(self, base_url: str, session: aiohttp.ClientSession) -> None:
+    def __init__(self, base_url: str, session: aiohttp.ClientSession, auth: Headers = no_headers) -> None:
         self.base_url = base_url.rstrip("/")
         self._session = session
+        self._auth = auth
 
     async def is_alive(self) -> bool:
         """True when the hive answers its health check."""
@@ -29,19 +30,25 @@ class HiveClient:
     async def spawn_worker(self, model: str, slots: int) -> dict[str, Any]:
         """Ask the hive to start a worker; returns its record (state `loading`)."""
         body = {"model": model, "slots": slots}
-        return await post_json(self._session, f"{self.base_url}/v1/workers/spawn", body, "hive")
+        return await self._post("/v1/workers/spawn", body)
 
     async def stop_worker(self, worker_id: str) -> dict[str, Any]:
         """Ask the hive to drain and stop one worker for good."""
         body = {"worker_id": worker_id}
-        return await post_json(self._session, f"{self.base_url}/v1/workers/stop", body, "hive")
+        return await self._post("/v1/workers/stop", body)
 
     async def list_workers(self) -> list[dict[str, Any]]:
         """The hive's live workers."""
-        answer = await get_json(self._session, f"{self.base_url}/v1/workers/list", "hive")
+        answer = await self._get("/v1/workers/list")
         return answer["workers"]
 
     async def list_models(self) -> list[dict[str, Any]]:
         """The hive's catalog."""
-        answer = await get_json(self._session, f"{self.base_url}/v1/models/list", "hive")
+        answer = await self._get("/v1/models/list")
         return answer["models"]
+
+    async def _get(self, path: str) -> dict[str, Any]:
+        return await get_json(self._session, f"{self.base_url}{path}", "hive", self._auth())
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await post_json(self._session, f"{self.base_url}{path}", body, "hive", self._auth())

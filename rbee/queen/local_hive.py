@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Protocol
 
 from rbee.common import processes
+from rbee.common.auth import Keyring
 from rbee.common.errors import ApiError
+from rbee.common.secrets import ROLES
 from rbee.queen.hive_client import HiveClient
 
 log = logging.getLogger(__name__)
@@ -24,6 +27,7 @@ class LocalHiveSettings(Protocol):
     data_dir: Path
     worker_port_start: int
     worker_ctx_size: int
+    keyring: Keyring
 
 
 class LocalHive:
@@ -50,6 +54,7 @@ class LocalHive:
                         "--worker-port-start", str(self._settings.worker_port_start),
                         "--ctx-size", str(self._settings.worker_ctx_size),
                         "--queen-url", f"http://127.0.0.1:{self._settings.port}",
+                        *self._settings.keyring.child_args("hive", ROLES),
                     ],
                     self._data_dir / "logs" / "hive.log",
                 )
@@ -70,6 +75,11 @@ class LocalHive:
                 break
             await asyncio.sleep(0.1)
         raise ApiError(503, "HIVE_UNAVAILABLE", "the local hive did not start; see hive.log")
+
+    def reload(self) -> None:
+        """Pass a SIGHUP on to the hive this queen started, so it re-reads its tokens too."""
+        if self._process is not None and self._process.returncode is None:
+            self._process.send_signal(signal.SIGHUP)
 
     async def stop(self, grace_s: float) -> None:
         """Stop the hive this queen started (it drains and stops its workers first)."""

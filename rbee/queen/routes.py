@@ -214,6 +214,10 @@ async def _openai_whole(
     raise ApiError(503, "WORKER_CRASHED", "the worker stopped before finishing the answer")
 
 
+PUBLIC_PATHS = frozenset({"/health"})
+"""Routes that answer without a token (health checks for probes and load balancers)."""
+
+
 def add_routes(app: web.Application) -> None:
     """Register the queen's routes."""
     app.router.add_get("/health", health)

@@ -28,15 +28,21 @@ def _connection(base_url: str, timeout: float) -> http.client.HTTPConnection:
 
 
 def request(
-    method: str, url: str, body: Any = None, raw: bytes | None = None, timeout: float = 60.0
+    method: str,
+    url: str,
+    body: Any = None,
+    raw: bytes | None = None,
+    timeout: float = 60.0,
+    headers: dict[str, str] | None = None,
 ) -> Answer:
-    """Send one request (JSON body, or raw bytes) and read the whole answer."""
+    """Send one request (JSON body, or raw bytes) with extra `headers`; read the whole answer."""
     parts = urlsplit(url)
     conn = _connection(url, timeout)
     payload = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    headers = {"Content-Type": "application/json"} if payload is not None else {}
+    sent = {"Content-Type": "application/json"} if payload is not None else {}
+    sent.update(headers or {})
     try:
-        conn.request(method, parts.path + (f"?{parts.query}" if parts.query else ""), payload, headers)
+        conn.request(method, parts.path + (f"?{parts.query}" if parts.query else ""), payload, sent)
         response = conn.getresponse()
         return Answer(response.status, dict(response.getheaders()), response.read())
     finally:

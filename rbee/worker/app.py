@@ -8,17 +8,19 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from rbee.common.daemon import HEALTH, NOTIFIER, DaemonHealth, new_app, on_drain, request_stop
+from rbee.common.auth import auth_middleware
+from rbee.common.daemon import HEALTH, NOTIFIER, DaemonHealth, new_app, on_drain, on_reload, request_stop
 from rbee.common.tunables import Timings
 from rbee.worker.faults import Faults
 from rbee.worker.hive_link import HiveLink
-from rbee.worker.routes import RUNTIME, add_routes
+from rbee.worker.routes import PUBLIC_PATHS, RUNTIME, add_routes
 from rbee.worker.runtime import WorkerRuntime, WorkerSettings
 
 
 def build_app(settings: WorkerSettings, timings: Timings, faults: Faults) -> web.Application:
     """The worker application: routes, runtime, the loading task and the hive link."""
-    app = new_app()
+    app = new_app([auth_middleware(settings.keyring, PUBLIC_PATHS)])
+    on_reload(app, settings.keyring.reload)
     runtime = WorkerRuntime(settings, timings, faults, lambda: request_stop(app), app[NOTIFIER])
     app[RUNTIME] = runtime
     app[HEALTH] = DaemonHealth(

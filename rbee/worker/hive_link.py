@@ -23,6 +23,9 @@ class HiveLink:
         settings = runtime.settings
         self._base = (settings.hive_url or "").rstrip("/")
 
+    def _auth(self) -> dict[str, str]:
+        return self._runtime.settings.keyring.headers_for("hive")
+
     def _identity(self) -> dict[str, object]:
         settings = self._runtime.settings
         return {"worker_id": settings.worker_id, "port": settings.port, "pid": os.getpid()}
@@ -44,7 +47,7 @@ class HiveLink:
         for attempt in range(READY_CALLBACK_ATTEMPTS):
             try:
                 async with self._session.post(
-                    f"{self._base}/v1/workers/ready", json=self._identity()
+                    f"{self._base}/v1/workers/ready", json=self._identity(), headers=self._auth()
                 ) as response:
                     if response.status < 300:
                         return
@@ -65,7 +68,9 @@ class HiveLink:
             "decode_stalled": runtime.decode_stalled(),
         }
         try:
-            async with self._session.post(f"{self._base}/v1/heartbeat", json=body) as response:
+            async with self._session.post(
+                f"{self._base}/v1/heartbeat", json=body, headers=self._auth()
+            ) as response:
                 if response.status >= 300:
                     log.warning("hive refused a heartbeat: HTTP %d", response.status)
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -100,6 +100,10 @@ async def admin_shutdown(request: web.Request) -> web.Response:
     return web.json_response({"status": "draining"}, status=202)
 
 
+PUBLIC_PATHS = frozenset({"/health"})
+"""Routes that answer without a token (health checks for probes and load balancers)."""
+
+
 def add_routes(app: web.Application) -> None:
     """Register the worker's routes."""
     app.router.add_get("/health", health)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from rbee.common.auth import Keyring
 from rbee.common.notify import Notifier
 from rbee.common.tunables import Timings
 from rbee.worker import engine
@@ -31,6 +32,7 @@ class WorkerSettings:
     ctx_size: int
     threads: int | None
     hive_url: str | None
+    keyring: Keyring
 
 
 class WorkerRuntime:

@@ -1,0 +1,405 @@
+"""Tamper-evident audit log: append-only JSON Lines segments chained by SHA-256.
+
+Each record carries `seq` (from 1, continuous across segments and restarts), `ts`, `event`,
+the caller's fields, `prev` (the previous record's hash, GENESIS for the first) and `hash`
+(SHA-256 of the canonical JSON of the record without `hash`). `verify` proves a log intact or
+names the first bad record. Secrets and prompt text are refused by field name; store
+fingerprints or digests (`prompt_digest`) instead.
+
+The chain shows edits, deletions and reordering of records and segments before the newest
+record; it cannot show records cut from the end of the log, or a log rewritten wholesale by
+someone who recomputes every hash. Copy the newest hash elsewhere to anchor it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import hashlib
+import json
+import os
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+GENESIS = "0" * 64
+SEGMENT_PATTERN = re.compile(r"^audit-(\d{6,})\.jsonl$")
+TORN_TAIL_EVENT = "audit.torn_tail_removed"
+
+_RESERVED = frozenset({"seq", "ts", "event", "prev", "hash"})
+_FORBIDDEN = re.compile("token|secret|password|authorization|apikey|prompt|messages")
+_ALLOWED_SUFFIXES = ("_fingerprint", "_sha256", "_digest")
+_COUNT_FIELDS = frozenset({"max_tokens", "prompt_tokens", "completion_tokens", "total_tokens"})
+"""Usage counts whose names contain a forbidden word; allowed only with integer values."""
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_FIRST_READ = 64 * 1024
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_LINE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+class AuditError(RuntimeError):
+    """The audit log cannot be opened: another writer holds it, or its newest record is damaged."""
+
+
+def prompt_digest(text: str) -> str:
+    """`sha256:<64 hex>` of the UTF-8 text: what the log stores instead of a prompt."""
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def segment_name(number: int) -> str:
+    """The file name of segment `number` (`audit-000001.jsonl` for 1)."""
+    return f"audit-{number:06d}.jsonl"
+
+
+def _canonical(record: dict[str, Any]) -> bytes:
+    return _CANONICAL.encode(record).encode("utf-8")
+
+
+def record_hash(record: dict[str, Any]) -> str:
+    """SHA-256 hex of the canonical JSON of `record` without its `hash` key."""
+    return hashlib.sha256(_canonical({k: v for k, v in record.items() if k != "hash"})).hexdigest()
+
+
+def _timestamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@functools.lru_cache(maxsize=1024)
+def _name_verdict(name: str) -> str:
+    """'ok', 'count' (allowed with an integer value) or 'refused' for a field name."""
+    lowered = name.lower()
+    if lowered.endswith(_ALLOWED_SUFFIXES):
+        return "ok"
+    if lowered in _COUNT_FIELDS:
+        return "count"
+    return "refused" if _FORBIDDEN.search(re.sub(r"[^a-z0-9]", "", lowered)) else "ok"
+
+
+def _check_names(value: Any, where: str) -> None:
+    """Refuse secret- or prompt-like keys at any depth of nested dicts and lists."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"audit field names must be strings, got {type(key).__name__} in {where}")
+            verdict = _name_verdict(key)
+            if verdict == "refused" or (verdict == "count" and (type(inner) is not int)):
+                raise ValueError(f"audit field '{where}{key}' looks like a secret or a prompt; "
+                                 f"store a fingerprint or a digest (e.g. '{key}_sha256') instead")
+            if isinstance(inner, dict | list | tuple):
+                _check_names(inner, f"{where}{key}.")
+    elif isinstance(value, list | tuple):
+        for inner in value:
+            if isinstance(inner, dict | list | tuple):
+                _check_names(inner, where)
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        raise ValueError("duplicate key")
+    return record
+
+
+def _parse(line: bytes) -> dict[str, Any]:
+    """The record on one line (without its newline); ValueError when it is not a JSON object."""
+    record = json.loads(line, object_pairs_hook=_reject_duplicates)
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    return record
+
+
+def _shape_problem(record: dict[str, Any]) -> str | None:
+    """Why `record` is not shaped like an audit record, or None."""
+    seq = record.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+        return "malformed record: 'seq' missing or not a positive integer"
+    for key in ("ts", "event"):
+        if not isinstance(record.get(key), str):
+            return f"malformed record: '{key}' missing or not a string"
+    for key in ("prev", "hash"):
+        if not isinstance(record.get(key), str) or not _HEX64.match(record[key]):
+            return f"malformed record: '{key}' missing or not 64 hex digits"
+    return None
+
+
+def _hash_matches(record: dict[str, Any]) -> bool:
+    try:
+        return record_hash(record) == record["hash"]
+    except ValueError:
+        return False
+
+
+def segments(directory: Path) -> list[tuple[int, Path]]:
+    """The segment files of `directory` as (number, path), in numeric order."""
+    found = []
+    for entry in directory.iterdir():
+        match = SEGMENT_PATTERN.match(entry.name)
+        if match and entry.is_file():
+            found.append((int(match.group(1)), entry))
+    return sorted(found)
+
+
+def _tail(path: Path) -> tuple[bytes | None, bytes]:
+    """The last complete line of `path` (None if there is none) and the unterminated bytes after it."""
+    with path.open("rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        start, chunk, buf = size, _FIRST_READ, b""
+        while True:
+            new_start = max(0, start - chunk)
+            handle.seek(new_start)
+            buf = handle.read(start - new_start) + buf
+            start, chunk = new_start, chunk * 2
+            last_nl = buf.rfind(b"\n")
+            if last_nl == -1:
+                if start == 0:
+                    return None, buf
+                continue
+            line_start = buf.rfind(b"\n", 0, last_nl) + 1
+            if line_start > 0 or start == 0:
+                return buf[line_start:last_nl], buf[last_nl + 1:]
+
+
+class AuditLog:
+    """Appends hash-chained records to `directory`, rotating segments at `max_bytes`.
+
+    One writer per directory: the directory is flock-ed while the log is open, and a second
+    AuditLog on it (in any process) raises AuditError.
+    """
+
+    def __init__(self, directory: Path, max_bytes: int = 10_000_000, fsync: bool = True) -> None:
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be at least 1")
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self.fsync = fsync
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        if not self.directory.exists():
+            self.directory.mkdir(mode=0o700, parents=True)
+            os.chmod(self.directory, 0o700)
+        dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(dir_fd)
+            raise AuditError(f"another audit log writer holds {self.directory}") from None
+        self._dir_fd: int | None = dir_fd
+        try:
+            torn = self._recover()
+            if torn is not None:
+                self.append(TORN_TAIL_EVENT, bytes=torn[1], segment=torn[0])
+        except BaseException:
+            self.close()
+            raise
+
+    def _recover(self) -> tuple[str, int] | None:
+        """Find where the chain stops, remove a torn tail, open the newest segment for appending.
+
+        Returns (segment name, bytes removed) when a torn tail was removed.
+        """
+        found = segments(self.directory)
+        self._seq, self._prev = 0, GENESIS
+        self._number = found[-1][0] if found else 1
+        torn = None
+        for index, (_, path) in enumerate(reversed(found)):
+            line, tail = _tail(path)
+            if tail:
+                if index > 0:
+                    raise AuditError(f"{path.name} ends with an incomplete line but is not the newest "
+                                     "segment; run `rbee audit verify`")
+                tail_record = self._complete_record(tail)
+                if tail_record is not None:
+                    with path.open("ab") as handle:
+                        handle.write(b"\n")
+                    line = tail
+                else:
+                    os.truncate(path, path.stat().st_size - len(tail))
+                    torn = (path.name, len(tail))
+            if line is not None:
+                self._resume_from(line, path)
+                break
+        self._open_segment(self._number)
+        return torn
+
+    @staticmethod
+    def _complete_record(tail: bytes) -> dict[str, Any] | None:
+        """The record in an unterminated last line when it is whole (only its newline is missing)."""
+        try:
+            record = _parse(tail)
+        except ValueError:
+            return None
+        return record if _shape_problem(record) is None and _hash_matches(record) else None
+
+    def _resume_from(self, line: bytes, path: Path) -> None:
+        try:
+            record = _parse(line)
+        except ValueError:
+            record = None
+        if record is None or _shape_problem(record) is not None or not _hash_matches(record):
+            raise AuditError(f"the last record of {path} is damaged; run `rbee audit verify`")
+        self._seq, self._prev = record["seq"], record["hash"]
+
+    def _open_segment(self, number: int) -> None:
+        path = self.directory / segment_name(number)
+        flags = os.O_APPEND | os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(path, flags, 0o600)
+        info = os.fstat(fd)
+        if info.st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+        if self.fsync and self._dir_fd is not None:
+            os.fsync(self._dir_fd)
+        self._fd, self._number, self._size = fd, number, info.st_size
+
+    def append(self, event: str, **fields: Any) -> dict[str, Any]:
+        """Write one record (a single write of the whole line, then fsync) and return it.
+
+        Raises ValueError for a reserved or secret/prompt-like field name, a value that is not
+        JSON-serialisable, or a closed log.
+        """
+        if not isinstance(event, str) or not event:
+            raise ValueError("audit event must be a non-empty string")
+        reserved = _RESERVED & set(fields)
+        if reserved:
+            raise ValueError(f"audit field names {sorted(reserved)} are reserved")
+        _check_names(fields, "")
+        with self._lock:
+            if self._fd is None:
+                raise ValueError("the audit log is closed")
+            record: dict[str, Any] = {"seq": self._seq + 1, "ts": _timestamp(), "event": event,
+                                      **fields, "prev": self._prev}
+            try:
+                record["hash"] = hashlib.sha256(_canonical(record)).hexdigest()
+            except TypeError as exc:
+                raise ValueError(f"audit fields must be JSON-serialisable: {exc}") from None
+            line = _LINE.encode(record).encode("utf-8") + b"\n"
+            if self._size >= self.max_bytes:
+                full = self._fd
+                self._open_segment(self._number + 1)
+                os.close(full)
+            fd = self._fd
+            self._write(fd, line)
+            self._seq, self._prev = record["seq"], record["hash"]
+            if self.fsync:
+                os.fsync(fd)
+        return record
+
+    def _write(self, fd: int, line: bytes) -> None:
+        """Append `line` to `fd`; on failure cut the file back so no partial line stays behind."""
+        view = memoryview(line)
+        try:
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError:
+            os.ftruncate(fd, self._size)
+            raise
+        self._size += len(line)
+
+    def close(self) -> None:
+        """Close the segment and release the directory; later appends raise ValueError."""
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            if self._dir_fd is not None:
+                os.close(self._dir_fd)
+                self._dir_fd = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of `verify`."""
+
+    ok: bool
+    records: int
+    files: int
+    first_bad: str | None
+    reason: str
+    warning: str | None = None
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
+    """(line number from 1, line without newline, whether it ended with a newline)."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            terminated = raw.endswith(b"\n")
+            yield number, raw[:-1] if terminated else raw, terminated
+
+
+def _chain_problem(record: dict[str, Any], seq: int, prev: str, gap_hint: str) -> str | None:
+    """Why `record` does not follow the record with `seq` and hash `prev`, or None."""
+    if record["seq"] <= seq:
+        return f"sequence out of order: seq {record['seq']} after seq {seq}"
+    if record["prev"] != prev:
+        if record["seq"] > seq + 1:
+            missing = record["seq"] - seq - 1
+            return (f"chain broken: prev does not match; seq jumps from {seq} to {record['seq']} "
+                    f"({missing} record{'s' if missing > 1 else ''} missing{gap_hint})")
+        return "chain broken: prev does not match"
+    if record["seq"] != seq + 1:
+        return f"sequence out of order: expected seq {seq + 1}, found seq {record['seq']}"
+    return None
+
+
+def verify(path: Path) -> Verdict:
+    """Check every record of a directory of segments, or of one segment file.
+
+    A directory's chain must start at GENESIS with seq 1. A single file is checked on its own:
+    its first record is taken as given unless the file is segment 1. An unparseable last line
+    without a newline in the newest segment is a crash mid-write: a warning, not a failure.
+    Raises FileNotFoundError when `path` does not exist.
+    """
+    path = Path(path)
+    directory = path.is_dir()
+    if directory:
+        files = segments(path)
+        anchored = True
+    elif path.exists():
+        match = SEGMENT_PATTERN.match(path.name)
+        files = [(int(match.group(1)) if match else 0, path)]
+        anchored = bool(match) and int(match.group(1)) == 1
+    else:
+        raise FileNotFoundError(f"no audit log at {path}")
+    count = 0
+    seq, prev = 0, GENESIS
+    warning = None
+
+    def bad(where: str, reason: str) -> Verdict:
+        return Verdict(False, count, len(files), where, reason, warning)
+
+    previous_number = 0 if directory else None
+    for index, (number, segment) in enumerate(files):
+        newest = index == len(files) - 1
+        gap_hint = ""
+        if previous_number is not None and number != previous_number + 1:
+            gap_hint = f"; segment {segment_name(previous_number + 1)} is missing"
+        previous_number = number
+        for line_no, line, terminated in _lines(segment):
+            where = f"{segment.name} line {line_no}"
+            try:
+                record = _parse(line)
+            except ValueError as exc:
+                if newest and not terminated:
+                    warning = (f"the last line of {segment.name} is incomplete ({len(line)} bytes, "
+                               "a crash mid-write); it is removed when the log is next opened")
+                    break
+                return bad(where, "duplicate key" if str(exc) == "duplicate key" else "not JSON")
+            problem = _shape_problem(record)
+            if problem is not None:
+                return bad(where, problem)
+            if not _hash_matches(record):
+                return bad(where, "hash mismatch: the record was changed after it was written")
+            if count == 0 and not anchored:
+                seq, prev = record["seq"] - 1, record["prev"]
+            problem = _chain_problem(record, seq, prev, gap_hint)
+            if problem is not None:
+                return bad(where, problem)
+            gap_hint = ""
+            seq, prev = record["seq"], record["hash"]
+            count += 1
+    if count == 0:
+        return Verdict(False, 0, len(files), None, "no audit records", warning)
+    return Verdict(True, count, len(files), None, "intact", warning)
