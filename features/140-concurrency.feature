@@ -3,7 +3,8 @@ Feature: Registries and slots stay correct under parallel load
   No slot is ever oversubscribed and no registry update is lost, whatever arrives at once.
 
   Scenario: 100 parallel requests never oversubscribe a worker's slots
-    Given a queen on free loopback ports whose workers have 4 slots
+    Given daemons start with RBEE_RATE_LIMIT_PER_S set to "0"
+    And a queen on free loopback ports whose workers have 4 slots
     And a worker for the tiny model has served a task through the queen
     When 100 native tasks of 16 tokens are posted at the same time
     Then every task either streamed to its end or was refused with 503 "ALL_SLOTS_BUSY"

@@ -7,12 +7,13 @@ import sys
 from pathlib import Path
 
 from rbee.cli.paths import default_data_dir
+from rbee.common.audit import AuditError, AuditLog
 from rbee.common.auth import Keyring, check_bind_policy
 from rbee.common.daemon import serve
 from rbee.common.exit_codes import WORKER_LOAD_FAILED
 from rbee.common.logging_setup import setup_logging
 from rbee.common.secrets import SecretError
-from rbee.common.tunables import load_timings
+from rbee.common.tunables import Timings, load_timings
 
 DEFAULT_QUEEN_PORT = 8080
 DEFAULT_HIVE_PORT = 9200
@@ -59,6 +60,15 @@ def _keyring(args: argparse.Namespace, role: str, peers: tuple[str, ...], name: 
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     return keyring
+
+
+def _audit_log(data_dir: Path, timings: Timings) -> AuditLog:
+    """Open the daemon's audit log under its data dir; exit 1 with the reason when it cannot."""
+    try:
+        return AuditLog(data_dir / "audit", timings.audit_max_bytes, bool(timings.audit_fsync))
+    except (AuditError, OSError) as exc:
+        print(f"error: cannot open the audit log in {data_dir / 'audit'}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def _queen_options(parser: argparse.ArgumentParser) -> None:
@@ -123,7 +133,8 @@ def run_queen(args: argparse.Namespace, start_hive: bool | None = None) -> int:
         start_hive=args.start_hive if start_hive is None else start_hive,
         keyring=_keyring(args, "queen", QUEEN_PEERS, "queen"),
     )
-    serve(build_app(settings, load_timings()), args.host, args.port, "queen")
+    timings = load_timings()
+    serve(build_app(settings, timings, _audit_log(settings.data_dir, timings)), args.host, args.port, "queen")
     return 0
 
 
@@ -146,7 +157,8 @@ def run_hive(args: argparse.Namespace) -> int:
         queen_url=args.queen_url,
         keyring=_keyring(args, "hive", HIVE_PEERS, "hive"),
     )
-    serve(build_app(settings, load_timings()), args.host, args.port, "hive")
+    timings = load_timings()
+    serve(build_app(settings, timings, _audit_log(settings.data_dir, timings)), args.host, args.port, "hive")
     return 0
 
 

@@ -20,7 +20,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,12 +33,20 @@ TORN_TAIL_EVENT = "audit.torn_tail_removed"
 _RESERVED = frozenset({"seq", "ts", "event", "prev", "hash"})
 _FORBIDDEN = re.compile("token|secret|password|authorization|apikey|prompt|messages")
 _ALLOWED_SUFFIXES = ("_fingerprint", "_sha256", "_digest")
-_COUNT_FIELDS = frozenset({"max_tokens", "prompt_tokens", "completion_tokens", "total_tokens"})
+_COUNT_FIELDS = frozenset({"max_tokens", "tokens_out", "prompt_tokens", "completion_tokens", "total_tokens"})
 """Usage counts whose names contain a forbidden word; allowed only with integer values."""
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _FIRST_READ = 64 * 1024
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _LINE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+Audit = Callable[..., Any]
+"""Records one audit event: `audit("task.submitted", task_id=…)` (`AuditLog.append`)."""
+
+
+def no_audit(event: str, **fields: Any) -> None:
+    """An Audit that records nothing (components used without an audit log)."""
 
 
 class AuditError(RuntimeError):

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from rbee.common.audit import Audit, no_audit
 from rbee.common.errors import ApiError, Handler
 from rbee.common.secrets import ROLES, LoadedToken, SecretError, load_token
 
@@ -28,7 +29,6 @@ _BEARER = re.compile(r"^Bearer ([A-Za-z0-9._~+/-]+=*)$")
 CLIENT = web.RequestKey("client", str)
 """Who made the request: `token:<fingerprint>`, or `dev` in dev mode (for limits and audit)."""
 WWW_AUTHENTICATE = {"WWW-Authenticate": 'Bearer realm="rbee"'}
-Audit = Callable[..., Any]
 
 
 class Keyring:
@@ -93,6 +93,16 @@ class Keyring:
         return hmac.compare_digest(given, expected)
 
 
+def reload_tokens(keyring: Keyring, audit: Audit) -> Callable[[], None]:
+    """The SIGHUP action: re-read the tokens and record the outcome in the audit log."""
+
+    def reload() -> None:
+        ok = keyring.reload()
+        audit("config.reload", what="tokens", ok=ok, fingerprints=keyring.describe())
+
+    return reload
+
+
 def is_loopback(host: str) -> bool:
     """True for loopback addresses and `localhost`."""
     if host == "localhost":
@@ -128,7 +138,7 @@ def _presented_token(header: str | None) -> str:
     return match.group(1)
 
 
-def auth_middleware(keyring: Keyring, public_paths: frozenset[str], audit: Audit | None = None) -> Any:
+def auth_middleware(keyring: Keyring, public_paths: frozenset[str], audit: Audit = no_audit) -> Any:
     """Middleware that lets public paths through and demands the own token everywhere else."""
 
     @web.middleware
@@ -147,14 +157,12 @@ def auth_middleware(keyring: Keyring, public_paths: frozenset[str], audit: Audit
                                headers=WWW_AUTHENTICATE)
         except ApiError as err:
             log.warning("refused %s %s from %s: %s", request.method, request.path, request.remote, err.code)
-            if audit is not None:
-                audit("auth.failure", method=request.method, path=request.path,
-                      remote=request.remote, code=err.code)
+            audit("auth.failure", method=request.method, path=request.path,
+                  remote=request.remote, code=err.code)
             raise
         request[CLIENT] = f"token:{own.fingerprint}"
-        if audit is not None:
-            audit("auth.success", method=request.method, path=request.path,
-                  remote=request.remote, token_fingerprint=own.fingerprint)
+        audit("auth.success", method=request.method, path=request.path,
+              remote=request.remote, token_fingerprint=own.fingerprint)
         return await handler(request)
 
     return authenticate

@@ -1,4 +1,4 @@
-"""Every lifecycle timing rbee uses, with its unit and default, in one place.
+"""Every tunable rbee uses (timings, limits, audit), with its unit and default, in one place.
 
 Each can be overridden with an environment variable `RBEE_<NAME>` (for example
 `RBEE_HEARTBEAT_INTERVAL_S=0.5`); child processes inherit them, so one setting on the queen
@@ -46,11 +46,32 @@ class Timings:
     """How long a child may take to exit after SIGTERM before SIGKILL."""
     request_deadline_s: float = 300.0
     """Deadline the queen gives a request that arrives without `X-Request-Deadline`."""
+    rate_limit_per_s: float = 50.0
+    """Requests per second each client (token) may make at the queen, sustained; 0 = unlimited."""
+    rate_limit_burst: int = 100
+    """Requests a client may make at once above its sustained rate (token-bucket size)."""
+    max_concurrent_per_client: int = 256
+    """Requests one client may have in flight at the queen at once; 0 = unlimited."""
+    failure_limit: int = 30
+    """Auth or validation failures one address may cause within `failure_window_s` before its
+    requests are refused with 429 for the rest of the window; 0 = never."""
+    failure_window_s: float = 60.0
+    """Window over which failures are counted."""
+    audit_max_bytes: int = 10_000_000
+    """Size (bytes) at which an audit log segment is closed and a new one begun."""
+    audit_fsync: int = 1
+    """1: each audit record is fsync'ed before the request goes on; 0: left to the OS."""
 
     @property
     def stale_after_s(self) -> float:
         """Silence after which a heartbeat source is stale."""
         return self.heartbeat_interval_s * self.stale_after_missed
+
+
+ZERO_ALLOWED = frozenset({
+    "restart_jitter", "max_restarts", "rate_limit_per_s", "max_concurrent_per_client", "failure_limit",
+    "audit_fsync",
+})
 
 
 def env_name(field_name: str) -> str:
@@ -71,7 +92,7 @@ def load_timings(environ: Mapping[str, str] | None = None) -> Timings:
             value = kind(environ[name])
         except ValueError as exc:
             raise TunableError(f"{name} must be a {kind.__name__}") from exc
-        low = 0 if item.name in ("restart_jitter", "max_restarts") else 1e-3
+        low = 0 if item.name in ZERO_ALLOWED else 1e-3
         if value < low or (item.name == "restart_jitter" and value >= 1):
             raise TunableError(f"{name} is out of range")
         values[item.name] = value

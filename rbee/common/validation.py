@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from rbee.common.errors import ApiError
 
@@ -24,11 +26,23 @@ _FORBIDDEN_PROMPT_CHARS = re.compile(
 )
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _CATALOG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_HF_REF = re.compile(r"^hf:[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*(:[A-Za-z0-9_./-]+)?$")
+_HF_REF = re.compile(
+    r"^hf:[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*(:[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*)?$"
+)
 _FILE_REF = re.compile(r"^file:///[A-Za-z0-9_./+-]+\.gguf$")
 _HTTPS_REF = re.compile(r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[A-Za-z0-9_./~%+-]*$")
 _HTTP_BASE_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$")
 MAX_MODEL_REF_CHARS = 512
+_CONTROL_CHARS = re.compile("[\x00-\x1f\x7f]")
+_SHELL_OR_SPACE = re.compile(r"[;|&$`()<>*?!{}\[\]'\"\\\s]")
+_ENCODED_SEPARATOR = re.compile("%(?:2f|5c|25)", re.IGNORECASE)
+_REF_SEGMENT_SEPARATOR = re.compile(r"[/:\\]")
+_DNS_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DNS_NAME = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
+MAX_NODE_NAME_CHARS = 253
+MAX_PATH_CHARS = 4096
+MAX_DEVICE_ID = 63
+MAX_SLOTS = 64
 CHAT_ROLES = ("system", "user", "assistant")
 
 
@@ -84,33 +98,93 @@ def check_choice(field_name: str, value: Any, choices: tuple[str, ...]) -> str:
 
 def check_http_url(field_name: str, value: Any) -> str:
     """An http(s) base URL such as http://127.0.0.1:9200."""
-    if not isinstance(value, str) or not _HTTP_BASE_URL.match(value):
+    if not isinstance(value, str) or not _HTTP_BASE_URL.fullmatch(value):
         raise invalid(field_name, "must be an http(s) URL of a host and port")
     return value
 
 
 def check_identifier(field_name: str, value: Any) -> str:
     """A short DNS-safe-ish identifier (worker ids, task ids, node names)."""
-    if not isinstance(value, str) or not _IDENTIFIER.match(value):
+    if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
         raise invalid(field_name, "must be 1-63 letters, digits, '.', '_' or '-'")
     return value
 
 
+def check_node_name(field_name: str, value: Any) -> str:
+    """A DNS-safe host or node name (RFC 1123 labels, no trailing dot), returned in lowercase."""
+    if not isinstance(value, str) or not value:
+        raise invalid(field_name, "must be a non-empty string")
+    if len(value) > MAX_NODE_NAME_CHARS:
+        raise invalid(field_name, f"must be at most {MAX_NODE_NAME_CHARS} characters")
+    if not _DNS_NAME.fullmatch(value):
+        raise invalid(
+            field_name,
+            "must be dot-separated labels of 1-63 ASCII letters, digits or '-', "
+            "neither starting nor ending with '-'",
+        )
+    return value.lower()
+
+
 def check_model_ref(value: Any, field_name: str = "model") -> str:
-    """A catalog name, `file:///abs/path.gguf`, `hf:org/repo[:file]` or `https://…` URL."""
+    """A catalog name, `file:///abs/path.gguf`, `hf:org/repo[:file]` or `https://…` URL.
+
+    Whitespace, control and shell characters and `.`/`..` segments are refused both as written
+    and after percent-decoding; percent-encoded `/`, `\\` and `%` are refused outright.
+    """
     if not isinstance(value, str) or not value:
         raise invalid(field_name, "must be a non-empty string")
     if len(value) > MAX_MODEL_REF_CHARS or not value.isascii():
         raise invalid(field_name, "must be an ASCII model reference of at most 512 characters")
-    if "/../" in value or value.endswith("/..") or "/./" in value:
+    if _ENCODED_SEPARATOR.search(value):
+        raise invalid(field_name, "must not percent-encode '/', '\\' or '%'")
+    decoded = unquote(value)
+    if not decoded.isascii():
+        raise invalid(field_name, "must not percent-encode non-ASCII characters")
+    if _CONTROL_CHARS.search(decoded) or _SHELL_OR_SPACE.search(decoded):
+        raise invalid(field_name, "must not contain whitespace, control characters or shell metacharacters")
+    if {".", ".."} & set(_REF_SEGMENT_SEPARATOR.split(decoded)):
         raise invalid(field_name, "must not contain path traversal")
     for pattern in (_CATALOG_NAME, _FILE_REF, _HF_REF, _HTTPS_REF):
-        if pattern.match(value):
+        if pattern.fullmatch(value):
             return value
     raise invalid(
         field_name,
         "must be a catalog name, file:///abs/path.gguf, hf:org/repo[:file] or an https URL",
     )
+
+
+def check_path_within(field_name: str, base: Path, value: str | Path) -> Path:
+    """`value` (relative to `base`, or absolute) resolved, `..` and symlinks included, inside `base`."""
+    if not isinstance(value, str | Path) or not str(value):
+        raise invalid(field_name, "must be a non-empty path")
+    text = str(value)
+    if len(text) > MAX_PATH_CHARS:
+        raise invalid(field_name, f"must be at most {MAX_PATH_CHARS} characters")
+    if _CONTROL_CHARS.search(text):
+        raise invalid(field_name, "must not contain control characters")
+    root = base.resolve()
+    try:
+        resolved = (root / text).resolve()
+    except (OSError, RuntimeError) as exc:
+        raise invalid(field_name, "must be a resolvable path") from exc
+    if not resolved.is_relative_to(root):
+        raise invalid(field_name, "must stay inside its base directory")
+    return resolved
+
+
+def check_port(field_name: str, value: Any) -> int:
+    """A TCP port number, 1-65535."""
+    return check_int(field_name, value, 1, 65535)
+
+
+def check_device_id(field_name: str, value: Any) -> int:
+    """A GPU or accelerator index, 0-63."""
+    return check_int(field_name, value, 0, MAX_DEVICE_ID)
+
+
+def check_slots(field_name: str, value: Any) -> int:
+    """A worker's number of parallel inference slots, 1-64."""
+    return check_int(field_name, value, 1, MAX_SLOTS)
 
 
 @dataclass(frozen=True)

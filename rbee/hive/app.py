@@ -10,7 +10,8 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from rbee.common.auth import Keyring, auth_middleware
+from rbee.common.audit import AuditLog
+from rbee.common.auth import Keyring, auth_middleware, reload_tokens
 from rbee.common.daemon import HEALTH, DaemonHealth, new_app, on_drain, on_reload
 from rbee.common.tunables import Timings
 from rbee.hive.catalog import ModelCatalog
@@ -37,9 +38,11 @@ class HiveSettings:
         return f"http://127.0.0.1:{self.port}"
 
 
-def build_app(settings: HiveSettings, timings: Timings) -> web.Application:
+def build_app(settings: HiveSettings, timings: Timings, audit_log: AuditLog) -> web.Application:
     """The hive application: catalog, supervisor, routes, heartbeats to the queen."""
-    app = new_app([auth_middleware(settings.keyring, PUBLIC_PATHS)])
+    audit = audit_log.append
+    app = new_app([auth_middleware(settings.keyring, PUBLIC_PATHS, audit)])
+    app.on_cleanup.append(lambda _: asyncio.to_thread(audit_log.close))
     app[CATALOG] = ModelCatalog(settings.data_dir)
     supervisor = WorkerSupervisor(
         SupervisorSettings(
@@ -50,10 +53,11 @@ def build_app(settings: HiveSettings, timings: Timings) -> web.Application:
             keyring=settings.keyring,
         ),
         timings,
+        audit,
     )
     supervisor.stop_leftovers()
     app[SUPERVISOR] = supervisor
-    on_reload(app, settings.keyring.reload)
+    on_reload(app, reload_tokens(settings.keyring, audit))
     on_reload(app, supervisor.reload_all)
     app[HEALTH] = DaemonHealth(status=supervisor.status_line)
     add_routes(app)

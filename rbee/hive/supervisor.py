@@ -16,6 +16,7 @@ from typing import Any
 import psutil
 
 from rbee.common import processes
+from rbee.common.audit import Audit, no_audit
 from rbee.common.auth import Keyring
 from rbee.common.errors import ApiError
 from rbee.common.ports import next_free_port, port_is_free
@@ -51,9 +52,10 @@ class SupervisorSettings:
 class WorkerSupervisor:
     """Starts workers, each with its own owner task, and keeps the registry of owners."""
 
-    def __init__(self, settings: SupervisorSettings, timings: Timings) -> None:
+    def __init__(self, settings: SupervisorSettings, timings: Timings, audit: Audit = no_audit) -> None:
         self.settings = settings
         self.timings = timings
+        self._audit = audit
         self.policy = RestartPolicy(timings)
         self.draining = False
         self._owners: dict[str, WorkerOwner] = {}
@@ -92,7 +94,7 @@ class WorkerSupervisor:
             )
         record = WorkerRecord(f"w-{uuid.uuid4().hex[:10]}", model, 0, slots)
         process = await self._launch(record)
-        owner = WorkerOwner(record, self._launch, self.policy, self.timings)
+        owner = WorkerOwner(record, self._launch, self.policy, self.timings, self._audit)
         self._owners[record.worker_id] = owner
         self._save_pids()
         task = asyncio.create_task(self._own(owner, process), name=f"owner-{record.worker_id}")
@@ -108,6 +110,8 @@ class WorkerSupervisor:
             self._save_pids()
             log.info("worker %s left the registry in state %s",
                      owner.record.worker_id, owner.record.state)
+            self._audit("worker.removed", worker_id=owner.record.worker_id, state=owner.record.state,
+                        exit_code=owner.record.last_exit_code)
 
     async def _launch(self, record: WorkerRecord) -> asyncio.subprocess.Process:
         async with self._port_lock:
@@ -128,6 +132,8 @@ class WorkerSupervisor:
         record.pid = process.pid
         log.info("spawned worker %s (pid %d) for %s on port %d",
                  record.worker_id, process.pid, record.model.name, record.port)
+        self._audit("worker.spawn", worker_id=record.worker_id, pid=process.pid, model=record.model.name,
+                    port=record.port, restarts=record.restarts)
         self._save_pids()
         return process
 
@@ -149,6 +155,7 @@ class WorkerSupervisor:
         """Ask a worker's owner to drain and stop it for good."""
         owner = self._owner(worker_id)
         owner.post("stop", reason)
+        self._audit("worker.stop", worker_id=worker_id, reason=reason)
         return owner.record
 
     def reload_all(self) -> None:
@@ -161,6 +168,7 @@ class WorkerSupervisor:
         self.draining = True
         for owner in list(self._owners.values()):
             owner.post("stop", reason)
+            self._audit("worker.stop", worker_id=owner.record.worker_id, reason=reason)
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _save_pids(self) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rbee.common import processes
+from rbee.common.audit import Audit, no_audit
 from rbee.common.exit_codes import WORKER_LOAD_FAILED
 from rbee.common.tunables import Timings
 from rbee.hive.catalog import ModelEntry
@@ -89,9 +90,15 @@ class WorkerOwner:
     """Runs one worker process after another until it is stopped or its breaker opens."""
 
     def __init__(
-        self, record: WorkerRecord, launch: Launcher, policy: RestartPolicy, timings: Timings
+        self,
+        record: WorkerRecord,
+        launch: Launcher,
+        policy: RestartPolicy,
+        timings: Timings,
+        audit: Audit = no_audit,
     ) -> None:
         self.record = record
+        self._audit = audit
         self._launch = launch
         self._policy = policy
         self._timings = timings
@@ -121,6 +128,7 @@ class WorkerOwner:
                 record.last_kill_reason = outcome.reason
                 log.warning("worker %s (pid %d) is hung: %s; killing it",
                             record.worker_id, process.pid, outcome.reason)
+                self._audit("worker.kill", worker_id=record.worker_id, pid=process.pid, reason=outcome.reason)
                 code = await processes.terminate(
                     process, self._timings.sigterm_grace_s, f"worker {record.worker_id}"
                 )
@@ -134,6 +142,7 @@ class WorkerOwner:
                     return
                 log.warning("worker %s (pid %d) crashed with exit code %d",
                             record.worker_id, process.pid, code)
+                self._audit("worker.crashed", worker_id=record.worker_id, pid=process.pid, exit_code=code)
             record.last_exit_code = code
             record.state = "crashed"
             if not await self._wait_before_restart():

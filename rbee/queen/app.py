@@ -10,7 +10,8 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from rbee.common.auth import Keyring, auth_middleware
+from rbee.common.audit import AuditLog
+from rbee.common.auth import Keyring, auth_middleware, reload_tokens
 from rbee.common.daemon import HEALTH, DaemonHealth, new_app, on_drain, on_reload
 from rbee.common.tunables import Timings
 from rbee.queen.dispatch import Dispatcher
@@ -18,7 +19,17 @@ from rbee.queen.hive_client import HiveClient
 from rbee.queen.hive_registry import HiveRegistry
 from rbee.queen.local_hive import LocalHive
 from rbee.queen.placement import Placement
-from rbee.queen.routes import DISPATCHER, HIVES, PLACEMENT, PUBLIC_PATHS, REGISTRY, TIMINGS, add_routes
+from rbee.queen.rate_limits import RateLimiter, client_limits, failure_throttle
+from rbee.queen.routes import (
+    DISPATCHER,
+    HIVES,
+    INTERNAL_PATHS,
+    PLACEMENT,
+    PUBLIC_PATHS,
+    REGISTRY,
+    TIMINGS,
+    add_routes,
+)
 from rbee.queen.worker_registry import WorkerRegistry
 
 
@@ -37,20 +48,28 @@ class QueenSettings:
     keyring: Keyring
 
 
-async def build_app(settings: QueenSettings, timings: Timings) -> web.Application:
+async def build_app(settings: QueenSettings, timings: Timings, audit_log: AuditLog) -> web.Application:
     """The queen application, built inside the running loop that will serve it."""
     keyring = settings.keyring
-    app = new_app([auth_middleware(keyring, PUBLIC_PATHS)])
+    audit = audit_log.append
+    limiter = RateLimiter(timings)
+    unlimited = PUBLIC_PATHS | INTERNAL_PATHS
+    app = new_app([
+        failure_throttle(limiter, unlimited, audit),
+        auth_middleware(keyring, PUBLIC_PATHS, audit),
+        client_limits(limiter, unlimited, audit),
+    ])
+    app.on_cleanup.append(lambda _: asyncio.to_thread(audit_log.close))
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=5))
     hive_url = f"http://127.0.0.1:{settings.hive_port}"
     client = HiveClient(hive_url, session, lambda: keyring.headers_for("hive"))
     hive = LocalHive(client, settings)
-    on_reload(app, keyring.reload)
+    on_reload(app, reload_tokens(keyring, audit))
     on_reload(app, hive.reload)
-    hives = HiveRegistry(timings)
+    hives = HiveRegistry(timings, audit)
     registry = WorkerRegistry()
     placement = Placement(hive, hives, registry, settings.worker_slots, timings)
-    dispatcher = Dispatcher(placement, session, lambda: keyring.headers_for("worker"))
+    dispatcher = Dispatcher(placement, session, lambda: keyring.headers_for("worker"), audit)
     app[REGISTRY] = registry
     app[HIVES] = hives
     app[PLACEMENT] = placement

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ from typing import Any
 import aiohttp
 
 from rbee.common import deadlines, sse
+from rbee.common.audit import Audit, no_audit, prompt_digest
 from rbee.common.deadlines import Deadline
 from rbee.common.errors import CORRELATION_HEADER, ApiError
 from rbee.common.http import Headers, no_headers, raise_for_error
@@ -53,11 +55,16 @@ class Dispatcher:
     """Runs tasks on workers; knows which worker runs each task so it can be cancelled."""
 
     def __init__(
-        self, placement: Placement, session: aiohttp.ClientSession, auth: Headers = no_headers
+        self,
+        placement: Placement,
+        session: aiohttp.ClientSession,
+        auth: Headers = no_headers,
+        audit: Audit = no_audit,
     ) -> None:
         self._placement = placement
         self._session = session
         self._auth = auth
+        self._audit = audit
         self._running: dict[str, WorkerView] = {}
         self._finished: collections.deque[str] = collections.deque(maxlen=FINISHED_TASKS_REMEMBERED)
         self._background: set[asyncio.Task[None]] = set()
@@ -84,6 +91,33 @@ class Dispatcher:
         return uuid.uuid4().hex
 
     async def run(
+        self,
+        model: str,
+        task_id: str,
+        worker_body: dict[str, Any],
+        correlation_id: str,
+        deadline: Deadline,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Run a task on a worker and yield its native events; audit its start and its outcome."""
+        text = worker_body.get("prompt") or json.dumps(worker_body.get("messages"), sort_keys=True)
+        self._audit("task.submitted", task_id=task_id, model=model, correlation_id=correlation_id,
+                    prompt_sha256=prompt_digest(text), max_tokens=worker_body.get("max_tokens"))
+        outcome: dict[str, Any] = {"event": "task.cancelled", "reason": "the client went away"}
+        try:
+            async for event in self._attempts(model, task_id, worker_body, correlation_id, deadline):
+                if event.get("type") == "end":
+                    outcome = {"event": "task.completed", "tokens_out": event.get("tokens_out"),
+                               "stop_reason": event.get("stop_reason")}
+                elif event.get("type") == "error":
+                    outcome = {"event": "task.failed", "code": event.get("code")}
+                yield event
+        except ApiError as err:
+            outcome = {"event": "task.failed", "code": err.code}
+            raise
+        finally:
+            self._audit(outcome.pop("event"), task_id=task_id, **outcome)
+
+    async def _attempts(
         self,
         model: str,
         task_id: str,
@@ -177,6 +211,7 @@ class Dispatcher:
         """Cancel a running task; finished tasks are accepted silently, unknown ones are 404."""
         worker = self._running.get(task_id)
         if worker is not None:
+            self._audit("task.cancelled", task_id=task_id, reason="cancel requested")
             await self._cancel_at_worker(worker, task_id)
         elif task_id not in self._finished:
             raise ApiError(404, "TASK_NOT_FOUND", "no task with this id is known")

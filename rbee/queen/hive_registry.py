@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from rbee.common.audit import Audit, no_audit
 from rbee.common.tunables import Timings
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,9 @@ class HiveView:
 class HiveRegistry:
     """Heartbeats update `last_seen`; only the watcher task flips `stale`."""
 
-    def __init__(self, timings: Timings) -> None:
+    def __init__(self, timings: Timings, audit: Audit = no_audit) -> None:
         self._timings = timings
+        self._audit = audit
         self._hives: dict[str, HiveView] = {}
 
     def heard_from(self, hive_url: str, version: str) -> None:
@@ -45,6 +47,7 @@ class HiveRegistry:
         if hive is None:
             self._hives[hive_url] = HiveView(hive_url, version, time.monotonic())
             log.info("hive %s registered by heartbeat", hive_url)
+            self._audit("node.registered", hive_url=hive_url, version=version)
         else:
             hive.last_seen = time.monotonic()
             hive.version = version
@@ -65,8 +68,10 @@ class HiveRegistry:
             stale = silent > self._timings.stale_after_s
             if stale and not hive.stale:
                 log.warning("hive %s is stale: no heartbeat for %.1fs", hive.hive_url, silent)
+                self._audit("node.stale", hive_url=hive.hive_url, silent_s=round(silent, 1))
             elif hive.stale and not stale:
                 log.info("hive %s recovered: heartbeats are back", hive.hive_url)
+                self._audit("node.recovered", hive_url=hive.hive_url)
             hive.stale = stale
 
     async def watch(self) -> None:

@@ -21,6 +21,7 @@ from rbee.common.validation import (
     parse_prompt,
     parse_sampling,
 )
+from rbee.queen import openapi
 from rbee.queen.dispatch import Dispatcher
 from rbee.queen.hive_registry import HiveRegistry
 from rbee.queen.openai_format import OpenAIRequest, OpenAIResponder, parse_request
@@ -45,6 +46,11 @@ def _check_node(body: dict[str, Any]) -> None:
 async def health(request: web.Request) -> web.Response:
     """Liveness, public."""
     return web.json_response({"status": "alive", "version": __version__})
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    """GET /openapi.json: the API description (for clients and schemathesis)."""
+    return web.json_response(openapi.document())
 
 
 async def create_task(request: web.Request) -> web.StreamResponse:
@@ -216,11 +222,14 @@ async def _openai_whole(
 
 PUBLIC_PATHS = frozenset({"/health"})
 """Routes that answer without a token (health checks for probes and load balancers)."""
+INTERNAL_PATHS = frozenset({"/v2/heartbeat"})
+"""Routes only daemons call (authenticated, but outside client rate limits)."""
 
 
 def add_routes(app: web.Application) -> None:
     """Register the queen's routes."""
     app.router.add_get("/health", health)
+    app.router.add_get("/openapi.json", openapi_document)
     app.router.add_post("/v2/tasks", create_task)
     app.router.add_delete("/v2/tasks/{task_id}", cancel_task)
     app.router.add_get("/v2/workers/list", list_workers)

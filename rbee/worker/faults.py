@@ -9,7 +9,9 @@ Faults come from `RBEE_FAULTS` (comma-separated) and are refused unless
   generation starts, before its first token;
 - `stall-after=N`: the decode loop hangs (ignoring cancellation) after N tokens;
 - `slow=MS`: sleep MS milliseconds before each token;
-- `no-heartbeat`: never send heartbeats.
+- `no-heartbeat`: never send heartbeats;
+- `handler-error`: the inference handler raises an unexpected exception (a bug, as the client
+  and the log see it).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Faults:
     stall_after: int | None = None
     slow_ms: int = 0
     no_heartbeat: bool = False
+    handler_error: bool = False
 
     def on_load(self) -> None:
         """Called in a slot thread while loading the model."""
@@ -54,6 +57,11 @@ class Faults:
         if flag is not None and flag.exists():
             flag.unlink()
             os._exit(FAULT_EXIT_CODE)
+
+    def on_request(self) -> None:
+        """Called by the inference handler before it admits a request."""
+        if self.handler_error:
+            raise RuntimeError("injected handler fault")
 
     def on_token(self, index: int) -> None:
         """Called in the slot thread before each token is handed out."""
@@ -93,6 +101,8 @@ def load_faults(environ: Mapping[str, str] | None = None) -> Faults:
             options["slow_ms"] = _parse_int(spec, value)
         elif name == "no-heartbeat":
             options["no_heartbeat"] = True
+        elif name == "handler-error":
+            options["handler_error"] = True
         else:
             raise FaultsRefused(f"unknown fault {name!r}")
     return Faults(**options)

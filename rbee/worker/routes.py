@@ -69,6 +69,7 @@ async def loading_progress(request: web.Request) -> web.StreamResponse:
 
 async def inference(request: web.Request) -> web.StreamResponse:
     """Run one generation and stream its native events."""
+    request.app[RUNTIME].faults.on_request()
     service = _service(request.app[RUNTIME])
     deadline = deadlines.from_request(request)
     if deadline is not None:
