@@ -129,6 +129,7 @@ def _task(context) -> dict:
     return {**TASK, "model": f"file://{context.tiny_model}"}
 
 
+@given("I stream a native task through the queen with the queen's token")
 @when("I stream a native task through the queen with the queen's token")
 def stream_with_token(context) -> None:
     stream = EventStream(f"{context.queen_url}/v2/tasks", _task(context),
