@@ -1,7 +1,8 @@
 """Auth overhead per request at the queen: the same request with and without a bearer token.
 
-Starts three real queens on loopback in the same run:
+Starts four real queens on loopback in the same run:
 - dev mode (no token): the baseline;
+- a second one in dev mode: its ratio to the baseline shows the run's noise;
 - a token, audit records fsync'ed (the default);
 - a token, audit records left to the OS (`RBEE_AUDIT_FSYNC=0`), to separate the cost of the
   token check from the cost of the audit record each authenticated request writes.
@@ -62,6 +63,7 @@ def main() -> None:
     bearer = {"Authorization": f"Bearer {token}"}
     variants = {
         "no token (dev mode, baseline)": (_start(workdir, "dev", [], {}), {}),
+        "no token, second queen (noise)": (_start(workdir, "dev2", [], {}), {}),
         "token + audit fsync (default)": (_start(workdir, "fsync", token_flags, {}), bearer),
         "token + audit, no fsync": (
             _start(workdir, "nofsync", token_flags, {"RBEE_AUDIT_FSYNC": "0"}), bearer

@@ -54,21 +54,25 @@ def _started(daemon: Daemon, env: dict[str, str]) -> Daemon:
 
 
 def crash_and_restart(work: Path, model: Path) -> tuple[list[float], list[float]]:
-    """SIGKILL a worker: time to `crashed` in the hive's list, then to serving again."""
-    hive = _started(hive_daemon(work / "crash"), {})
+    """SIGKILL a worker: time to `crashed` in the hive's list, then to serving again.
+
+    Each round uses a fresh hive, so every restart is a first one (delay 1 s ±20 %), not a
+    later, doubled one.
+    """
     detect, restart = [], []
-    try:
-        for _ in range(ROUNDS):
+    for round_number in range(ROUNDS):
+        hive = _started(hive_daemon(work / f"crash-{round_number}"), {})
+        try:
             worker = _serving_worker(hive.base_url, model)
             killed_at = time.monotonic()
             os.kill(worker["pid"], signal.SIGKILL)
-            _poll_until(lambda w=worker: _workers(hive.base_url)[0]["state"] == "crashed"
-                        or _workers(hive.base_url)[0]["pid"] != w["pid"])
+            _poll_until(lambda w=worker, h=hive: _workers(h.base_url)[0]["state"] == "crashed"
+                        or _workers(h.base_url)[0]["pid"] != w["pid"])
             detect.append(time.monotonic() - killed_at)
-            _poll_until(lambda: _workers(hive.base_url)[0]["state"] == "idle")
+            _poll_until(lambda h=hive: _workers(h.base_url)[0]["state"] == "idle")
             restart.append(time.monotonic() - killed_at)
-    finally:
-        hive.stop()
+        finally:
+            hive.stop()
     return detect, restart
 
 
