@@ -15,6 +15,7 @@ FAST_TIMINGS = {
     "RBEE_SIGTERM_GRACE_S": "3",
     "RBEE_DRAIN_BUDGET_S": "5",
     "RBEE_STALL_TIMEOUT_S": "3",
+    "RBEE_WORKER_THREADS": "1",
 }
 """Shorter lifecycle timings for every daemon a scenario starts (scenarios may override)."""
 

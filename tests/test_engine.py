@@ -1,6 +1,5 @@
 """The generation loop on real llama.cpp with the tiny random-weight model."""
 
-import os
 import threading
 
 import pytest
@@ -57,10 +56,3 @@ def test_a_stop_sequence_ends_generation_and_is_not_emitted(context):
     outcome, stopped = _run(context, params, stops=(stop,))
     assert outcome.stop_reason == "stop"
     assert "".join(t for _, t in stopped) == text[: text.find(stop)]
-
-
-def test_slots_share_the_cores_without_oversubscribing_them():
-    cores = os.cpu_count() or 1
-    assert engine.threads_per_slot(1) == cores
-    assert engine.threads_per_slot(cores * 4) == 1
-    assert engine.threads_per_slot(2) * 2 <= max(cores, 2)

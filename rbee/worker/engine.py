@@ -62,16 +62,11 @@ def _without_extra_buffer_types() -> Iterator[None]:
         lib.llama_model_default_params = original
 
 
-def threads_per_slot(slots: int) -> int:
-    """The CPU cores shared fairly between `slots` contexts generating at once (at least 1)."""
-    return max(1, (os.cpu_count() or 1) // slots)
-
-
 def load_context(model_path: str, n_ctx: int, n_threads: int | None = None) -> Any:
     """Load the GGUF into a new llama context (weights are mmap-shared between contexts)."""
     from llama_cpp import Llama
 
-    threads = n_threads or threads_per_slot(1)
+    threads = n_threads or max(1, os.cpu_count() or 1)
     guard = _without_extra_buffer_types() if amx_compiled_in() else nullcontext()
     with _LOAD_LOCK, guard:
         return Llama(

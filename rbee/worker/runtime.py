@@ -100,7 +100,7 @@ class WorkerRuntime:
                     engine.load_context,
                     self.settings.model_path,
                     self.settings.ctx_size,
-                    self.settings.threads or engine.threads_per_slot(self.settings.slots),
+                    self.settings.threads or self.timings.worker_threads or None,
                 )
                 self.slots_loaded = index + 1
                 self._mark_changed()
