@@ -96,7 +96,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _queen_options(up)
     up.set_defaults(func=run_up)
 
-    hive = sub.add_parser("hive", help="run the per-machine hive")
+    hive = sub.add_parser("hive", help="run the per-machine hive (or report its backends)")
+    hive.add_argument("action", nargs="?", choices=["serve", "backends"], default="serve",
+                      help="serve (default), or print the inference backends of this node and exit")
     _common(hive, HIVE_PEERS)
     hive.add_argument("--port", type=_port, default=DEFAULT_HIVE_PORT)
     hive.add_argument("--data-dir", type=Path, default=None)
@@ -114,6 +116,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     worker.add_argument("--slots", type=_positive, default=1)
     worker.add_argument("--ctx-size", type=_positive, default=DEFAULT_CTX_SIZE)
     worker.add_argument("--threads", type=_positive, default=None)
+    worker.add_argument("--backend", choices=["cpu", "cuda", "metal"], default="cpu",
+                        help="where the model runs; a GPU backend the engine lacks is an error")
+    worker.add_argument("--device", type=int, choices=range(64), default=None, metavar="N",
+                        help="GPU index for a GPU backend (default 0)")
     worker.set_defaults(func=run_worker)
 
 
@@ -144,8 +150,11 @@ def run_up(args: argparse.Namespace) -> int:
 
 
 def run_hive(args: argparse.Namespace) -> int:
-    """Serve a hive until stopped."""
+    """Serve a hive until stopped (or print this node's backends)."""
     from rbee.hive.app import HiveSettings, build_app
+
+    if args.action == "backends":
+        return print_backends()
 
     setup_logging("hive", args.log_level)
     settings = HiveSettings(
@@ -162,10 +171,21 @@ def run_hive(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_backends() -> int:
+    """`rbee hive backends`: one line per backend of the installed engine on this node."""
+    from rbee.hive import backends
+
+    for backend in backends.detect():
+        state = "available" if backend.available else "unavailable"
+        print(f"{backend.name:6s} {state:11s} {backend.detail}")
+    return 0
+
+
 def run_worker(args: argparse.Namespace) -> int:
     """Serve a worker until stopped; exit WORKER_LOAD_FAILED when its model failed to load."""
     from rbee.common.validation import check_identifier
     from rbee.worker.app import build_app
+    from rbee.worker.engine import engine_offloads_to_gpu
     from rbee.worker.faults import load_faults
     from rbee.worker.routes import RUNTIME
     from rbee.worker.runtime import WorkerSettings
@@ -181,7 +201,13 @@ def run_worker(args: argparse.Namespace) -> int:
         threads=args.threads,
         hive_url=args.hive_url,
         keyring=_keyring(args, "worker", WORKER_PEERS, "worker"),
+        backend=args.backend,
+        device=args.device,
     )
+    if settings.backend != "cpu" and not engine_offloads_to_gpu():
+        print(f"error: the installed llama-cpp-python has no {settings.backend} support; "
+              "refusing to fall back to the CPU", file=sys.stderr)
+        return 1
     app = build_app(settings, load_timings(), load_faults())
     serve(app, args.host, args.port, "worker")
     return WORKER_LOAD_FAILED if app[RUNTIME].phase == "failed" else 0

@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     infer.add_argument("--ignore-eos", action="store_true",
                        help="keep generating past end-of-text (benchmarks)")
     infer.add_argument("--node", default="localhost")
+    infer.add_argument("--backend", choices=["cpu", "cuda", "metal"], default="cpu",
+                       help="run on this backend or fail (never a silent CPU fallback)")
     infer.add_argument("--queen", default=DEFAULT_QUEEN_URL, help="queen base URL")
     infer.add_argument("--token-file", type=Path, default=None,
                        help="file (mode 0600) with the queen's token (else credential or RBEE_QUEEN_TOKEN)")
@@ -65,6 +67,7 @@ def _task_body(args: argparse.Namespace) -> dict[str, object]:
         "max_tokens": args.max_tokens,
         "temperature": args.temperature,
         "ignore_eos": args.ignore_eos,
+        "backend": args.backend,
     }
     if args.seed is not None:
         body["seed"] = args.seed

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import resource
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -22,8 +24,20 @@ def die_with_parent() -> None:
         return
 
 
-async def spawn(args: list[str], log_path: Path) -> asyncio.subprocess.Process:
-    """Start `args` with stdout and stderr appended to `log_path`."""
+def _child_setup(address_space_limit: int | None) -> Callable[[], None]:
+    def setup() -> None:
+        die_with_parent()
+        if address_space_limit is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (address_space_limit, address_space_limit))
+
+    return setup
+
+
+async def spawn(
+    args: list[str], log_path: Path, address_space_limit: int | None = None
+) -> asyncio.subprocess.Process:
+    """Start `args` with stdout and stderr appended to `log_path`, tied to this process, and
+    under an address-space limit (bytes) when one is given."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log_file:
         return await asyncio.create_subprocess_exec(
@@ -31,7 +45,7 @@ async def spawn(args: list[str], log_path: Path) -> asyncio.subprocess.Process:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log_file,
             stderr=asyncio.subprocess.STDOUT,
-            preexec_fn=die_with_parent,
+            preexec_fn=_child_setup(address_space_limit),
         )
 
 

@@ -44,6 +44,7 @@ MAX_PATH_CHARS = 4096
 MAX_DEVICE_ID = 63
 MAX_SLOTS = 64
 CHAT_ROLES = ("system", "user", "assistant")
+BACKENDS = ("cpu", "cuda", "metal")
 
 
 def invalid(field_name: str, rule: str) -> ApiError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 from aiohttp import web
@@ -9,15 +10,18 @@ from aiohttp import web
 from rbee import __version__
 from rbee.common.errors import read_json_object
 from rbee.common.validation import (
+    BACKENDS,
     MAX_SLOTS,
     check_bool,
     check_choice,
+    check_device_id,
     check_identifier,
     check_int,
     check_model_ref,
     check_port,
     check_slots,
 )
+from rbee.hive import backends, preflight
 from rbee.hive.catalog import ModelCatalog
 from rbee.hive.supervisor import WorkerSupervisor
 
@@ -39,9 +43,24 @@ async def spawn_worker(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     ref = check_model_ref(body.get("model"))
     slots = check_slots("slots", body.get("slots", 1))
+    backend = check_choice("backend", body.get("backend", "cpu"), BACKENDS)
+    device = body.get("device")
+    device = None if device is None else check_device_id("device", device)
     model = await request.app[CATALOG].resolve(ref)
-    record = await request.app[SUPERVISOR].spawn(model, slots)
+    record = await request.app[SUPERVISOR].spawn(model, slots, backend, device)
     return web.json_response(record.to_wire(), status=202)
+
+
+async def list_backends(request: web.Request) -> web.Response:
+    """GET /v1/backends: what the engine build can run on this node."""
+    found = await asyncio.to_thread(backends.detect)
+    return web.json_response({"backends": [backend.to_wire() for backend in found]})
+
+
+async def list_resources(request: web.Request) -> web.Response:
+    """GET /v1/resources: RAM, disk, CPUs and GPUs of this node now."""
+    data_dir = request.app[SUPERVISOR].settings.data_dir
+    return web.json_response(await asyncio.to_thread(preflight.resources, data_dir))
 
 
 async def list_workers(request: web.Request) -> web.Response:
@@ -99,3 +118,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/heartbeat", heartbeat)
     app.router.add_post("/v1/workers/stop", stop_worker)
     app.router.add_get("/v1/models/list", list_models)
+    app.router.add_get("/v1/backends", list_backends)
+    app.router.add_get("/v1/resources", list_resources)

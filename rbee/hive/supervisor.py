@@ -21,7 +21,9 @@ from rbee.common.auth import Keyring
 from rbee.common.errors import ApiError
 from rbee.common.ports import next_free_port, port_is_free
 from rbee.common.tunables import Timings
+from rbee.hive import preflight
 from rbee.hive.catalog import ModelEntry
+from rbee.hive.preflight import Need
 from rbee.hive.restart_policy import RestartPolicy
 from rbee.hive.worker_owner import WorkerOwner, WorkerRecord
 
@@ -47,6 +49,12 @@ class SupervisorSettings:
     def pid_file(self) -> Path:
         """The on-disk list of worker PIDs, for cleaning up after a hive that died."""
         return self.data_dir / "workers.json"
+
+
+def _backend_args(need: Need | None) -> list[str]:
+    if need is None or need.backend == "cpu":
+        return []
+    return ["--backend", need.backend, *(["--device", str(need.device)] if need.device is not None else [])]
 
 
 class WorkerSupervisor:
@@ -80,8 +88,11 @@ class WorkerSupervisor:
             raise ApiError(404, "WORKER_NOT_FOUND", "this hive does not own that worker")
         return owner
 
-    async def spawn(self, model: ModelEntry, slots: int) -> WorkerRecord:
-        """Start a worker for `model`; answers once the process exists (state `loading`)."""
+    async def spawn(
+        self, model: ModelEntry, slots: int, backend: str = "cpu", device: int | None = None
+    ) -> WorkerRecord:
+        """Preflight, then start a worker for `model`; answers once the process exists (state
+        `loading`). A failed preflight raises its ApiError and starts nothing."""
         if self.draining:
             raise ApiError(503, "DRAINING", "this hive is shutting down", headers={"Retry-After": "1"})
         if self.policy.breaker_open(model.name):
@@ -92,7 +103,8 @@ class WorkerSupervisor:
                 {"model": model.name},
                 headers={"Retry-After": str(int(self.timings.restart_window_s))},
             )
-        record = WorkerRecord(f"w-{uuid.uuid4().hex[:10]}", model, 0, slots)
+        need = await asyncio.to_thread(self._preflight, model, slots, backend, device)
+        record = WorkerRecord(f"w-{uuid.uuid4().hex[:10]}", model, 0, slots, need=need)
         process = await self._launch(record)
         owner = WorkerOwner(record, self._launch, self.policy, self.timings, self._audit)
         self._owners[record.worker_id] = owner
@@ -101,6 +113,15 @@ class WorkerSupervisor:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return record
+
+    def _preflight(self, model: ModelEntry, slots: int, backend: str, device: int | None) -> Need:
+        need = preflight.estimate(Path(model.path), self.settings.ctx_size, slots, backend, device)
+        try:
+            return preflight.check(need, self.settings.data_dir)
+        except ApiError as err:
+            log.warning("not spawning a worker for %s: %s", model.name, err.message)
+            self._audit("worker.refused", model=model.name, code=err.code, **err.details)
+            raise
 
     async def _own(self, owner: WorkerOwner, process: asyncio.subprocess.Process) -> None:
         try:
@@ -127,8 +148,10 @@ class WorkerSupervisor:
                 "--slots", str(record.slots),
                 "--ctx-size", str(self.settings.ctx_size),
                 *self.settings.keyring.child_args("worker", ("hive", "worker")),
+                *_backend_args(record.need),
             ]
-            process = await processes.spawn(args, self.settings.logs_dir / f"{record.worker_id}.log")
+            limit = record.need.address_space_limit if record.need else None
+            process = await processes.spawn(args, self.settings.logs_dir / f"{record.worker_id}.log", limit)
         record.pid = process.pid
         log.info("spawned worker %s (pid %d) for %s on port %d",
                  record.worker_id, process.pid, record.model.name, record.port)

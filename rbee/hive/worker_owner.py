@@ -19,6 +19,7 @@ from rbee.common.audit import Audit, no_audit
 from rbee.common.exit_codes import WORKER_LOAD_FAILED
 from rbee.common.tunables import Timings
 from rbee.hive.catalog import ModelEntry
+from rbee.hive.preflight import Need
 from rbee.hive.restart_policy import RestartPolicy
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class WorkerRecord:
     last_kill_reason: str | None = None
     slots_free: int = 0
     last_heartbeat_at: float | None = None
+    need: Need | None = None
 
     @property
     def url(self) -> str:
@@ -68,6 +70,10 @@ class WorkerRecord:
             "last_restart_at": self.last_restart_at,
             "last_exit_code": self.last_exit_code,
             "last_kill_reason": self.last_kill_reason,
+            "backend": self.need.backend if self.need else "cpu",
+            "device": self.need.device if self.need else None,
+            "memory_required_bytes": self.need.ram_bytes if self.need else None,
+            "address_space_limit_bytes": self.need.address_space_limit if self.need else None,
         }
 
 

@@ -61,6 +61,7 @@ class Task:
     worker_body: dict[str, Any]
     correlation_id: str
     deadline: Deadline
+    backend: str = "cpu"
 
 
 class Dispatcher:
@@ -144,7 +145,8 @@ class Dispatcher:
                 async with AsyncExitStack() as stack:
                     try:
                         async with asyncio.timeout(deadline.remaining_s()):
-                            worker = await stack.enter_async_context(self._placement.worker_for(model))
+                            placed = self._placement.worker_for(model, task.backend)
+                            worker = await stack.enter_async_context(placed)
                     except TimeoutError as exc:
                         raise deadlines.expired() from exc
                     self._running[task_id] = worker

@@ -27,9 +27,9 @@ class HiveClient:
         except (aiohttp.ClientError, TimeoutError):
             return False
 
-    async def spawn_worker(self, model: str, slots: int) -> dict[str, Any]:
+    async def spawn_worker(self, model: str, slots: int, backend: str = "cpu") -> dict[str, Any]:
         """Ask the hive to start a worker; returns its record (state `loading`)."""
-        body = {"model": model, "slots": slots}
+        body = {"model": model, "slots": slots, "backend": backend}
         return await self._post("/v1/workers/spawn", body)
 
     async def stop_worker(self, worker_id: str) -> dict[str, Any]:

@@ -62,25 +62,25 @@ class Placement:
         return await self._hive.client.list_models()
 
     @asynccontextmanager
-    async def worker_for(self, model: str) -> AsyncIterator[WorkerView]:
-        """Hold a slot's worth of a worker of `model` for the duration of the block."""
-        worker = await self._choose(model)
+    async def worker_for(self, model: str, backend: str = "cpu") -> AsyncIterator[WorkerView]:
+        """Hold a slot's worth of a worker of `model` on `backend` for the duration of the block."""
+        worker = await self._choose(model, backend)
         self._registry.acquire(worker.worker_id)
         try:
             yield worker
         finally:
             self._registry.release(worker.worker_id)
 
-    async def _choose(self, model: str) -> WorkerView:
+    async def _choose(self, model: str, backend: str) -> WorkerView:
         lock = self._model_locks.setdefault(model, asyncio.Lock())
         async with lock:
             await self.refresh()
-            worker = self._registry.pick(model)
+            worker = self._registry.pick(model, backend)
             if worker is not None:
                 return worker
-            workers = self._registry.for_model(model)
+            workers = self._registry.for_model(model, backend)
             if not workers:
-                return await self._spawn(model)
+                return await self._spawn(model, backend)
             pending = [w for w in workers if w.state in PENDING_STATES]
             if pending:
                 return await self._wait_serving(pending[0].worker_id)
@@ -92,8 +92,8 @@ class Placement:
             headers={"Retry-After": "1"},
         )
 
-    async def _spawn(self, model: str) -> WorkerView:
-        record = await self._hive.client.spawn_worker(model, self._worker_slots)
+    async def _spawn(self, model: str, backend: str) -> WorkerView:
+        record = await self._hive.client.spawn_worker(model, self._worker_slots, backend)
         log.info("hive spawned worker %s for %s", record["worker_id"], model)
         return await self._wait_serving(record["worker_id"])
 

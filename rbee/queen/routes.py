@@ -15,6 +15,8 @@ from rbee.common.deadlines import Deadline
 from rbee.common.errors import ApiError, correlation_id_of, read_json_object
 from rbee.common.tunables import Timings
 from rbee.common.validation import (
+    BACKENDS,
+    check_choice,
     check_http_url,
     check_identifier,
     check_model_ref,
@@ -63,7 +65,8 @@ async def create_task(request: web.Request) -> web.StreamResponse:
     dispatcher = request.app[DISPATCHER]
     task_id = dispatcher.new_task_id()
     deadline = _deadline(request)
-    run = dispatcher.run(Task(model, task_id, worker_body, correlation_id_of(request), deadline))
+    backend = check_choice("backend", body.get("backend", "cpu"), BACKENDS)
+    run = dispatcher.run(Task(model, task_id, worker_body, correlation_id_of(request), deadline, backend))
     async with aclosing(run) as events:
         first = await _first_event(events)
         response = await sse.open_stream(request)

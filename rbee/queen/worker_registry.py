@@ -24,6 +24,7 @@ class WorkerView:
     slots: int
     state: str
     restarts: int = 0
+    backend: str = "cpu"
 
     def to_wire(self, in_flight: int) -> dict[str, Any]:
         """JSON form for /v2/workers/list."""
@@ -35,6 +36,7 @@ class WorkerView:
             "slots": self.slots,
             "state": self.state,
             "restarts": self.restarts,
+            "backend": self.backend,
             "in_flight": in_flight,
         }
 
@@ -78,6 +80,7 @@ class WorkerRegistry:
                 slots=item["slots"],
                 state=item["state"],
                 restarts=item.get("restarts", 0),
+                backend=item.get("backend", "cpu"),
             )
         self._workers = fresh
 
@@ -85,13 +88,13 @@ class WorkerRegistry:
         """The worker with this id, if known."""
         return self._workers.get(worker_id)
 
-    def for_model(self, model: str) -> list[WorkerView]:
-        """Workers serving `model`, in any state."""
-        return [w for w in self._workers.values() if w.model == model]
+    def for_model(self, model: str, backend: str = "cpu") -> list[WorkerView]:
+        """Workers serving `model` on `backend`, in any state."""
+        return [w for w in self._workers.values() if w.model == model and w.backend == backend]
 
-    def pick(self, model: str) -> WorkerView | None:
-        """The least-loaded serving worker of `model` with a free slot."""
-        candidates = [w for w in self.for_model(model) if self.has_free_slot(w)]
+    def pick(self, model: str, backend: str = "cpu") -> WorkerView | None:
+        """The least-loaded serving worker of `model` on `backend` with a free slot."""
+        candidates = [w for w in self.for_model(model, backend) if self.has_free_slot(w)]
         return min(candidates, key=lambda w: self.in_flight(w.worker_id) / w.slots, default=None)
 
     def all(self) -> list[WorkerView]:

@@ -62,8 +62,17 @@ def _without_extra_buffer_types() -> Iterator[None]:
         lib.llama_model_default_params = original
 
 
-def load_context(model_path: str, n_ctx: int, n_threads: int | None = None) -> Any:
-    """Load the GGUF into a new llama context (weights are mmap-shared between contexts)."""
+def engine_offloads_to_gpu() -> bool:
+    """True when the installed llama.cpp build can offload layers to a GPU."""
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+def load_context(
+    model_path: str, n_ctx: int, n_threads: int | None = None, on_gpu: bool = False, device: int = 0
+) -> Any:
+    """Load the GGUF into a new llama context, every layer on GPU `device` when `on_gpu`."""
     from llama_cpp import Llama
 
     threads = n_threads or max(1, os.cpu_count() or 1)
@@ -75,6 +84,8 @@ def load_context(model_path: str, n_ctx: int, n_threads: int | None = None) -> A
             n_batch=min(512, n_ctx),
             n_threads=threads,
             n_threads_batch=threads,
+            n_gpu_layers=-1 if on_gpu else 0,
+            main_gpu=device,
             verbose=False,
         )
 

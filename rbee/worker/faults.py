@@ -11,7 +11,8 @@ Faults come from `RBEE_FAULTS` (comma-separated) and are refused unless
 - `slow=MS`: sleep MS milliseconds before each token;
 - `no-heartbeat`: never send heartbeats;
 - `handler-error`: the inference handler raises an unexpected exception (a bug, as the client
-  and the log see it).
+  and the log see it);
+- `allocate=MB`: each inference request first allocates MB megabytes (a runaway worker).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Faults:
     slow_ms: int = 0
     no_heartbeat: bool = False
     handler_error: bool = False
+    allocate_mb: int = 0
 
     def on_load(self) -> None:
         """Called in a slot thread while loading the model."""
@@ -62,6 +64,8 @@ class Faults:
         """Called by the inference handler before it admits a request."""
         if self.handler_error:
             raise RuntimeError("injected handler fault")
+        if self.allocate_mb:
+            bytearray(self.allocate_mb * 1024 * 1024)
 
     def on_token(self, index: int) -> None:
         """Called in the slot thread before each token is handed out."""
@@ -103,6 +107,8 @@ def load_faults(environ: Mapping[str, str] | None = None) -> Faults:
             options["no_heartbeat"] = True
         elif name == "handler-error":
             options["handler_error"] = True
+        elif name == "allocate":
+            options["allocate_mb"] = _parse_int(spec, value)
         else:
             raise FaultsRefused(f"unknown fault {name!r}")
     return Faults(**options)

@@ -33,6 +33,8 @@ class WorkerSettings:
     threads: int | None
     hive_url: str | None
     keyring: Keyring
+    backend: str = "cpu"
+    device: int | None = None
 
 
 class WorkerRuntime:
@@ -101,6 +103,8 @@ class WorkerRuntime:
                     self.settings.model_path,
                     self.settings.ctx_size,
                     self.settings.threads or self.timings.worker_threads or None,
+                    self.settings.backend != "cpu",
+                    self.settings.device or 0,
                 )
                 self.slots_loaded = index + 1
                 self._mark_changed()
