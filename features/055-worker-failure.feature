@@ -9,9 +9,17 @@ Feature: A worker that dies mid-stream is reported, not hidden
     Then the stream ends with an error event with code "WORKER_CRASHED"
     And the queen still answers its health check
 
-  Scenario: A model that llama.cpp cannot load is reported as WORKER_START_FAILED
+  Scenario: A file with the GGUF magic but a garbage header is refused before any spawn
     Given a queen on free loopback ports
     And a file with the GGUF magic but garbage after it
+    When I post a native task for that file
+    Then the answer is status 400 with error code "NOT_A_GGUF" and a correlation id
+    And the hive lists no worker within 2 seconds
+    And the queen still answers its health check
+
+  Scenario: A model that llama.cpp cannot load is reported as WORKER_START_FAILED
+    Given a queen on free loopback ports
+    And a GGUF file whose header is intact but whose tensor data is cut off
     When I post a native task for that file
     Then the answer is status 503 with error code "WORKER_START_FAILED" and a correlation id
     And the hive lists no worker within 2 seconds

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 from behave import given, then, when
 
@@ -68,6 +69,13 @@ def stream_error_event(context, code: str) -> None:
 def corrupt_gguf(context) -> None:
     context.corrupt_model = context.workdir / "corrupt.gguf"
     context.corrupt_model.write_bytes(b"GGUF" + bytes(range(256)) * 64)
+
+
+@given("a GGUF file whose header is intact but whose tensor data is cut off")
+def truncated_gguf(context) -> None:
+    data = Path(context.tiny_model).read_bytes()
+    context.corrupt_model = context.workdir / "truncated.gguf"
+    context.corrupt_model.write_bytes(data[: len(data) * 3 // 4])
 
 
 @when("I post a native task for that file")
