@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from rbee import __version__
-from rbee.cli import audit, daemons, infer
+from rbee.cli import audit, daemons, infer, models
 from rbee.common.errors import ApiError
 from rbee.common.tunables import TunableError
 from rbee.worker.faults import FaultsRefused
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     infer.register(sub)
     daemons.register(sub)
     audit.register(sub)
+    models.register(sub)
     return parser
 
 

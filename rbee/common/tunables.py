@@ -65,6 +65,17 @@ class Timings:
     """Size (bytes) at which an audit log segment is closed and a new one begun."""
     audit_fsync: int = 1
     """1: each audit record is fsync'ed before the request goes on; 0: left to the OS."""
+    download_retries: int = 5
+    """Retries of a model download after failures in a row that brought no new bytes (an attempt
+    that made progress starts the count again); also the retries after a checksum mismatch."""
+    download_backoff_initial_s: float = 1.0
+    """Delay before the first download retry; doubles per failure in a row (±20 % jitter)."""
+    download_backoff_max_s: float = 30.0
+    """Upper bound of the download retry delay."""
+    download_stall_timeout_s: float = 30.0
+    """A download that receives no byte for this long is cut and retried (resuming with Range)."""
+    download_connect_timeout_s: float = 15.0
+    """How long connecting to a model server (TCP and TLS) may take."""
 
     @property
     def stale_after_s(self) -> float:
@@ -74,7 +85,7 @@ class Timings:
 
 ZERO_ALLOWED = frozenset({
     "restart_jitter", "max_restarts", "rate_limit_per_s", "max_concurrent_per_client", "failure_limit",
-    "audit_fsync", "worker_threads",
+    "audit_fsync", "worker_threads", "download_retries",
 })
 
 

@@ -15,6 +15,8 @@ from rbee.common.auth import Keyring, auth_middleware, reload_tokens
 from rbee.common.daemon import HEALTH, DaemonHealth, new_app, on_drain, on_reload
 from rbee.common.tunables import Timings
 from rbee.hive.catalog import ModelCatalog
+from rbee.hive.download_routes import add_download_routes
+from rbee.hive.downloads import Downloader, DownloadSettings
 from rbee.hive.queen_link import send_heartbeats
 from rbee.hive.routes import CATALOG, PUBLIC_PATHS, SUPERVISOR, add_routes
 from rbee.hive.supervisor import SupervisorSettings, WorkerSupervisor
@@ -43,7 +45,9 @@ def build_app(settings: HiveSettings, timings: Timings, audit_log: AuditLog) -> 
     audit = audit_log.append
     app = new_app([auth_middleware(settings.keyring, PUBLIC_PATHS, audit)])
     app.on_cleanup.append(lambda _: asyncio.to_thread(audit_log.close))
-    app[CATALOG] = ModelCatalog(settings.data_dir)
+    downloader = Downloader(settings.data_dir / "models", DownloadSettings.load(timings))
+    app.on_cleanup.append(lambda _: downloader.close())
+    app[CATALOG] = ModelCatalog(settings.data_dir, downloader)
     supervisor = WorkerSupervisor(
         SupervisorSettings(
             hive_url=settings.url,
@@ -61,6 +65,7 @@ def build_app(settings: HiveSettings, timings: Timings, audit_log: AuditLog) -> 
     on_reload(app, supervisor.reload_all)
     app[HEALTH] = DaemonHealth(status=supervisor.status_line)
     add_routes(app)
+    add_download_routes(app, downloader)
     on_drain(app, lambda: supervisor.stop_all("hive stopping"))
     if settings.queen_url:
         app.cleanup_ctx.append(lambda _: _queen_heartbeats(settings, supervisor))

@@ -1,8 +1,15 @@
-"""The hive's model catalog: SQLite rows mapping catalog names and refs to GGUF files."""
+"""The hive's model catalog: SQLite rows mapping catalog names and refs to GGUF files.
+
+`hf:` and `https://` refs are downloaded on first use (or through `download`); a database that
+cannot be read is moved aside as `catalog.sqlite3.corrupt-<time>` and rebuilt from the models
+folder (each finished download leaves a `.rbee.json` record beside its file).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -11,6 +18,10 @@ from urllib.parse import unquote, urlparse
 
 from rbee.common.errors import ApiError
 from rbee.common.validation import check_model_ref, check_path_within
+from rbee.hive.downloads import META_SUFFIX, Downloader, DownloadJob, metadata_of, read_metadata
+from rbee.hive.model_sources import is_downloadable
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "default"
 DEFAULT_MODEL_FILE = "gemma-3-270m-q4_k_m.gguf"
@@ -44,23 +55,115 @@ class ModelEntry:
 class ModelCatalog:
     """Resolves model references to files on this machine and remembers them."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, downloads: Downloader | None = None) -> None:
         self.models_dir = data_dir / "models"
         self.models_dir.mkdir(parents=True, exist_ok=True)
         self._db_path = data_dir / "catalog.sqlite3"
         self._locks: dict[str, asyncio.Lock] = {}
-        with self._connect() as db:
-            db.execute(_SCHEMA)
+        self._downloads = downloads
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            backup = self._move_aside()
+            log.warning("catalog database was unreadable (%s): moved to %s; rebuilding from %s",
+                        exc, backup.name, self.models_dir)
+            self._open()
+            log.warning("catalog rebuilt with %d models", self._rebuild())
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self._db_path, timeout=10)
 
+    def _open(self) -> None:
+        with contextlib.closing(self._connect()) as db, db:
+            db.execute(_SCHEMA)
+            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("quick_check found damage")
+
+    def _move_aside(self) -> Path:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        backup = self._db_path.with_name(f"{self._db_path.name}.corrupt-{stamp}")
+        self._db_path.replace(backup)
+        for suffix in ("-journal", "-wal", "-shm"):
+            extra = self._db_path.with_name(self._db_path.name + suffix)
+            if extra.exists():
+                extra.replace(extra.with_name(f"{extra.name}.corrupt-{stamp}"))
+        return backup
+
+    def _rebuild(self) -> int:
+        """Register every complete download and the default model found in the models folder."""
+        count = 0
+        for meta in sorted(self.models_dir.rglob("*" + META_SUFFIX)):
+            target = meta.with_name(meta.name.removesuffix(META_SUFFIX))
+            record = read_metadata(target) or {}
+            ref = record.get("ref")
+            with contextlib.suppress(ApiError):
+                if target.is_file() and is_downloadable(check_model_ref(ref)):
+                    self._register(ref, ref, target)
+                    count += 1
+        default = self.models_dir / DEFAULT_MODEL_FILE
+        if default.is_file():
+            self._register(DEFAULT_MODEL, DEFAULT_MODEL, default)
+            count += 1
+        return count
+
     async def resolve(self, ref: str) -> ModelEntry:
-        """Find or register the model `ref` names (one registration per ref at a time)."""
+        """Find or register the model `ref` names (one registration per ref at a time);
+        an `hf:`/`https://` model not yet here is downloaded first (one download per model)."""
         check_model_ref(ref)
         lock = self._locks.setdefault(ref, asyncio.Lock())
         async with lock:
-            return await asyncio.to_thread(self._resolve, ref)
+            entry = await asyncio.to_thread(self._resolve, ref)
+        if entry is not None:
+            return entry
+        job = await self.download(ref)
+        await job.wait()
+        entry = await asyncio.to_thread(self._lookup, job.ref)
+        if entry is None:
+            raise ApiError(404, "MODEL_NOT_DOWNLOADED", "the model was removed right after its download")
+        return entry
+
+    async def download(self, ref: str, sha256: str | None = None) -> DownloadJob:
+        """The download job of an `hf:`/`https://` model (already finished when it is here)."""
+        check_model_ref(ref)
+        if not is_downloadable(ref):
+            raise ApiError(400, "INVALID_REQUEST", "'model' must be an hf: or https:// reference to download",
+                           {"field": "model"})
+        if self._downloads is None:
+            raise ApiError(404, "MODEL_NOT_DOWNLOADED", "this hive has not downloaded that model")
+        ref = await self._downloads.expand(ref)
+        known = await asyncio.to_thread(self._lookup, ref)
+        if known is not None:
+            record = await asyncio.to_thread(read_metadata, Path(known.path)) or {}
+            recorded = record.get("sha256") if isinstance(record.get("sha256"), str) else None
+            if sha256 is None or sha256 == recorded:
+                return self._downloads.present(ref, Path(known.path), recorded)
+        return self._downloads.start(ref, sha256, self._register_download)
+
+    async def remove(self, name: str) -> tuple[ModelEntry, bool]:
+        """Forget a model; its file is deleted only when it lives in the hive's models folder.
+        Returns the entry and whether the file was deleted."""
+        check_model_ref(name, "name")
+        return await asyncio.to_thread(self._remove, name)
+
+    def _remove(self, name: str) -> tuple[ModelEntry, bool]:
+        with contextlib.closing(self._connect()) as db, db:
+            row = db.execute(
+                "SELECT name, ref, path, size_bytes FROM models WHERE name = ?", (name,)
+            ).fetchone()
+            if row is None:
+                raise ApiError(404, "MODEL_NOT_FOUND", "no model of that name is in the catalog")
+            db.execute("DELETE FROM models WHERE name = ?", (name,))
+        entry = ModelEntry(*row)
+        path = Path(entry.path)
+        owned = path.resolve().is_relative_to(self.models_dir.resolve())
+        if owned:
+            path.unlink(missing_ok=True)
+            metadata_of(path).unlink(missing_ok=True)
+        log.info("model %s removed from the catalog (file %s)", name, "deleted" if owned else "kept")
+        return entry, owned
+
+    def _register_download(self, ref: str, path: Path) -> None:
+        self._register(ref, ref, path)
 
     async def list(self) -> list[ModelEntry]:
         """Every registered model."""
@@ -90,7 +193,7 @@ class ModelCatalog:
             )
         return entry
 
-    def _resolve(self, ref: str) -> ModelEntry:
+    def _resolve(self, ref: str) -> ModelEntry | None:
         known = self._lookup(ref)
         if known is not None:
             return known
@@ -98,10 +201,10 @@ class ModelCatalog:
             return self._register(ref, ref, self._assemble_default())
         if ref.startswith("file://"):
             return self._register(ref, ref, _local_gguf(ref))
-        if ref.startswith(("hf:", "https://")):
-            raise ApiError(
-                404, "MODEL_NOT_DOWNLOADED", "this hive has not downloaded that model", {}
-            )
+        if is_downloadable(ref):
+            if self._downloads is None:
+                raise ApiError(404, "MODEL_NOT_DOWNLOADED", "this hive has not downloaded that model")
+            return None
         raise ApiError(404, "MODEL_NOT_FOUND", "no model of that name is in the catalog")
 
     def _assemble_default(self) -> Path:

@@ -1,0 +1,55 @@
+"""HTTP handlers of the hive for model downloads and removal."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from rbee.common import sse
+from rbee.common.errors import ApiError, read_json_object
+from rbee.common.validation import check_identifier, check_model_ref
+from rbee.hive.downloads import Downloader, parse_sha256
+from rbee.hive.routes import CATALOG, SUPERVISOR
+
+DOWNLOADER = web.AppKey("downloader", Downloader)
+PROGRESS_INTERVAL_S = 0.25
+PROGRESS_PATH = "/v1/models/download/progress"
+
+
+async def start_download(request: web.Request) -> web.Response:
+    """Start (or join) the download of an `hf:`/`https://` model; 202 with the job, 200 when present."""
+    body = await read_json_object(request)
+    ref = check_model_ref(body.get("model"))
+    sha256 = parse_sha256(body.get("sha256"))
+    job = await request.app[CATALOG].download(ref, sha256)
+    answer = {**job.to_wire(), "progress_url": f"{PROGRESS_PATH}?id={job.id}"}
+    return web.json_response(answer, status=200 if job.finished else 202)
+
+
+async def download_progress(request: web.Request) -> web.StreamResponse:
+    """SSE: `progress` events while the job runs, then `done` or `error`, then `[DONE]`."""
+    job = request.app[DOWNLOADER].job(check_identifier("id", request.query.get("id")))
+    response = await sse.open_stream(request)
+    async for event in job.watch(PROGRESS_INTERVAL_S):
+        await sse.send_data(response, event)
+    await sse.send_data(response, sse.DONE)
+    return response
+
+
+async def remove_model(request: web.Request) -> web.Response:
+    """Forget a model (and delete its file when the hive downloaded or assembled it)."""
+    body = await read_json_object(request)
+    name = check_model_ref(body.get("name"), "name")
+    users = [w.worker_id for w in request.app[SUPERVISOR].list() if w.model.name == name]
+    if users:
+        raise ApiError(409, "MODEL_IN_USE", "workers are running this model; stop them first",
+                       {"workers": users})
+    entry, deleted = await request.app[CATALOG].remove(name)
+    return web.json_response({"removed": entry.name, "path": entry.path, "file_deleted": deleted})
+
+
+def add_download_routes(app: web.Application, downloader: Downloader) -> None:
+    """Register the download routes and the downloader they report on."""
+    app[DOWNLOADER] = downloader
+    app.router.add_post("/v1/models/download", start_download)
+    app.router.add_get(PROGRESS_PATH, download_progress)
+    app.router.add_post("/v1/models/remove", remove_model)

@@ -1,0 +1,402 @@
+"""A real HTTP(S) file server on loopback for download tests and benchmarks.
+
+It serves files with Range and If-Range support, mimics the Hugging Face layout
+(`/{org}/{repo}/resolve/main/{file}` answering 302 to the bytes with `X-Linked-Etag` = SHA-256,
+gated repos answering 401/403 without the right bearer token, `/api/models/{org}/{repo}`),
+and injects faults on demand: an HTTP status, a connection reset or a stall after N bytes,
+corrupted bytes, a body without Content-Length, a throttled rate. It runs its own event loop
+in a thread, so blocking test code can drive it; every request is recorded as a `Hit`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from rbee.common.ports import ephemeral_port
+
+CHUNK_BYTES = 1024 * 1024
+THROTTLE_SLICE_S = 0.02
+_RESOLVE = re.compile(r"^/([^/]+)/([^/]+)/resolve/main/(.+)$")
+_API_MODEL = re.compile(r"^/api/models/([^/]+)/([^/]+)$")
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+FAULT_KINDS = ("status", "reset", "stall", "corrupt", "no_length")
+
+
+@dataclass
+class Fault:
+    """A failure the server injects into the next `times` requests for a file (None: all)."""
+
+    kind: str
+    status: int = 500
+    after_bytes: int = 0
+    times: int | None = 1
+    stall_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One request the server answered."""
+
+    method: str
+    path: str
+    range: str | None
+    if_range: str | None
+    authorization: str | None
+
+
+@dataclass
+class ServedFile:
+    """A file on disk published under a URL path."""
+
+    source: Path
+    size: int
+    sha256: str
+    faults: list[Fault] = field(default_factory=list)
+    bytes_per_s: float | None = None
+
+    @property
+    def etag(self) -> str:
+        """A strong validator: the content's SHA-256, quoted (as the Hugging Face CDN does)."""
+        return f'"{self.sha256}"'
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file's content."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(CHUNK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def self_signed_cert(folder: Path) -> tuple[Path, Path]:
+    """A certificate and key for 127.0.0.1 and localhost, made with the openssl command."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert),
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True, capture_output=True, timeout=30,
+    )
+    return cert, key
+
+
+class FileServer:
+    """Serves registered files on 127.0.0.1; `start` and `stop` run it in its own thread."""
+
+    def __init__(self, tls: bool = False) -> None:
+        self.port = ephemeral_port()
+        self.tls = tls
+        self.ca_file: Path | None = None
+        self._files: dict[str, ServedFile] = {}
+        self._gates: dict[tuple[str, str], str] = {}
+        self._repos: dict[tuple[str, str], list[str]] = {}
+        self._hits: list[Hit] = []
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped: asyncio.Event | None = None
+        self._tmp = tempfile.TemporaryDirectory(prefix="rbee-file-server-")
+
+    @property
+    def url(self) -> str:
+        """Base URL, also the Hugging Face endpoint when files are published with `add_hf`."""
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    # -- publishing -------------------------------------------------------------------------
+
+    def add(self, url_path: str, source: Path, sha256: str | None = None) -> str:
+        """Publish `source` at `url_path` (its SHA-256 given, or computed); returns its full URL."""
+        source = Path(source)
+        sha = sha256 or sha256_of(source)
+        with self._lock:
+            self._files[url_path] = ServedFile(source, source.stat().st_size, sha)
+        return self.url + url_path
+
+    def add_hf(self, org: str, repo: str, filename: str, source: Path, sha256: str | None = None) -> str:
+        """Publish `source` as file `filename` of Hugging Face repo `org/repo`; returns its hf: ref."""
+        self.add(self.cdn_path(org, repo, filename), source, sha256)
+        with self._lock:
+            self._repos.setdefault((org, repo), []).append(filename)
+        return f"hf:{org}/{repo}:{filename}"
+
+    @staticmethod
+    def cdn_path(org: str, repo: str, filename: str) -> str:
+        """Where the bytes of an hf file are served (the target of the resolve redirect)."""
+        return f"/cdn/{org}/{repo}/{filename}"
+
+    def gate(self, org: str, repo: str, token: str) -> None:
+        """Answer 401 (no token) or 403 (another token) for the repo unless `token` is presented."""
+        with self._lock:
+            self._gates[(org, repo)] = token
+
+    def file(self, url_path: str) -> ServedFile:
+        """The published file at `url_path`."""
+        with self._lock:
+            return self._files[url_path]
+
+    def find(self, filename: str) -> tuple[str, ServedFile]:
+        """The one published file whose path ends with `/filename`."""
+        with self._lock:
+            found = [(p, f) for p, f in self._files.items() if p.endswith("/" + filename)]
+        if len(found) != 1:
+            raise KeyError(f"{len(found)} files named {filename}")
+        return found[0]
+
+    def inject(self, url_path: str, fault: Fault) -> None:
+        """Queue a fault for requests of `url_path`."""
+        with self._lock:
+            self._files[url_path].faults.append(fault)
+
+    def throttle(self, url_path: str, bytes_per_s: float | None) -> None:
+        """Send `url_path` at about `bytes_per_s` (None: full speed)."""
+        with self._lock:
+            self._files[url_path].bytes_per_s = bytes_per_s
+
+    def hits(self, url_path: str | None = None, method: str = "GET") -> list[Hit]:
+        """Requests answered so far, for one path or all."""
+        with self._lock:
+            return [h for h in self._hits if h.method == method and url_path in (None, h.path)]
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> FileServer:
+        """Serve in a background thread; returns once the port accepts connections."""
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, args=(ready, failure), daemon=True,
+                                        name="file-server")
+        self._thread.start()
+        if not ready.wait(30):
+            raise RuntimeError("file server did not start")
+        if failure:
+            raise failure[0]
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and join the thread."""
+        if self._loop is not None and self._stopped is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._stopped.set)
+            self._thread.join(30)
+        self._tmp.cleanup()
+
+    def __enter__(self) -> FileServer:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
+        self._loop = asyncio.new_event_loop()
+        try:
+            self._loop.run_until_complete(self._serve(ready))
+        except BaseException as exc:  # reported to the starting thread
+            failure.append(exc)
+            ready.set()
+        finally:
+            self._loop.close()
+
+    async def _serve(self, ready: threading.Event) -> None:
+        self._stopped = asyncio.Event()
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1)
+        await runner.setup()
+        ssl_context = None
+        if self.tls:
+            import ssl
+
+            cert, key = self_signed_cert(Path(self._tmp.name))
+            self.ca_file = cert
+            ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_context.load_cert_chain(cert, key)
+        await web.TCPSite(runner, "127.0.0.1", self.port, ssl_context=ssl_context).start()
+        ready.set()
+        try:
+            await self._stopped.wait()
+        finally:
+            await runner.cleanup()
+
+    # -- handlers ---------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        with self._lock:
+            self._hits.append(Hit(request.method, request.path, request.headers.get("Range"),
+                                  request.headers.get("If-Range"), request.headers.get("Authorization")))
+        if request.method not in ("GET", "HEAD"):
+            return _error(405, "method not allowed")
+        if match := _API_MODEL.match(request.path):
+            return self._api_model(request, match.group(1), match.group(2))
+        if match := _RESOLVE.match(request.path):
+            return self._resolve(request, *match.groups())
+        with self._lock:
+            served = self._files.get(request.path)
+        if served is None:
+            return _error(404, "Entry not found")
+        return await self._send(request, served)
+
+    def _gate_refusal(self, request: web.Request, org: str, repo: str) -> web.Response | None:
+        with self._lock:
+            token = self._gates.get((org, repo))
+        if token is None:
+            return None
+        given = request.headers.get("Authorization")
+        if given is None:
+            return _error(401, "Access to this model is restricted. You must be authenticated.")
+        if given != f"Bearer {token}":
+            return _error(403, "Access to this model is restricted.")
+        return None
+
+    def _api_model(self, request: web.Request, org: str, repo: str) -> web.Response:
+        refusal = self._gate_refusal(request, org, repo)
+        if refusal is not None:
+            return refusal
+        with self._lock:
+            names = self._repos.get((org, repo))
+        if names is None:
+            return _error(404, "Repository not found")
+        return web.json_response({"id": f"{org}/{repo}", "siblings": [{"rfilename": n} for n in names]})
+
+    def _resolve(self, request: web.Request, org: str, repo: str, filename: str) -> web.Response:
+        refusal = self._gate_refusal(request, org, repo)
+        if refusal is not None:
+            return refusal
+        target = self.cdn_path(org, repo, filename)
+        with self._lock:
+            served = self._files.get(target)
+        if served is None:
+            return _error(404, "Entry not found")
+        return web.Response(status=302, headers={
+            "Location": target,
+            "X-Linked-Etag": served.etag,
+            "X-Linked-Size": str(served.size),
+            "ETag": served.etag,
+        })
+
+    def _next_fault(self, served: ServedFile) -> Fault | None:
+        with self._lock:
+            if not served.faults:
+                return None
+            fault = served.faults[0]
+            if fault.times is not None:
+                fault.times -= 1
+                if fault.times <= 0:
+                    served.faults.pop(0)
+            return fault
+
+    async def _send(self, request: web.Request, served: ServedFile) -> web.StreamResponse:
+        fault = self._next_fault(served)
+        if fault is not None and fault.kind == "status":
+            return _error(fault.status, f"injected HTTP {fault.status}")
+        start, end = 0, served.size - 1
+        status = 200
+        headers = {"ETag": served.etag, "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
+        wanted = request.headers.get("Range")
+        if_range = request.headers.get("If-Range")
+        if wanted and fault is not None and fault.kind == "no_length":
+            wanted = None
+        if wanted and (if_range is None or if_range == served.etag):
+            parsed = _parse_range(wanted, served.size)
+            if parsed is None:
+                return web.Response(status=416, headers={"Content-Range": f"bytes */{served.size}"})
+            start, end = parsed
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{end}/{served.size}"
+        response = web.StreamResponse(status=status, headers=headers)
+        if fault is not None and fault.kind == "no_length":
+            response.enable_chunked_encoding()
+        else:
+            response.content_length = end - start + 1
+        await response.prepare(request)
+        if request.method == "HEAD":
+            return response
+        await self._stream_body(request, response, served, start, end, fault)
+        return response
+
+    async def _stream_body(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        served: ServedFile,
+        start: int,
+        end: int,
+        fault: Fault | None,
+    ) -> None:
+        sent = 0
+        cut = fault.after_bytes if fault is not None and fault.kind in ("reset", "stall") else None
+        with served.source.open("rb") as handle:
+            handle.seek(start)
+            position = start
+            while position <= end:
+                rate = served.bytes_per_s
+                size = min(CHUNK_BYTES, end - position + 1)
+                if rate:
+                    size = min(size, max(1, int(rate * THROTTLE_SLICE_S)))
+                if cut is not None:
+                    size = min(size, cut - sent)
+                if size > 0:
+                    block = handle.read(size)
+                    if fault is not None and fault.kind == "corrupt":
+                        block = _corrupt(block, position)
+                    await response.write(block)
+                    sent += len(block)
+                    position += len(block)
+                    if rate:
+                        await asyncio.sleep(len(block) / rate)
+                if cut is not None and sent >= cut:
+                    await self._cut(request, fault)
+                    return
+        await response.write_eof()
+
+    @staticmethod
+    async def _cut(request: web.Request, fault: Fault) -> None:
+        transport = request.transport
+        for _ in range(100):
+            if transport is None or transport.get_write_buffer_size() == 0:
+                break
+            await asyncio.sleep(0.01)
+        if fault.kind == "stall":
+            await asyncio.sleep(fault.stall_s)
+        if transport is not None:
+            transport.abort()
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | None:
+    match = _RANGE.match(header.strip())
+    if match is None or not (match.group(1) or match.group(2)):
+        return None
+    first, last = match.groups()
+    if not first:
+        length = int(last)
+        return (max(0, size - length), size - 1) if length else None
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    return (start, end) if start < size and start <= end else None
+
+
+def _corrupt(block: bytes, position: int) -> bytes:
+    """Flip one byte past the GGUF magic so the file still looks like a model."""
+    index = max(0, 8 - position)
+    if index >= len(block):
+        return block
+    changed = bytearray(block)
+    changed[index] ^= 0xFF
+    return bytes(changed)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
