@@ -14,11 +14,11 @@ from rbee.common.audit import AuditLog
 from rbee.common.auth import Keyring, auth_middleware, reload_tokens
 from rbee.common.daemon import HEALTH, DaemonHealth, new_app, on_drain, on_reload
 from rbee.common.tunables import Timings
+from rbee.hive.app_keys import CATALOG, DOWNLOADER, SUPERVISOR
 from rbee.hive.catalog import ModelCatalog
-from rbee.hive.download_routes import add_download_routes
 from rbee.hive.downloads import Downloader, DownloadSettings
 from rbee.hive.queen_link import send_heartbeats
-from rbee.hive.routes import CATALOG, PUBLIC_PATHS, SUPERVISOR, add_routes
+from rbee.hive.routes import PUBLIC_PATHS, add_routes
 from rbee.hive.supervisor import SupervisorSettings, WorkerSupervisor
 
 
@@ -65,7 +65,7 @@ def build_app(settings: HiveSettings, timings: Timings, audit_log: AuditLog) -> 
     on_reload(app, supervisor.reload_all)
     app[HEALTH] = DaemonHealth(status=supervisor.status_line)
     add_routes(app)
-    add_download_routes(app, downloader)
+    app[DOWNLOADER] = downloader
     on_drain(app, lambda: supervisor.stop_all("hive stopping"))
     if settings.queen_url:
         app.cleanup_ctx.append(lambda _: _queen_heartbeats(settings, supervisor))

@@ -7,10 +7,9 @@ from aiohttp import web
 from rbee.common import sse
 from rbee.common.errors import ApiError, read_json_object
 from rbee.common.validation import check_identifier, check_model_ref
-from rbee.hive.downloads import Downloader, parse_sha256
-from rbee.hive.routes import CATALOG, SUPERVISOR
+from rbee.hive.app_keys import CATALOG, DOWNLOADER, SUPERVISOR
+from rbee.hive.downloads import parse_sha256
 
-DOWNLOADER = web.AppKey("downloader", Downloader)
 PROGRESS_INTERVAL_S = 0.25
 PROGRESS_PATH = "/v1/models/download/progress"
 
@@ -47,9 +46,8 @@ async def remove_model(request: web.Request) -> web.Response:
     return web.json_response({"removed": entry.name, "path": entry.path, "file_deleted": deleted})
 
 
-def add_download_routes(app: web.Application, downloader: Downloader) -> None:
-    """Register the download routes and the downloader they report on."""
-    app[DOWNLOADER] = downloader
+def add_download_routes(app: web.Application) -> None:
+    """Register the download routes (they use the app's DOWNLOADER)."""
     app.router.add_post("/v1/models/download", start_download)
     app.router.add_get(PROGRESS_PATH, download_progress)
     app.router.add_post("/v1/models/remove", remove_model)

@@ -22,11 +22,9 @@ from rbee.common.validation import (
     check_slots,
 )
 from rbee.hive import backends, preflight
-from rbee.hive.catalog import ModelCatalog
-from rbee.hive.supervisor import WorkerSupervisor
+from rbee.hive.app_keys import CATALOG, SUPERVISOR
+from rbee.hive.download_routes import add_download_routes
 
-CATALOG = web.AppKey("catalog", ModelCatalog)
-SUPERVISOR = web.AppKey("supervisor", WorkerSupervisor)
 WORKER_REPORTED_STATES = ("idle", "busy", "draining")
 
 
@@ -120,3 +118,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/models/list", list_models)
     app.router.add_get("/v1/backends", list_backends)
     app.router.add_get("/v1/resources", list_resources)
+    add_download_routes(app)
