@@ -23,6 +23,7 @@ DEFAULT_CTX_SIZE = 2048
 QUEEN_PEERS = ("hive", "worker")
 HIVE_PEERS = ("queen", "worker")
 WORKER_PEERS = ("hive",)
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 
 def _port(text: str) -> int:
@@ -82,6 +83,11 @@ def _queen_options(parser: argparse.ArgumentParser) -> None:
                         help="slots of each worker the queen asks for")
     parser.add_argument("--worker-ctx-size", type=_positive, default=DEFAULT_CTX_SIZE,
                         help="context tokens per slot of the local hive's workers")
+    parser.add_argument("--local-hive", action=argparse.BooleanOptionalAction, default=True,
+                        help="serve from a hive on this machine (node `localhost`); --no-local-hive "
+                        "routes only to the nodes of `rbee setup add-node`")
+    parser.add_argument("--advertise-url", default=None,
+                        help="URL the hives of other nodes send heartbeats to (default http://HOST:PORT)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -105,6 +111,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     hive.add_argument("--worker-port-start", type=_port, default=DEFAULT_WORKER_PORT)
     hive.add_argument("--ctx-size", type=_positive, default=DEFAULT_CTX_SIZE)
     hive.add_argument("--queen-url", default=None, help="queen to send heartbeats to")
+    hive.add_argument("--advertise-host", default=None,
+                      help="address the queen reaches this hive and its workers at "
+                      "(default: --host, or 127.0.0.1 when --host is a wildcard)")
     hive.set_defaults(func=run_hive)
 
     worker = sub.add_parser("worker", help="serve one GGUF model")
@@ -136,12 +145,24 @@ def run_queen(args: argparse.Namespace, start_hive: bool | None = None) -> int:
         worker_port_start=args.worker_port_start,
         worker_slots=args.worker_slots,
         worker_ctx_size=args.worker_ctx_size,
-        start_hive=args.start_hive if start_hive is None else start_hive,
+        start_hive=(args.start_hive if start_hive is None else start_hive) and args.local_hive,
         keyring=_keyring(args, "queen", QUEEN_PEERS, "queen"),
+        local_hive=args.local_hive,
+        advertise_url=_queen_url(args),
     )
     timings = load_timings()
     serve(build_app(settings, timings, _audit_log(settings.data_dir, timings)), args.host, args.port, "queen")
     return 0
+
+
+def _queen_url(args: argparse.Namespace) -> str:
+    """The queen's URL as hives on other nodes see it."""
+    from rbee.common.validation import check_http_url
+
+    if args.advertise_url:
+        return check_http_url("--advertise-url", args.advertise_url)
+    host = "127.0.0.1" if args.host in WILDCARD_HOSTS else args.host
+    return f"http://{host}:{args.port}"
 
 
 def run_up(args: argparse.Namespace) -> int:
@@ -165,10 +186,20 @@ def run_hive(args: argparse.Namespace) -> int:
         ctx_size=args.ctx_size,
         queen_url=args.queen_url,
         keyring=_keyring(args, "hive", HIVE_PEERS, "hive"),
+        advertise_host=_advertise_host(args),
     )
     timings = load_timings()
     serve(build_app(settings, timings, _audit_log(settings.data_dir, timings)), args.host, args.port, "hive")
     return 0
+
+
+def _advertise_host(args: argparse.Namespace) -> str:
+    """The hive's address as others see it: given, else the bind address unless it is a wildcard."""
+    from rbee.common.validation import check_node_name
+
+    if args.advertise_host:
+        return check_node_name("--advertise-host", args.advertise_host)
+    return "127.0.0.1" if args.host in WILDCARD_HOSTS else args.host
 
 
 def print_backends() -> int:

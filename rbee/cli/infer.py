@@ -17,7 +17,7 @@ import aiohttp
 from rbee.common import sse
 from rbee.common.errors import ApiError
 from rbee.common.secrets import SecretError, load_token
-from rbee.common.validation import MAX_TOKENS_LIMIT, check_model_ref
+from rbee.common.validation import MAX_TOKENS_LIMIT, check_model_ref, check_node_name
 
 DEFAULT_QUEEN_URL = "http://127.0.0.1:8080"
 EXIT_INTERRUPTED = 130
@@ -33,7 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     infer.add_argument("--seed", type=int, default=None)
     infer.add_argument("--ignore-eos", action="store_true",
                        help="keep generating past end-of-text (benchmarks)")
-    infer.add_argument("--node", default="localhost")
+    infer.add_argument("--node", default=None,
+                       help="node to run on (`localhost` or a name from `rbee setup list-nodes`; "
+                       "default: the queen chooses)")
     infer.add_argument("--backend", choices=["cpu", "cuda", "metal"], default="cpu",
                        help="run on this backend or fail (never a silent CPU fallback)")
     infer.add_argument("--queen", default=DEFAULT_QUEEN_URL, help="queen base URL")
@@ -61,7 +63,6 @@ def _task_body(args: argparse.Namespace) -> dict[str, object]:
     if not 0.0 <= args.temperature <= 2.0:
         raise InferFailed("--temperature must be between 0 and 2")
     body: dict[str, object] = {
-        "node": args.node,
         "model": args.model,
         "prompt": args.prompt,
         "max_tokens": args.max_tokens,
@@ -71,6 +72,8 @@ def _task_body(args: argparse.Namespace) -> dict[str, object]:
     }
     if args.seed is not None:
         body["seed"] = args.seed
+    if args.node is not None:
+        body["node"] = check_node_name("--node", args.node)
     return body
 
 

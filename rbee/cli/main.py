@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from rbee import __version__
-from rbee.cli import audit, daemons, infer, models
+from rbee.cli import audit, daemons, infer, models, setup
 from rbee.common.errors import ApiError
 from rbee.common.tunables import TunableError
 from rbee.worker.faults import FaultsRefused
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     daemons.register(sub)
     audit.register(sub)
     models.register(sub)
+    setup.register(sub)
     return parser
 
 

@@ -68,6 +68,11 @@ class Keyring:
             parts.append(f"{role}={token.fingerprint} ({token.source})" if token else f"{role}=none")
         return ", ".join(parts)
 
+    def secret(self, role: str) -> str | None:
+        """The token of `role`, to hand to a daemon this one starts on another node (never to log)."""
+        token = self._tokens.get(role)
+        return token.value if token else None
+
     def headers_for(self, role: str) -> dict[str, str]:
         """The Authorization header for a call to a `role` daemon ({} when no token is known)."""
         token = self._tokens.get(role)

@@ -44,6 +44,8 @@ class Timings:
     """How long in-flight work may finish after a stop was asked for."""
     sigterm_grace_s: float = 10.0
     """How long a child may take to exit after SIGTERM before SIGKILL."""
+    failed_node_cooldown_s: float = 30.0
+    """A node whose hive could not be started is passed over this long by requests naming no node."""
     request_deadline_s: float = 300.0
     """Deadline the queen gives a request that arrives without `X-Request-Deadline`."""
     worker_threads: int = 0

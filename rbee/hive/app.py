@@ -33,11 +33,13 @@ class HiveSettings:
     ctx_size: int
     queen_url: str | None
     keyring: Keyring
+    advertise_host: str = "127.0.0.1"
+    """The address the queen and the workers use to reach this hive and its workers."""
 
     @property
     def url(self) -> str:
         """How the queen and the workers reach this hive."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.advertise_host}:{self.port}"
 
 
 def build_app(settings: HiveSettings, timings: Timings, audit_log: AuditLog) -> web.Application:
@@ -52,6 +54,8 @@ def build_app(settings: HiveSettings, timings: Timings, audit_log: AuditLog) -> 
         SupervisorSettings(
             hive_url=settings.url,
             data_dir=settings.data_dir,
+            worker_host=settings.host,
+            advertise_host=settings.advertise_host,
             worker_port_start=settings.worker_port_start,
             ctx_size=settings.ctx_size,
             keyring=settings.keyring,

@@ -36,6 +36,10 @@ class SupervisorSettings:
 
     hive_url: str
     data_dir: Path
+    worker_host: str
+    """Address workers bind (the hive's own bind address)."""
+    advertise_host: str
+    """Address the queen uses to reach the workers."""
     worker_port_start: int
     ctx_size: int
     keyring: Keyring
@@ -104,7 +108,8 @@ class WorkerSupervisor:
                 headers={"Retry-After": str(int(self.timings.restart_window_s))},
             )
         need = await asyncio.to_thread(self._preflight, model, slots, backend, device)
-        record = WorkerRecord(f"w-{uuid.uuid4().hex[:10]}", model, 0, slots, need=need)
+        record = WorkerRecord(f"w-{uuid.uuid4().hex[:10]}", model, 0, slots, need=need,
+                              host=self.settings.advertise_host)
         process = await self._launch(record)
         owner = WorkerOwner(record, self._launch, self.policy, self.timings, self._audit)
         self._owners[record.worker_id] = owner
@@ -137,11 +142,13 @@ class WorkerSupervisor:
     async def _launch(self, record: WorkerRecord) -> asyncio.subprocess.Process:
         async with self._port_lock:
             taken = {o.record.port for o in self._owners.values() if o.record is not record}
-            if not (record.port and record.port not in taken and port_is_free(record.port)):
-                record.port = next_free_port(self.settings.worker_port_start, taken)
+            host = self.settings.worker_host
+            if not (record.port and record.port not in taken and port_is_free(record.port, host)):
+                record.port = next_free_port(self.settings.worker_port_start, taken, host)
             args = [
                 sys.executable, "-m", "rbee", "worker",
                 "--model", record.model.path,
+                "--host", self.settings.worker_host,
                 "--port", str(record.port),
                 "--worker-id", record.worker_id,
                 "--hive-url", self.settings.hive_url,

@@ -46,11 +46,13 @@ class WorkerRecord:
     slots_free: int = 0
     last_heartbeat_at: float | None = None
     need: Need | None = None
+    host: str = "127.0.0.1"
+    """The address the queen reaches the worker at."""
 
     @property
     def url(self) -> str:
         """Where the worker serves HTTP."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def to_wire(self) -> dict[str, Any]:
         """JSON form for /v1/workers/list."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +17,14 @@ from rbee.common.daemon import HEALTH, DaemonHealth, new_app, on_drain, on_reloa
 from rbee.common.tunables import Timings
 from rbee.queen.dispatch import Dispatcher
 from rbee.queen.hive_client import HiveClient
+from rbee.queen.hive_directory import HiveDirectory
 from rbee.queen.hive_registry import HiveRegistry
 from rbee.queen.local_hive import LocalHive
+from rbee.queen.node_registry import NodeRegistry
 from rbee.queen.placement import Placement
 from rbee.queen.rate_limits import RateLimiter, client_limits, failure_throttle
+from rbee.queen.registry_routes import NODES, NodeService, add_registry_routes, ssh_connector
+from rbee.queen.remote_hive import TUNABLE_ENV, RemoteHive, RemoteLaunch
 from rbee.queen.routes import (
     DISPATCHER,
     HIVES,
@@ -30,6 +35,7 @@ from rbee.queen.routes import (
     TIMINGS,
     add_routes,
 )
+from rbee.queen.ssh_preflight import SshPreflight
 from rbee.queen.worker_registry import WorkerRegistry
 
 
@@ -46,6 +52,10 @@ class QueenSettings:
     worker_ctx_size: int
     start_hive: bool
     keyring: Keyring
+    local_hive: bool = True
+    """Serve node `localhost` from a hive on this machine."""
+    advertise_url: str = ""
+    """The URL hives on other nodes send heartbeats to."""
 
 
 async def build_app(settings: QueenSettings, timings: Timings, audit_log: AuditLog) -> web.Application:
@@ -61,14 +71,24 @@ async def build_app(settings: QueenSettings, timings: Timings, audit_log: AuditL
     ])
     app.on_cleanup.append(lambda _: asyncio.to_thread(audit_log.close))
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=5))
-    hive_url = f"http://127.0.0.1:{settings.hive_port}"
-    client = HiveClient(hive_url, session, lambda: keyring.headers_for("hive"))
-    hive = LocalHive(client, settings)
+    hive_auth = lambda: keyring.headers_for("hive")  # noqa: E731
+    local = LocalHive(HiveClient(f"http://127.0.0.1:{settings.hive_port}", session, hive_auth), settings)
+    ssh = ssh_connector(settings.data_dir)
+    launch = RemoteLaunch(settings.advertise_url, keyring, settings.worker_ctx_size,
+                          {name: os.environ[name] for name in TUNABLE_ENV if name in os.environ})
+    nodes = NodeRegistry(settings.data_dir / "nodes.sqlite")
+    hive_grace = timings.drain_budget_s + 2 * timings.sigterm_grace_s
+    directory = HiveDirectory(
+        local if settings.local_hive else None,
+        nodes,
+        lambda spec: RemoteHive(spec, HiveClient(spec.hive_url, session, hive_auth), ssh, launch),
+        hive_grace,
+    )
     on_reload(app, reload_tokens(keyring, audit))
-    on_reload(app, hive.reload)
+    on_reload(app, directory.reload)
     hives = HiveRegistry(timings, audit)
     registry = WorkerRegistry()
-    placement = Placement(hive, hives, registry, settings.worker_slots, timings)
+    placement = Placement(directory, hives, registry, settings.worker_slots, timings)
     dispatcher = Dispatcher(placement, session, lambda: keyring.headers_for("worker"), audit)
     app[REGISTRY] = registry
     app[HIVES] = hives
@@ -79,24 +99,25 @@ async def build_app(settings: QueenSettings, timings: Timings, audit_log: AuditL
         status=lambda: f"{len(hives.all())} hives, {len(registry.all())} workers, "
         f"{dispatcher.running_count} tasks running"
     )
+    app[NODES] = NodeService(nodes, SshPreflight(ssh), audit, directory.forget)
+    app.on_cleanup.append(lambda _: asyncio.to_thread(nodes.close))
     add_routes(app)
+    add_registry_routes(app)
     on_drain(app, lambda: dispatcher.drain(timings.drain_budget_s))
-    hive_grace = timings.drain_budget_s + 2 * timings.sigterm_grace_s
-    app.cleanup_ctx.append(lambda _: _lifetime(hive, hives, session, settings.start_hive, hive_grace))
+    app.cleanup_ctx.append(lambda _: _lifetime(directory, hives, session, settings.start_hive))
     return app
 
 
 async def _lifetime(
-    hive: LocalHive,
+    directory: HiveDirectory,
     hives: HiveRegistry,
     session: aiohttp.ClientSession,
     start_hive: bool,
-    hive_grace_s: float,
 ) -> AsyncIterator[None]:
     watcher = asyncio.create_task(hives.watch(), name="hive-staleness")
-    if start_hive:
-        await hive.ensure_running()
+    if start_hive and directory.local is not None:
+        await directory.local.ensure_running()
     yield
     watcher.cancel()
-    await hive.stop(hive_grace_s)
+    await directory.stop_all()
     await session.close()

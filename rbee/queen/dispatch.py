@@ -62,6 +62,8 @@ class Task:
     correlation_id: str
     deadline: Deadline
     backend: str = "cpu"
+    node: str | None = None
+    """The node to run on; None lets the queen choose."""
 
 
 class Dispatcher:
@@ -145,7 +147,7 @@ class Dispatcher:
                 async with AsyncExitStack() as stack:
                     try:
                         async with asyncio.timeout(deadline.remaining_s()):
-                            placed = self._placement.worker_for(model, task.backend)
+                            placed = self._placement.worker_for(model, task.backend, task.node)
                             worker = await stack.enter_async_context(placed)
                     except TimeoutError as exc:
                         raise deadlines.expired() from exc

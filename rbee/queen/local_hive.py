@@ -17,6 +17,7 @@ from rbee.queen.hive_client import HiveClient
 
 log = logging.getLogger(__name__)
 HIVE_START_TIMEOUT_S = 30.0
+LOCAL_NODE = "localhost"
 
 
 class LocalHiveSettings(Protocol):
@@ -34,6 +35,7 @@ class LocalHive:
     """Owns the lifecycle of a hive process the queen started itself."""
 
     def __init__(self, client: HiveClient, settings: LocalHiveSettings) -> None:
+        self.name = LOCAL_NODE
         self.client = client
         self._settings = settings
         self._data_dir = settings.data_dir / "hive"

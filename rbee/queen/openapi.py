@@ -19,7 +19,9 @@ ERROR_STATUSES = {
     "400": "invalid request (validation)",
     "401": "missing or invalid bearer token",
     "404": "unknown model, node, task or worker",
+    "409": "conflict (a node of that name exists)",
     "413": "request body too large",
+    "422": "the node failed SSH preflight (host key, key, rbee install)",
     "429": "rate limited (see Retry-After)",
     "503": "unavailable, draining, or no free slot (see Retry-After)",
     "504": "deadline exceeded",
@@ -122,6 +124,39 @@ _HEARTBEAT = {
 }
 
 
+_NODE_NAME = {"type": "string", "minLength": 1, "maxLength": 253}
+_NODE_FIELDS = {
+    "name": _NODE_NAME,
+    "ssh_host": _NODE_NAME,
+    "ssh_port": {"type": "integer", "minimum": 1, "maximum": 65535},
+    "ssh_user": {"type": "string", "minLength": 1, "maxLength": 32},
+    "ssh_key": {"type": "string", "minLength": 1, "maxLength": 4096,
+                "description": "absolute path of a private key file on the queen's machine"},
+    "install_path": {"type": "string", "minLength": 1, "maxLength": 4096,
+                     "description": "rbee's prefix on the node; the queen runs <install_path>/bin/rbee"},
+    "hive_port": {"type": "integer", "minimum": 1, "maximum": 65535,
+                  "description": "port of the node's hive (default 9200)"},
+    "hive_data_dir": {"type": "string", "maxLength": 4096,
+                      "description": "the hive's data dir on the node (default <install_path>/var/hive)"},
+}
+_NODE_ADD = {
+    "type": "object",
+    "required": ["name", "ssh_host", "ssh_user", "ssh_key"],
+    "properties": {**_NODE_FIELDS, "update": {"type": "boolean"}, "accept_new_host_key": {"type": "boolean"}},
+}
+_NODE = {
+    "type": "object",
+    "required": [*_NODE_FIELDS, "added_at", "preflight"],
+    "properties": {**_NODE_FIELDS, "added_at": {"type": "string"}, "preflight": {"type": "object"}},
+}
+_NODE_ADDED = {"type": "object", "required": ["node", "replaced"],
+               "properties": {"node": _NODE, "replaced": {"type": "boolean"}}}
+_NODE_LIST = {"type": "object", "required": ["nodes"],
+              "properties": {"nodes": {"type": "array", "items": _NODE}}}
+_NODE_REMOVE = {"type": "object", "required": ["name"], "properties": {"name": _NODE_NAME}}
+_NODE_REMOVED = {"type": "object", "required": ["removed"], "properties": {"removed": {"type": "string"}}}
+
+
 def _errors(*statuses: str) -> dict[str, Any]:
     return {
         status: {"description": ERROR_STATUSES[status],
@@ -200,6 +235,22 @@ def document() -> dict[str, Any]:
                                       "properties": {"worker_id": {"type": "string", "maxLength": 63}}}),
                 "responses": {**_ok("stopping", {JSON: {"schema": {"type": "object"}}}, "202"),
                               **_errors("400", "401", "404", "413", "429", "503")},
+            }},
+            "/v2/registry/beehives/add": {"post": {
+                "summary": "register a node after an SSH preflight (update: replace one of that name)",
+                "requestBody": _body(_NODE_ADD),
+                "responses": {**_ok("registered", {JSON: {"schema": _NODE_ADDED}}, "201"),
+                              **_errors("400", "401", "409", "413", "422", "429", "503", "504")},
+            }},
+            "/v2/registry/beehives/list": {"get": {
+                "summary": "every registered node with its last preflight",
+                "responses": {**_ok("nodes", {JSON: {"schema": _NODE_LIST}}), **_errors("401", "429")},
+            }},
+            "/v2/registry/beehives/remove": {"post": {
+                "summary": "forget a node",
+                "requestBody": _body(_NODE_REMOVE),
+                "responses": {**_ok("removed", {JSON: {"schema": _NODE_REMOVED}}),
+                              **_errors("400", "401", "404", "413", "429")},
             }},
             "/v2/heartbeat": {"post": {
                 "summary": "a hive reports itself and its workers (internal)",

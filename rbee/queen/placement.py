@@ -1,17 +1,25 @@
-"""Choosing a worker for a request: reuse a serving one, else have the hive spawn one."""
+"""Choosing a worker for a request: reuse a serving one, else have a node's hive spawn one.
+
+A request names a node, or leaves the choice to the queen. Without a node, every node whose
+hive is not stale is a candidate: a serving worker with a free slot anywhere wins; otherwise a
+worker is spawned on the first node (`localhost` first, then the registered nodes by name)
+whose hive answers or can be started. A node whose hive could not be started is passed over
+for `failed_node_cooldown_s` so one dead machine does not slow every request down.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from rbee.common.errors import ApiError
 from rbee.common.tunables import Timings
+from rbee.queen.hive_directory import HiveDirectory, HiveHandle
 from rbee.queen.hive_registry import HiveRegistry
-from rbee.queen.local_hive import LocalHive
 from rbee.queen.worker_registry import PENDING_STATES, ROUTABLE_STATES, WorkerRegistry, WorkerView
 
 log = logging.getLogger(__name__)
@@ -23,67 +31,106 @@ class Placement:
 
     def __init__(
         self,
-        hive: LocalHive,
+        directory: HiveDirectory,
         hives: HiveRegistry,
         registry: WorkerRegistry,
         worker_slots: int,
         timings: Timings,
     ) -> None:
-        self._hive = hive
+        self._directory = directory
         self._hives = hives
         self._registry = registry
         self._worker_slots = worker_slots
         self._timings = timings
         self._model_locks: dict[str, asyncio.Lock] = {}
+        self._failed_until: dict[str, float] = {}
+
+    def _stale(self, handle: HiveHandle) -> ApiError | None:
+        if not self._hives.is_stale(handle.client.base_url):
+            return None
+        return ApiError(
+            503,
+            "NODE_STALE",
+            f"the hive of node {handle.name} missed its heartbeats; not routing to it",
+            {"hive_url": handle.client.base_url, "node": handle.name},
+            headers={"Retry-After": str(max(1, int(self._timings.heartbeat_interval_s)))},
+        )
+
+    async def _sync(self, handle: HiveHandle) -> None:
+        """Start the node's hive when needed and take its worker list as the truth."""
+        stale = self._stale(handle)
+        if stale is not None:
+            raise stale
+        await handle.ensure_running()
+        self._registry.sync(handle.client.base_url, await handle.client.list_workers())
 
     async def refresh(self) -> None:
         """Bring the registry up to date with the local hive (starting it when needed)."""
-        url = self._hive.client.base_url
-        if self._hives.is_stale(url):
-            raise ApiError(
-                503,
-                "NODE_STALE",
-                "the hive of this node missed its heartbeats; not routing to it",
-                {"hive_url": url},
-                headers={"Retry-After": str(max(1, int(self._timings.heartbeat_interval_s)))},
-            )
-        await self._hive.ensure_running()
-        self._registry.sync(url, await self._hive.client.list_workers())
+        if self._directory.local is not None:
+            await self._sync(self._directory.local)
+
+    async def _usable(self, node: str | None) -> list[HiveHandle]:
+        """The nodes a request may use: the one it names, or every node not stale."""
+        if node is not None:
+            handle = await self._directory.get(node)
+            await self._sync(handle)
+            return [handle]
+        handles = [h for h in await self._directory.all() if self._stale(h) is None]
+        if not handles:
+            raise ApiError(503, "NO_NODE_AVAILABLE",
+                           "no node can serve: every node's hive missed its heartbeats, or none is "
+                           "registered (`rbee setup add-node`)", headers={"Retry-After": "1"})
+        if self._directory.local in handles:
+            await self._sync(self._directory.local)
+        return handles
 
     async def stop_worker(self, worker_id: str) -> dict[str, Any]:
         """Drain and stop a worker through its hive."""
         await self.refresh()
-        if self._registry.get(worker_id) is None:
+        worker = self._registry.get(worker_id)
+        handle = self._directory.by_url(worker.hive_url) if worker else None
+        if worker is not None and handle is None:
+            await self._directory.all()
+            handle = self._directory.by_url(worker.hive_url)
+        if handle is None:
             raise ApiError(404, "WORKER_NOT_FOUND", "no worker with this id is known")
-        return await self._hive.client.stop_worker(worker_id)
+        return await handle.client.stop_worker(worker_id)
 
     async def hive_models(self) -> list[dict[str, Any]]:
-        """The models in the hive's catalog."""
-        return await self._hive.client.list_models()
+        """The models in the catalogs of every node that answers."""
+        handles = await self._usable(None)
+        alive = await asyncio.gather(*(h.client.is_alive() for h in handles))
+        answers = await asyncio.gather(*(h.client.list_models() for h, up in zip(handles, alive, strict=True)
+                                         if up), return_exceptions=True)
+        return [entry for answer in answers if isinstance(answer, list) for entry in answer]
 
     @asynccontextmanager
-    async def worker_for(self, model: str, backend: str = "cpu") -> AsyncIterator[WorkerView]:
-        """Hold a slot's worth of a worker of `model` on `backend` for the duration of the block."""
-        worker = await self._choose(model, backend)
+    async def worker_for(
+        self, model: str, backend: str = "cpu", node: str | None = None
+    ) -> AsyncIterator[WorkerView]:
+        """Hold a slot's worth of a worker of `model` on `backend` (on `node`, when given)."""
+        worker = await self._choose(model, backend, node)
         self._registry.acquire(worker.worker_id)
         try:
             yield worker
         finally:
             self._registry.release(worker.worker_id)
 
-    async def _choose(self, model: str, backend: str) -> WorkerView:
+    async def _choose(self, model: str, backend: str, node: str | None) -> WorkerView:
         lock = self._model_locks.setdefault(model, asyncio.Lock())
         async with lock:
-            await self.refresh()
-            worker = self._registry.pick(model, backend)
+            handles = await self._usable(node)
+            urls = {h.client.base_url for h in handles}
+            worker = self._registry.pick(model, backend, urls)
             if worker is not None:
                 return worker
-            workers = self._registry.for_model(model, backend)
-            if not workers:
-                return await self._spawn(model, backend)
+            workers = self._registry.for_model(model, backend, urls)
             pending = [w for w in workers if w.state in PENDING_STATES]
             if pending:
-                return await self._wait_serving(pending[0].worker_id)
+                return await self._wait_serving(self._by_url(handles, pending[0].hive_url),
+                                                pending[0].worker_id)
+            if not workers:
+                return await self._spawn(model, backend, handles, explicit=node is not None)
         raise ApiError(
             503,
             "ALL_SLOTS_BUSY",
@@ -92,17 +139,40 @@ class Placement:
             headers={"Retry-After": "1"},
         )
 
-    async def _spawn(self, model: str, backend: str) -> WorkerView:
-        record = await self._hive.client.spawn_worker(model, self._worker_slots, backend)
-        log.info("hive spawned worker %s for %s", record["worker_id"], model)
-        return await self._wait_serving(record["worker_id"])
+    @staticmethod
+    def _by_url(handles: list[HiveHandle], hive_url: str) -> HiveHandle:
+        return next(h for h in handles if h.client.base_url == hive_url)
 
-    async def _wait_serving(self, worker_id: str) -> WorkerView:
+    async def _spawn(
+        self, model: str, backend: str, handles: list[HiveHandle], explicit: bool
+    ) -> WorkerView:
+        """Spawn on the first node whose hive answers or starts (the named one when explicit)."""
+        failure: ApiError | None = None
+        now = time.monotonic()
+        for handle in handles:
+            if not explicit and self._failed_until.get(handle.name, 0.0) > now:
+                continue
+            try:
+                await handle.ensure_running()
+            except ApiError as exc:
+                if explicit:
+                    raise
+                log.warning("node %s cannot serve now (%s); trying the next node", handle.name, exc.code)
+                self._failed_until[handle.name] = now + self._timings.failed_node_cooldown_s
+                failure = exc
+                continue
+            self._failed_until.pop(handle.name, None)
+            record = await handle.client.spawn_worker(model, self._worker_slots, backend)
+            log.info("hive of node %s spawned worker %s for %s", handle.name, record["worker_id"], model)
+            return await self._wait_serving(handle, record["worker_id"])
+        raise failure or ApiError(503, "NO_NODE_AVAILABLE", "no node's hive answers or could be started",
+                                  headers={"Retry-After": "1"})
+
+    async def _wait_serving(self, handle: HiveHandle, worker_id: str) -> WorkerView:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timings.loading_timeout_s
-        url = self._hive.client.base_url
         while loop.time() < deadline:
-            self._registry.sync(url, await self._hive.client.list_workers())
+            self._registry.sync(handle.client.base_url, await handle.client.list_workers())
             worker = self._registry.get(worker_id)
             if worker is None or worker.state not in (*PENDING_STATES, *ROUTABLE_STATES):
                 raise ApiError(

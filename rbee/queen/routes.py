@@ -36,14 +36,7 @@ PLACEMENT = web.AppKey("placement", Placement)
 REGISTRY = web.AppKey("registry", WorkerRegistry)
 HIVES = web.AppKey("hives", HiveRegistry)
 TIMINGS = web.AppKey("timings", Timings)
-LOCAL_NODE = "localhost"
 BUILTIN_MODELS = ("default",)
-
-
-def _check_node(body: dict[str, Any]) -> None:
-    node = check_node_name("node", body.get("node", LOCAL_NODE))
-    if node != LOCAL_NODE:
-        raise ApiError(404, "NODE_NOT_FOUND", "no node of that name is registered")
 
 
 async def health(request: web.Request) -> web.Response:
@@ -59,14 +52,15 @@ async def openapi_document(request: web.Request) -> web.Response:
 async def create_task(request: web.Request) -> web.StreamResponse:
     """POST /v2/tasks: run a prompt and stream native events."""
     body = await read_json_object(request)
-    _check_node(body)
+    node = check_node_name("node", body["node"]) if body.get("node") is not None else None
     model = check_model_ref(body.get("model"))
     worker_body = {"prompt": parse_prompt(body), **parse_sampling(body).to_wire()}
     dispatcher = request.app[DISPATCHER]
     task_id = dispatcher.new_task_id()
     deadline = _deadline(request)
     backend = check_choice("backend", body.get("backend", "cpu"), BACKENDS)
-    run = dispatcher.run(Task(model, task_id, worker_body, correlation_id_of(request), deadline, backend))
+    task = Task(model, task_id, worker_body, correlation_id_of(request), deadline, backend, node)
+    run = dispatcher.run(task)
     async with aclosing(run) as events:
         first = await _first_event(events)
         response = await sse.open_stream(request)

@@ -6,6 +6,7 @@ worker id, and survive refreshes.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,13 +89,18 @@ class WorkerRegistry:
         """The worker with this id, if known."""
         return self._workers.get(worker_id)
 
-    def for_model(self, model: str, backend: str = "cpu") -> list[WorkerView]:
-        """Workers serving `model` on `backend`, in any state."""
-        return [w for w in self._workers.values() if w.model == model and w.backend == backend]
+    def for_model(
+        self, model: str, backend: str = "cpu", hive_urls: Collection[str] | None = None
+    ) -> list[WorkerView]:
+        """Workers serving `model` on `backend`, in any state (only of `hive_urls` when given)."""
+        return [w for w in self._workers.values() if w.model == model and w.backend == backend
+                and (hive_urls is None or w.hive_url in hive_urls)]
 
-    def pick(self, model: str, backend: str = "cpu") -> WorkerView | None:
+    def pick(
+        self, model: str, backend: str = "cpu", hive_urls: Collection[str] | None = None
+    ) -> WorkerView | None:
         """The least-loaded serving worker of `model` on `backend` with a free slot."""
-        candidates = [w for w in self.for_model(model, backend) if self.has_free_slot(w)]
+        candidates = [w for w in self.for_model(model, backend, hive_urls) if self.has_free_slot(w)]
         return min(candidates, key=lambda w: self.in_flight(w.worker_id) / w.slots, default=None)
 
     def all(self) -> list[WorkerView]:

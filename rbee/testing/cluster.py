@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,13 +66,17 @@ class Daemon:
     hive_url: str | None = None
     process: subprocess.Popen | None = None
     seen_descendants: set[int] = field(default_factory=set)
+    prefix: list[str] = field(default_factory=list)
+    """Prepended to the command line, e.g. `ip netns exec <ns>` (which execs, so the PID stays real)."""
+    probe: Callable[[str], tuple[int, dict]] = http_json
+    """How `wait_healthy` GETs the health URL, e.g. a client inside a network namespace."""
 
     def start(self, env: dict[str, str] | None = None) -> Daemon:
         """Start the process with output appended to its log file."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log_file:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "rbee", *self.args],
+                [*self.prefix, sys.executable, "-m", "rbee", *self.args],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -93,7 +98,7 @@ class Daemon:
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
         """Block until the health endpoint answers 200, or raise with the log's tail."""
-        if not wait_until(lambda: self._exited() or http_json(self.health_url)[0] == 200, timeout):
+        if not wait_until(lambda: self._exited() or self.probe(self.health_url)[0] == 200, timeout):
             raise RuntimeError(f"{self.args[0]} not healthy in {timeout}s:\n{self.log_tail()}")
         if self._exited():
             raise RuntimeError(f"{self.args[0]} exited early:\n{self.log_tail()}")

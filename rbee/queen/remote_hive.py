@@ -1,0 +1,183 @@
+"""The hive of a registered node: started over SSH when it does not answer, stopped with the queen.
+
+The queen uploads the tokens the hive needs (mode 0600, into `<data dir>/tokens/` on the node),
+starts `<install_path>/bin/rbee hive` detached from the SSH session, remembers its PID, and
+waits until it answers. Only a hive this queen started is stopped by it (SIGTERM over SSH, then
+SIGKILL after the grace); one started by systemd or Nomad on the node is merely used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import shlex
+from dataclasses import dataclass, fields
+
+from rbee.common.auth import Keyring
+from rbee.common.errors import ApiError
+from rbee.common.secrets import ROLES
+from rbee.common.tunables import Timings, env_name
+from rbee.queen.hive_client import HiveClient
+from rbee.queen.node_registry import NodeSpec
+from rbee.queen.ssh import SshConnector, SshError
+
+log = logging.getLogger(__name__)
+HIVE_START_TIMEOUT_S = 30.0
+START_POLL_S = 0.1
+TUNABLE_ENV = tuple(env_name(item.name) for item in fields(Timings))
+"""The tunables a remote hive inherits from the queen's environment (never a token variable)."""
+
+
+@dataclass(frozen=True)
+class RemoteLaunch:
+    """What every remote hive is started with."""
+
+    queen_url: str
+    keyring: Keyring
+    ctx_size: int
+    tunables: dict[str, str]
+
+
+def bind_host(spec: NodeSpec) -> str:
+    """The node's hive binds the address the queen dials when that is an IP literal, else all."""
+    try:
+        ipaddress.ip_address(spec.ssh_host)
+    except ValueError:
+        return "0.0.0.0"
+    return spec.ssh_host
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class RemoteHive:
+    """Owns the lifecycle of the hive this queen starts on one node over SSH."""
+
+    def __init__(self, spec: NodeSpec, client: HiveClient, ssh: SshConnector, launch: RemoteLaunch) -> None:
+        self.name = spec.name
+        self.spec = spec
+        self.client = client
+        self._ssh = ssh
+        self._launch = launch
+        self._pid: int | None = None
+        self._lock = asyncio.Lock()
+
+    async def ensure_running(self) -> None:
+        """Start the node's hive over SSH unless it answers, and wait until it does."""
+        async with self._lock:
+            if await self.client.is_alive():
+                return
+            self._pid = await asyncio.to_thread(self._start_blocking)
+            log.info("started the hive of node %s over SSH (remote pid %d)", self.name, self._pid)
+            await self._wait_alive()
+
+    def _token_flags(self) -> list[str]:
+        keyring, tokens = self._launch.keyring, f"{self.spec.data_dir}/tokens"
+        flags = []
+        for role in ROLES:
+            if keyring.secret(role) is not None:
+                flag = "--token-file" if role == "hive" else f"--{role}-token-file"
+                flags += [flag, f"{tokens}/{role}.token"]
+        return flags
+
+    def command(self) -> str:
+        """The shell command that starts the hive detached and prints its PID."""
+        spec, launch = self.spec, self._launch
+        data = spec.data_dir
+        argv = [
+            spec.rbee_command, "hive",
+            "--host", bind_host(spec), "--advertise-host", spec.ssh_host,
+            "--port", str(spec.hive_port), "--data-dir", data,
+            "--queen-url", launch.queen_url, "--ctx-size", str(launch.ctx_size),
+            *self._token_flags(),
+        ]
+        env = [f"{name}={value}" for name, value in sorted(launch.tunables.items())]
+        quoted = " ".join(shlex.quote(part) for part in ["env", *env, "setsid", "nohup", *argv])
+        log_file = shlex.quote(f"{data}/logs/hive.log")
+        return f"cd / && {quoted} >> {log_file} 2>&1 < /dev/null & echo $!"
+
+    def _start_blocking(self) -> int:
+        spec, keyring = self.spec, self._launch.keyring
+        if keyring.secret("hive") is None and not _is_loopback(bind_host(spec)):
+            raise ApiError(
+                503, "NODE_NEEDS_TOKENS",
+                f"the hive of node {self.name} would listen on {bind_host(spec)}, which needs a token: "
+                "start the queen with --hive-token-file and --worker-token-file (and --token-file)",
+                {"node": self.name})
+        data = shlex.quote(spec.data_dir)
+        with self._ssh.session(spec) as session:
+            prepared = session.run(f"mkdir -p {data}/logs && mkdir -p -m 700 {data}/tokens")
+            if prepared.exited != 0:
+                raise SshError(
+                    503, "HIVE_START_FAILED",
+                    f"cannot create the hive's data dir {spec.data_dir} on {spec.ssh_host} as "
+                    f"{spec.ssh_user}; give --hive-data-dir of a writable folder", "start",
+                    node=self.name)
+            for role in ROLES:
+                secret = keyring.secret(role)
+                if secret is not None:
+                    session.write_private(f"{spec.data_dir}/tokens/{role}.token", secret + "\n")
+            started = session.run(self.command())
+        pid = started.stdout.strip()
+        if started.exited != 0 or not pid.isdigit():
+            raise SshError(
+                503, "HIVE_START_FAILED",
+                f"could not start rbee hive on {spec.ssh_host} (exit {started.exited}); "
+                f"see {spec.data_dir}/logs/hive.log on the node", "start", node=self.name)
+        return int(pid)
+
+    async def _wait_alive(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HIVE_START_TIMEOUT_S
+        while loop.time() < deadline:
+            if await self.client.is_alive():
+                return
+            await asyncio.sleep(START_POLL_S)
+        raise ApiError(
+            503, "HIVE_UNAVAILABLE",
+            f"the hive of node {self.name} did not answer at {self.client.base_url} within "
+            f"{HIVE_START_TIMEOUT_S:.0f} s; see {self.spec.data_dir}/logs/hive.log on the node",
+            {"node": self.name})
+
+    def reload(self) -> None:
+        """SIGHUP: upload the queen's current tokens again and have the hive re-read them."""
+        if self._pid is not None:
+            asyncio.get_running_loop().run_in_executor(None, self._reload_blocking, self._pid)
+
+    def _reload_blocking(self, pid: int) -> None:
+        try:
+            with self._ssh.session(self.spec) as session:
+                for role in ROLES:
+                    secret = self._launch.keyring.secret(role)
+                    if secret is not None:
+                        session.write_private(f"{self.spec.data_dir}/tokens/{role}.token", secret + "\n")
+                session.run(f"kill -HUP {pid}")
+        except ApiError as exc:
+            log.warning("could not pass SIGHUP to the hive of node %s: %s", self.name, exc.message)
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop the hive this queen started (it drains and stops its workers first)."""
+        pid, self._pid = self._pid, None
+        if pid is None:
+            return
+        try:
+            await asyncio.to_thread(self._stop_blocking, pid, grace_s)
+        except ApiError as exc:
+            log.warning("could not stop the hive of node %s (remote pid %d): %s", self.name, pid, exc.message)
+
+    def _stop_blocking(self, pid: int, grace_s: float) -> None:
+        polls = max(1, int(grace_s / START_POLL_S))
+        script = (
+            f"kill -TERM {pid} 2>/dev/null || exit 0; "
+            f"for i in $(seq {polls}); do kill -0 {pid} 2>/dev/null || exit 0; sleep {START_POLL_S}; done; "
+            f"kill -KILL {pid}; echo killed"
+        )
+        with self._ssh.session(self.spec) as session:
+            result = session.run(script, timeout=grace_s + self._ssh.timings.command_timeout_s)
+        verdict = "SIGKILL after the grace" if "killed" in result.stdout else "stopped"
+        log.info("hive of node %s (remote pid %d): %s", self.name, pid, verdict)
