@@ -50,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 class _Progress:
     task_id: str | None = None
     first_token_at: float | None = None
+    served_by: str = ""
 
 
 class InferFailed(Exception):
@@ -94,6 +95,7 @@ async def _stream(args: argparse.Namespace, progress: _Progress, headers: dict[s
                 kind = event.get("type")
                 if kind == "started":
                     progress.task_id = event["task_id"]
+                    progress.served_by = f"node {event.get('node')}, worker {event.get('worker_id')}"
                 elif kind == "token":
                     progress.first_token_at = progress.first_token_at or time.monotonic()
                     sys.stdout.write(event["token"])
@@ -111,7 +113,8 @@ def _print_stats(end: dict[str, object], started: float, progress: _Progress) ->
     first = progress.first_token_at or time.monotonic()
     print(
         f"[{end['tokens_out']} tokens, stop: {end['stop_reason']}, time to first token "
-        f"{(first - started) * 1000:.0f} ms, {end.get('tokens_per_second', 0)} tokens/s]",
+        f"{(first - started) * 1000:.0f} ms, {end.get('tokens_per_second', 0)} tokens/s, "
+        f"{progress.served_by}]",
         file=sys.stderr,
     )
 

@@ -163,7 +163,7 @@ class Dispatcher:
                                 await raise_for_error(response, "worker")
                             async for event in _events_until(response, deadline):
                                 if event.get("type") == "started" and not delivered:
-                                    held = event
+                                    held = {**event, "node": self._placement.node_of(worker)}
                                     continue
                                 if held is not None:
                                     yield held

@@ -75,14 +75,24 @@ class Placement:
             handle = await self._directory.get(node)
             await self._sync(handle)
             return [handle]
-        handles = [h for h in await self._directory.all() if self._stale(h) is None]
+        every = await self._directory.all()
+        handles = [h for h in every if self._stale(h) is None]
+        if not handles and every:
+            stale = self._stale(every[0])
+            assert stale is not None
+            raise stale
         if not handles:
             raise ApiError(503, "NO_NODE_AVAILABLE",
-                           "no node can serve: every node's hive missed its heartbeats, or none is "
+                           "no node can serve: the queen runs without a local hive and no node is "
                            "registered (`rbee setup add-node`)", headers={"Retry-After": "1"})
         if self._directory.local in handles:
             await self._sync(self._directory.local)
         return handles
+
+    def node_of(self, worker: WorkerView) -> str | None:
+        """The name of the node a worker runs on, when its hive is one of the queen's nodes."""
+        handle = self._directory.by_url(worker.hive_url)
+        return handle.name if handle is not None else None
 
     async def stop_worker(self, worker_id: str) -> dict[str, Any]:
         """Drain and stop a worker through its hive."""

@@ -99,7 +99,7 @@ class RemoteHive:
         env = [f"{name}={value}" for name, value in sorted(launch.tunables.items())]
         quoted = " ".join(shlex.quote(part) for part in ["env", *env, "setsid", "nohup", *argv])
         log_file = shlex.quote(f"{data}/logs/hive.log")
-        return f"cd / && {quoted} >> {log_file} 2>&1 < /dev/null & echo $!"
+        return f"cd / || exit 1; {quoted} >> {log_file} 2>&1 < /dev/null & echo $!"
 
     def _start_blocking(self) -> int:
         spec, keyring = self.spec, self._launch.keyring

@@ -6,7 +6,9 @@ All calls here block; callers run them in a thread, never on the event loop.
 
 from __future__ import annotations
 
+import io
 import os
+import shlex
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -259,16 +261,25 @@ class SshSession:
                 "command") from None
 
     def write_private(self, path: str, content: str) -> None:
-        """Write `content` to `path` on the node with mode 0600 (created that way, never wider)."""
+        """Write `content` to `path` on the node with mode 0600, replacing it atomically.
+
+        The content travels on the command's stdin (never on a command line) and needs no SFTP.
+        """
+        target = shlex.quote(path)
+        staging = shlex.quote(f"{path}.tmp")
+        script = f"umask 077 && cat > {staging} && chmod 600 {staging} && mv -f {staging} {target}"
         try:
-            with self.conn.sftp() as sftp, sftp.open(path, "w") as remote:
-                sftp.chmod(path, 0o600)
-                remote.write(content)
-        except (paramiko.SSHException, OSError) as exc:
+            result = self.conn.run(script, hide=True, warn=True, in_stream=io.StringIO(content),
+                                   timeout=self.timings.command_timeout_s)
+        except (CommandTimedOut, paramiko.SSHException, OSError, EOFError) as exc:
             raise SshError(
                 503, "SSH_UPLOAD_FAILED",
-                f"could not write {path} on {self.spec.ssh_host} ({type(exc).__name__}); check that "
-                f"{self.spec.ssh_user} may write there", "upload") from None
+                f"could not write {path} on {self.spec.ssh_host} ({type(exc).__name__})", "upload") from None
+        if result.exited != 0:
+            raise SshError(
+                503, "SSH_UPLOAD_FAILED",
+                f"could not write {path} on {self.spec.ssh_host} (exit {result.exited}); check that "
+                f"{self.spec.ssh_user} may write there", "upload")
 
 
 def load_key(spec: NodeSpec) -> paramiko.PKey:

@@ -209,9 +209,11 @@ class Host:
         """Run `argv` inside the namespace to completion."""
         return subprocess.run(self.command(argv), **kwargs)
 
-    def http_json(self, url: str, timeout: float = 2.0) -> tuple[int, dict]:
+    def http_json(
+        self, url: str, timeout: float = 2.0, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict]:
         """GET `url` from inside the namespace: (status, JSON body); (0, {}) when nothing answers."""
-        return self._http("GET", url, None, {}, timeout)
+        return self._http("GET", url, None, headers or {}, timeout)
 
     def http_post_json(
         self, url: str, body: Any, headers: dict[str, str] | None = None, timeout: float = 2.0

@@ -34,11 +34,14 @@ def generate_key(path: Path) -> Path:
 
 @dataclass
 class Sshd:
-    """One sshd listening on 127.0.0.1:`port` that accepts the public keys in `authorized`."""
+    """One sshd listening on `address`:`port` that accepts the public keys in `authorized`."""
 
     workdir: Path
     authorized: list[Path]
     port: int = field(default_factory=ephemeral_port)
+    address: str = "127.0.0.1"
+    prefix: list[str] = field(default_factory=list)
+    """Prepended to sshd's command line, e.g. `ip netns exec <ns>` to serve a test host."""
     user: str = field(default_factory=getpass.getuser)
     process: subprocess.Popen | None = None
     seen_children: set[int] = field(default_factory=set)
@@ -56,7 +59,8 @@ class Sshd:
     def known_hosts_line(self) -> str:
         """The line a known_hosts file needs to trust this server."""
         key_type, key = self.host_key.with_suffix(".pub").read_text().split()[:2]
-        return f"[127.0.0.1]:{self.port} {key_type} {key}\n"
+        host = self.address if self.port == 22 else f"[{self.address}]:{self.port}"
+        return f"{host} {key_type} {key}\n"
 
     def _config(self) -> Path:
         keys = self.workdir / "authorized_keys"
@@ -64,7 +68,7 @@ class Sshd:
         keys.chmod(0o600)
         config = self.workdir / "sshd_config"
         config.write_text(
-            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.host_key}\n"
+            f"Port {self.port}\nListenAddress {self.address}\nHostKey {self.host_key}\n"
             f"PidFile {self.workdir / 'sshd.pid'}\nAuthorizedKeysFile {keys}\n"
             "PubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
             f"UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\nAllowUsers {self.user}\n"
@@ -80,7 +84,7 @@ class Sshd:
             generate_key(self.host_key)
         config = self._config()
         self.process = subprocess.Popen(
-            [SSHD, "-D", "-f", str(config), "-E", str(self.log_path)],
+            [*self.prefix, SSHD, "-D", "-f", str(config), "-E", str(self.log_path)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
@@ -95,7 +99,7 @@ class Sshd:
         """sshd logged that it listens (checked without connecting, so the log counts only clients)."""
         with contextlib.suppress(OSError):
             log = self.log_path.read_text(errors="replace")
-            return f"Server listening on 127.0.0.1 port {self.port}" in log
+            return f"Server listening on {self.address} port {self.port}" in log
         return False
 
     def _log_tail(self) -> str:
@@ -130,5 +134,5 @@ class Sshd:
     def connections_logged(self) -> int:
         """How many connections sshd has logged (proof that a client did or did not connect)."""
         with contextlib.suppress(OSError):
-            return self.log_path.read_text(errors="replace").count("Connection from 127.0.0.1")
+            return self.log_path.read_text(errors="replace").count("Connection from ")
         return 0
