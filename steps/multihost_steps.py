@@ -7,6 +7,7 @@ process still alive in a namespace once the queen and the sshds have stopped.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from functools import partial
 
 from behave import given, then, when
 
+from rbee import __version__
 from rbee.testing.cluster import Daemon, wait_until
 from rbee.testing.netns import Host, TestNetwork, namespace_pids
 from rbee.testing.sshd import Sshd, generate_key
@@ -145,6 +147,20 @@ def workers_on_each_node(context) -> None:
         mine = [w for w in workers if w["hive_url"].startswith(f"http://{address}:")]
         assert mine and all(w["url"].startswith(f"http://{address}:") for w in mine), workers
         assert any(w["state"] in ("idle", "busy") for w in mine), workers
+
+
+@then("rbee setup list-nodes --json shows each node's hive preflight: rbee's version, a usable CPU backend "
+      "and its RAM")
+def hive_preflights(context) -> None:
+    result = _rbee(context, "setup", "list-nodes", "--json")
+    assert result.returncode == 0, result.stderr
+    nodes = {node["name"]: node for node in json.loads(result.stdout)}
+    for name in context.node_names:
+        hive = nodes[name]["hive"]
+        assert hive is not None and hive["version"] == __version__, nodes[name]
+        assert hive["hive_url"] == f"http://{context.net.hosts[name].address}:9200", hive
+        assert any(b["name"] == "cpu" and b["available"] for b in hive["backends"]), hive["backends"]
+        assert hive["resources"]["ram_total_bytes"] > 0, hive["resources"]
 
 
 @given('the nodes "{first}" and "{second}" are added and each has served an inference')

@@ -99,7 +99,7 @@ async def build_app(settings: QueenSettings, timings: Timings, audit_log: AuditL
         status=lambda: f"{len(hives.all())} hives, {len(registry.all())} workers, "
         f"{dispatcher.running_count} tasks running"
     )
-    app[NODES] = NodeService(nodes, SshPreflight(ssh), audit, directory.forget)
+    app[NODES] = NodeService(nodes, SshPreflight(ssh), audit, directory.forget, directory.preflight)
     app.on_cleanup.append(lambda _: asyncio.to_thread(nodes.close))
     add_routes(app)
     add_registry_routes(app)

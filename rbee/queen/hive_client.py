@@ -27,6 +27,18 @@ class HiveClient:
         except (aiohttp.ClientError, TimeoutError):
             return False
 
+    async def health(self) -> dict[str, Any]:
+        """The hive's health answer (status, version, pid, workers)."""
+        return await self._get("/v1/health")
+
+    async def backends(self) -> list[dict[str, Any]]:
+        """What the hive's engine build can run on (CPU / CUDA / Metal)."""
+        return (await self._get("/v1/backends"))["backends"]
+
+    async def resources(self) -> dict[str, Any]:
+        """The node's RAM, disk, CPUs and GPUs now."""
+        return await self._get("/v1/resources")
+
     async def spawn_worker(self, model: str, slots: int, backend: str = "cpu") -> dict[str, Any]:
         """Ask the hive to start a worker; returns its record (state `loading`)."""
         body = {"model": model, "slots": slots, "backend": backend}

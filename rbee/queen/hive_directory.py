@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from rbee.common.errors import ApiError
 from rbee.queen.hive_client import HiveClient
@@ -84,6 +84,11 @@ class HiveDirectory:
         handle = self._make_remote(spec)
         self._remote[spec.name] = handle
         return handle
+
+    def preflight(self, name: str) -> dict[str, Any] | None:
+        """The last hive preflight of node `name`, when its hive has been used by this queen."""
+        handle = self._remote.get(name)
+        return handle.preflight if handle is not None else None
 
     def forget(self, name: str) -> None:
         """Drop a removed or replaced node, stopping in the background the hive this queen started."""

@@ -151,8 +151,11 @@ _NODE = {
 }
 _NODE_ADDED = {"type": "object", "required": ["node", "replaced"],
                "properties": {"node": _NODE, "replaced": {"type": "boolean"}}}
+_HIVE_PREFLIGHT = {"type": ["object", "null"],
+                   "description": "the node's hive as last checked by this queen (null before first use)"}
 _NODE_LIST = {"type": "object", "required": ["nodes"],
-              "properties": {"nodes": {"type": "array", "items": _NODE}}}
+              "properties": {"nodes": {"type": "array", "items": {
+                  **_NODE, "properties": {**_NODE["properties"], "hive": _HIVE_PREFLIGHT}}}}}
 _NODE_REMOVE = {"type": "object", "required": ["name"], "properties": {"name": _NODE_NAME}}
 _NODE_REMOVED = {"type": "object", "required": ["removed"], "properties": {"removed": {"type": "string"}}}
 

@@ -42,6 +42,7 @@ class NodeService:
     preflight: SshPreflight
     audit: Audit
     forget: Callable[[str], None]
+    hive_preflight: Callable[[str], dict[str, Any] | None]
 
 
 NODES = web.AppKey("nodes", NodeService)
@@ -132,9 +133,12 @@ async def add_node(request: web.Request) -> web.Response:
 
 
 async def list_nodes(request: web.Request) -> web.Response:
-    """GET /v2/registry/beehives/list: every registered node with its last preflight."""
-    nodes = await asyncio.to_thread(request.app[NODES].registry.all)
-    return web.json_response({"nodes": [node.to_wire() for node in nodes]})
+    """GET /v2/registry/beehives/list: every node with its SSH preflight and its hive's last preflight."""
+    service = request.app[NODES]
+    nodes = await asyncio.to_thread(service.registry.all)
+    return web.json_response(
+        {"nodes": [{**node.to_wire(), "hive": service.hive_preflight(node.spec.name)} for node in nodes]}
+    )
 
 
 async def remove_node(request: web.Request) -> web.Response:

@@ -13,12 +13,14 @@ import ipaddress
 import logging
 import shlex
 from dataclasses import dataclass, fields
+from typing import Any
 
 from rbee.common.auth import Keyring
 from rbee.common.errors import ApiError
 from rbee.common.secrets import ROLES
 from rbee.common.tunables import Timings, env_name
 from rbee.queen.hive_client import HiveClient
+from rbee.queen.hive_preflight import check_hive
 from rbee.queen.node_registry import NodeSpec
 from rbee.queen.ssh import SshConnector, SshError
 
@@ -66,15 +68,23 @@ class RemoteHive:
         self._launch = launch
         self._pid: int | None = None
         self._lock = asyncio.Lock()
+        self.preflight: dict[str, Any] | None = None
+        """The last hive preflight (see `check_hive`), None until the hive was first used."""
 
     async def ensure_running(self) -> None:
-        """Start the node's hive over SSH unless it answers, and wait until it does."""
+        """Start the node's hive over SSH unless it answers, wait until it does, and preflight it
+        once (version, backends, resources) before the first use."""
         async with self._lock:
-            if await self.client.is_alive():
-                return
-            self._pid = await asyncio.to_thread(self._start_blocking)
-            log.info("started the hive of node %s over SSH (remote pid %d)", self.name, self._pid)
-            await self._wait_alive()
+            if not await self.client.is_alive():
+                self.preflight = None
+                self._pid = await asyncio.to_thread(self._start_blocking)
+                log.info("started the hive of node %s over SSH (remote pid %d)", self.name, self._pid)
+                await self._wait_alive()
+            if self.preflight is None:
+                self.preflight = await check_hive(self.client, self.name)
+                log.info("hive of node %s passed preflight: rbee %s, backends %s", self.name,
+                         self.preflight["version"],
+                         ", ".join(b["name"] for b in self.preflight["backends"] if b.get("available")))
 
     def _token_flags(self) -> list[str]:
         keyring, tokens = self._launch.keyring, f"{self.spec.data_dir}/tokens"
