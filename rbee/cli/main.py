@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from rbee import __version__
-from rbee.cli import audit, daemons, infer, models, setup
+from rbee.cli import audit, daemons, deploy, infer, models, setup
 from rbee.common.errors import ApiError
 from rbee.common.tunables import TunableError
 from rbee.worker.faults import FaultsRefused
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.register(sub)
     models.register(sub)
     setup.register(sub)
+    deploy.register(sub)
     return parser
 
 

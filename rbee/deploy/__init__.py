@@ -1,0 +1,1 @@
+"""Deployment helpers behind `rbee deploy …`: checking and submitting the files under jobs/."""

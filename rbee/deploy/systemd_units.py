@@ -1,0 +1,294 @@
+"""systemd units for one machine: the templates of jobs/systemd/ rendered with its paths, ports and tokens.
+
+The templates use `@{name}` placeholders (`string.Template` with `@` as delimiter, so systemd's own
+`$VAR` and `%i` stay as they are). User scope (`systemctl --user`) keeps the data dir writable
+through `ReadWritePaths=`; system scope runs every unit as one dynamic user `rbee` whose data
+lives in a `StateDirectory=` under /var/lib.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import string
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from rbee.cli.paths import default_data_dir
+from rbee.common.exit_codes import WORKER_LOAD_FAILED
+from rbee.common.secrets import ROLES, SecretError, read_token_file
+from rbee.common.tunables import Timings, env_name, load_timings
+
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "jobs" / "systemd"
+QUEEN_UNIT = "rbee-queen.service"
+HIVE_UNIT = "rbee-hive.service"
+WORKER_UNIT = "rbee-worker@.service"
+UNITS = (QUEEN_UNIT, HIVE_UNIT, WORKER_UNIT)
+SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
+SYSTEM_CONFIG_DIR = Path("/etc/rbee")
+STATE_ROOT = Path("/var/lib")
+DEFAULT_WATCHDOG_S = 30.0
+START_TIMEOUT_S = 60
+STOP_MARGIN_S = 10
+SAFE_PATH = re.compile(r"^/[A-Za-z0-9._+/-]*$")
+SAFE_HOST = re.compile(r"^[A-Za-z0-9.:-]+$")
+WILDCARD_HOSTS = ("0.0.0.0", "::")
+DROP = "\x00"
+"""Stands for an empty block placeholder, whose line is then dropped."""
+
+
+class DeployError(Exception):
+    """A deployment that cannot work as asked: an UPPER_SNAKE code and a message with the fix."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class UnitTemplate(string.Template):
+    """`@{name}` placeholders; `@@` is a literal `@`."""
+
+    delimiter = "@"
+
+
+def user_config_dir() -> Path:
+    """`$XDG_CONFIG_HOME`, else `~/.config`: where a user manager reads units (`%E`)."""
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+
+
+def default_unit_dir(user: bool) -> Path:
+    """Where the manager of the scope reads unit files written by an administrator."""
+    return user_config_dir() / "systemd" / "user" if user else SYSTEM_UNIT_DIR
+
+
+def default_config_dir(user: bool) -> Path:
+    """rbee's own configuration folder of the scope: token files and worker instance files."""
+    return user_config_dir() / "rbee" if user else SYSTEM_CONFIG_DIR
+
+
+def default_deploy_data_dir(user: bool) -> Path:
+    """The queen's data dir (the hive's is its `hive/` folder)."""
+    return default_data_dir() if user else STATE_ROOT / "rbee"
+
+
+def find_rbee() -> Path:
+    """The `rbee` executable next to the running interpreter (a virtualenv's), else on PATH."""
+    beside = Path(sys.executable).parent / "rbee"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return beside.absolute()
+    found = shutil.which("rbee")
+    if found is None:
+        raise DeployError("RBEE_NOT_FOUND", "no `rbee` executable next to this Python or on PATH; "
+                          "install rbee (pip install .) first")
+    return Path(found).absolute()
+
+
+def tunable_environment() -> dict[str, str]:
+    """The `RBEE_*` tunables set in this process's environment (checked), to pin them in the units."""
+    load_timings()
+    names = (env_name(item.name) for item in fields(Timings))
+    return {name: os.environ[name] for name in names if name in os.environ}
+
+
+@dataclass(frozen=True)
+class UnitSettings:
+    """Everything the three units are rendered from."""
+
+    user: bool
+    rbee: Path
+    data_dir: Path
+    token_dir: Path
+    worker_env_dir: Path
+    host: str = "127.0.0.1"
+    queen_port: int = 8080
+    hive_port: int = 9200
+    worker_port_start: int = 8081
+    watchdog_s: float = DEFAULT_WATCHDOG_S
+    log_dir: Path | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def queen_url(self) -> str:
+        """Where the hive on this machine reaches the queen."""
+        if self.host in WILDCARD_HOSTS:
+            return f"http://127.0.0.1:{self.queen_port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.queen_port}"
+
+    @property
+    def hive_data_dir(self) -> Path:
+        """The hive's data dir: where a queen-started local hive would keep it too."""
+        return self.data_dir / "hive"
+
+    def token_file(self, role: str) -> Path:
+        """The file a unit loads `role`'s credential from."""
+        return self.token_dir / f"{role}.token"
+
+    @property
+    def timings(self) -> Timings:
+        """The timings the daemons will run with (defaults plus the pinned tunables)."""
+        return load_timings(self.environment)
+
+
+def _check_path(option: str, path: Path) -> None:
+    if not SAFE_PATH.match(str(path)):
+        raise DeployError("UNSAFE_PATH", f"{option} must be an absolute path of letters, digits and "
+                          ". _ + - / only (systemd would interpret other characters)")
+
+
+def check_settings(settings: UnitSettings) -> None:
+    """Refuse settings the units could not run with; each error names the fix."""
+    paths = {"--data-dir": settings.data_dir, "--token-dir": settings.token_dir,
+             "--log-dir": settings.log_dir, "the rbee executable": settings.rbee,
+             "the worker config dir": settings.worker_env_dir}
+    for option, path in paths.items():
+        if path is not None:
+            _check_path(option, path)
+    if not (settings.rbee.is_file() and os.access(settings.rbee, os.X_OK)):
+        raise DeployError("RBEE_NOT_FOUND", f"{settings.rbee} is not an executable file")
+    if not SAFE_HOST.match(settings.host):
+        raise DeployError("INVALID_HOST", "--host must be an IP address or a host name")
+    ports = {settings.queen_port, settings.hive_port, settings.worker_port_start}
+    if len(ports) != 3 or not all(1 <= p <= 65535 for p in ports):
+        raise DeployError("INVALID_PORT", "queen, hive and first worker ports must be distinct, 1 to 65535")
+    if settings.watchdog_s < 1:
+        raise DeployError("INVALID_WATCHDOG", "--watchdog-sec must be at least 1")
+    if not settings.user and not settings.data_dir.is_relative_to(STATE_ROOT / "rbee"):
+        raise DeployError("INVALID_DATA_DIR", "system units keep their data in a StateDirectory: "
+                          "--data-dir must be /var/lib/rbee or a folder below it")
+    if not settings.user:
+        _check_world_executable(settings.rbee)
+    check_tokens(settings)
+
+
+def check_tokens(settings: UnitSettings) -> None:
+    """Every role's token file exists, belongs to this user, has mode 0600 and holds a token."""
+    for role in ROLES:
+        path = settings.token_file(role)
+        if not path.exists():
+            raise DeployError("TOKEN_FILE_MISSING", f"{path} does not exist; create it with: "
+                              f"python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > {path}"
+                              f" && chmod 600 {path}")
+        try:
+            read_token_file(path)
+        except SecretError as exc:
+            raise DeployError("TOKEN_FILE_INVALID", str(exc)) from None
+
+
+def _interpreter(executable: Path) -> Path | None:
+    """The interpreter a script's `#!` line names (a virtualenv's python), if it has one."""
+    with executable.open("rb") as handle:
+        first = handle.readline(4096)
+    words = first[2:].decode(errors="replace").split() if first.startswith(b"#!") else []
+    return Path(words[0]) if words else None
+
+
+def _closed_to_others(path: Path) -> Path | None:
+    """The first of `path` (also resolved) and its folders that other users cannot run or enter."""
+    for target in dict.fromkeys((path, path.resolve())):
+        for item in (target, *target.parents):
+            try:
+                if not os.stat(item).st_mode & stat.S_IXOTH:
+                    return item
+            except OSError:
+                return item
+    return None
+
+
+def _check_world_executable(rbee: Path) -> None:
+    """System units run as a dynamic user: rbee, its interpreter and their folders must be open to
+    other users (a virtualenv made from a Python under /root is not)."""
+    interpreter = _interpreter(rbee)
+    if interpreter is not None and not os.stat(rbee).st_mode & stat.S_IROTH:
+        raise DeployError("EXECUTABLE_NOT_ACCESSIBLE", f"system units run as a dynamic user, who cannot "
+                          f"read {rbee}; run: chmod o+r {rbee}")
+    for target in (rbee, *([interpreter] if interpreter else [])):
+        closed = _closed_to_others(target)
+        if closed is not None:
+            raise DeployError("EXECUTABLE_NOT_ACCESSIBLE",
+                              f"system units run as a dynamic user, who cannot run {target} ({closed} is "
+                              "closed to other users); install rbee and its Python where every user can "
+                              "read them, e.g. python3 -m venv /opt/rbee with the system's python3")
+
+
+def _scope_options(settings: UnitSettings, writable: Path | None, devices: bool) -> list[str]:
+    """User scope: the data dir made writable. System scope: a dynamic user and a state dir, no
+    capabilities, and the protections a user manager fails to set up (tested: 218/CAPABILITIES
+    under an unprivileged one, 226/NAMESPACE under root's)."""
+    if settings.user:
+        return [f"ReadWritePaths={writable}"] if writable is not None else []
+    return [
+        "DynamicUser=yes",
+        "User=rbee",
+        "Group=rbee",
+        f"StateDirectory={settings.data_dir.relative_to(STATE_ROOT)}",
+        "StateDirectoryMode=0700",
+        "CapabilityBoundingSet=",
+        "AmbientCapabilities=",
+        "ProtectKernelTunables=yes",
+        "ProtectKernelModules=yes",
+        "ProtectKernelLogs=yes",
+        "ProtectControlGroups=yes",
+        *([] if devices else ["PrivateDevices=yes"]),
+    ]
+
+
+def _output(settings: UnitSettings, name: str) -> list[str]:
+    if settings.log_dir is None:
+        return []
+    stem = name.removesuffix(".service").replace("@", "-%i")
+    return [f"StandardOutput=append:{settings.log_dir}/{stem}.log", "StandardError=inherit"]
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}"
+
+
+def render_unit(name: str, settings: UnitSettings) -> str:
+    """One unit's text for this machine."""
+    timings = settings.timings
+    writable = {QUEEN_UNIT: settings.data_dir, HIVE_UNIT: settings.hive_data_dir}.get(name)
+    values = {
+        "rbee": settings.rbee,
+        "host": settings.host,
+        "queen_port": settings.queen_port,
+        "queen_url": settings.queen_url,
+        "hive_port": settings.hive_port,
+        "worker_port_start": settings.worker_port_start,
+        "queen_data_dir": settings.data_dir,
+        "hive_data_dir": settings.hive_data_dir,
+        "token_dir": settings.token_dir,
+        "worker_env_dir": settings.worker_env_dir,
+        "watchdog_s": _seconds(settings.watchdog_s),
+        "restart_s": _seconds(timings.restart_backoff_initial_s),
+        "start_limit_interval_s": _seconds(timings.restart_window_s),
+        "start_limit_burst": timings.max_restarts,
+        "start_timeout_s": START_TIMEOUT_S,
+        "worker_start_timeout_s": _seconds(timings.loading_timeout_s + START_TIMEOUT_S),
+        "stop_timeout_s": _seconds(timings.drain_budget_s + 2 * timings.sigterm_grace_s + STOP_MARGIN_S),
+        "load_failed_exit": WORKER_LOAD_FAILED,
+        "wanted_by": "default.target" if settings.user else "multi-user.target",
+    }
+    blocks = {
+        "environment": [f"Environment={k}={v}" for k, v in sorted(settings.environment.items())],
+        "scope_options": _scope_options(settings, writable, devices=name != QUEEN_UNIT),
+        "output": _output(settings, name),
+    }
+    values.update({key: "\n".join(lines) or DROP for key, lines in blocks.items()})
+    try:
+        template = UnitTemplate((TEMPLATES_DIR / name).read_text())
+    except OSError:
+        raise DeployError("UNIT_TEMPLATES_MISSING", f"cannot read {TEMPLATES_DIR / name}; rbee deploy "
+                          "systemd runs from a source checkout (jobs/systemd/)") from None
+    lines = template.substitute(values).splitlines()
+    return "\n".join(line for line in lines if line != DROP) + "\n"
+
+
+def render_units(settings: UnitSettings) -> dict[str, str]:
+    """The three units (file name → text), after checking the settings and token files."""
+    check_settings(settings)
+    return {name: render_unit(name, settings) for name in UNITS}

@@ -1,0 +1,292 @@
+"""A loopback HTTP server speaking the Nomad agent endpoints that python-nomad uses to run a job.
+
+No Nomad binary can be installed on the test machines, so tests of rbee's Nomad client talk to
+this stand-in instead: `POST /v1/jobs/parse` (the JobHCL is parsed with python-hcl2, so a broken
+file gets a 400 with a plain-text message, as from Nomad), `POST /v1/validate/job`,
+`POST /v1/job/:id/plan`, `POST /v1/jobs` (with EnforceIndex), `GET /v1/evaluation/:id` (pending
+for the first reads, then complete) and `GET /v1/evaluation/:id/allocations`. Registered jobs
+and every request are recorded. Modes: an ACL token every request must carry (403 otherwise,
+as Nomad answers), and placements that fail for lack of memory. It runs its own event loop in a
+thread; `stop` ends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from rbee.common.ports import ephemeral_port
+from rbee.deploy.nomad_hcl import NomadError, labeled, parse_hcl, resolve, variable_defaults
+
+START_TIMEOUT_S = 30.0
+
+
+@dataclass
+class Evaluation:
+    """One evaluation the server created, and the allocations it placed."""
+
+    id: str
+    job_id: str
+    job_type: str
+    failed: dict[str, Any]
+    allocations: list[dict[str, Any]]
+    pending_reads: int
+    blocked_eval: str = ""
+
+    def wire(self) -> dict[str, Any]:
+        """The evaluation as `GET /v1/evaluation/:id` shows it; each read brings completion closer."""
+        status = "pending" if self.pending_reads > 0 else "complete"
+        self.pending_reads -= 1
+        return {"ID": self.id, "JobID": self.job_id, "Type": self.job_type, "TriggeredBy": "job-register",
+                "Status": status, "StatusDescription": "", "FailedTGAllocs": self.failed or None,
+                "BlockedEval": self.blocked_eval}
+
+
+@dataclass
+class Recorded:
+    """What the server has seen."""
+
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    evaluations: dict[str, Evaluation] = field(default_factory=dict)
+
+
+def api_job(document: dict[str, Any]) -> dict[str, Any]:
+    """The JSON job Nomad's parse endpoint returns for a jobspec (the fields rbee's client reads)."""
+    jobs = labeled(document, "job")
+    if len(jobs) != 1:
+        raise NomadError("PARSE", f"expected exactly one job block, found {len(jobs)}")
+    defaults = variable_defaults(document)
+    name, body = jobs[0]
+    groups = []
+    for group_name, group in labeled(body, "group"):
+        tasks = [{"Name": task_name, "Driver": task.get("driver", ""),
+                  "Config": {key: resolve(value, defaults) for config in task.get("config", [])
+                             for key, value in config.items()}}
+                 for task_name, task in labeled(group, "task")]
+        count = int(resolve(group.get("count", 1), defaults))
+        groups.append({"Name": group_name, "Count": count, "Tasks": tasks})
+    return {"ID": name, "Name": name, "Namespace": "default", "Region": "global", "Priority": 50,
+            "Type": body.get("type", "service"), "Datacenters": resolve(body.get("datacenters"), defaults),
+            "TaskGroups": groups}
+
+
+class LoopbackNomadApi:
+    """Serves the Nomad job-run endpoints on 127.0.0.1 from a background thread."""
+
+    def __init__(self, acl_token: str | None = None, nodes: tuple[str, ...] = ("node-1", "node-2"),
+                 placement_fails: bool = False, pending_reads: int = 1) -> None:
+        self.port = ephemeral_port()
+        self.acl_token = acl_token
+        self.nodes = nodes
+        self.placement_fails = placement_fails
+        self.pending_reads = pending_reads
+        self.recorded = Recorded()
+        self._index = 10
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped: asyncio.Event | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL, as NOMAD_ADDR would name it."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def registered(self) -> dict[str, dict[str, Any]]:
+        """Registered jobs by ID."""
+        with self._lock:
+            return dict(self.recorded.jobs)
+
+    def paths(self) -> list[str]:
+        """`METHOD /path` of every request so far."""
+        with self._lock:
+            return [f"{method} {path}" for method, path in self.recorded.requests]
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> LoopbackNomadApi:
+        """Serve in a background thread; returns once the port accepts connections."""
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, args=(ready, failure), daemon=True,
+                                        name="loopback-nomad-api")
+        self._thread.start()
+        if not ready.wait(START_TIMEOUT_S):
+            raise RuntimeError("loopback Nomad API did not start")
+        if failure:
+            raise failure[0]
+        return self
+
+    def stop(self) -> list[int]:
+        """Stop serving and join the thread; no process outlives it (it runs in this one)."""
+        if self._loop is not None and self._stopped is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._stopped.set)
+            self._thread.join(START_TIMEOUT_S)
+        return []
+
+    def __enter__(self) -> LoopbackNomadApi:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
+        self._loop = asyncio.new_event_loop()
+        try:
+            self._loop.run_until_complete(self._serve(ready))
+        except BaseException as exc:  # reported to the starting thread
+            failure.append(exc)
+            ready.set()
+        finally:
+            self._loop.close()
+
+    async def _serve(self, ready: threading.Event) -> None:
+        self._stopped = asyncio.Event()
+        app = web.Application(middlewares=[self._acl])
+        app.router.add_post("/v1/jobs/parse", self._parse)
+        app.router.add_post("/v1/validate/job", self._validate)
+        app.router.add_post("/v1/job/{job_id}/plan", self._plan)
+        app.router.add_post("/v1/jobs", self._register)
+        app.router.add_get("/v1/evaluation/{eval_id}", self._evaluation)
+        app.router.add_get("/v1/evaluation/{eval_id}/allocations", self._allocations)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", self.port).start()
+        ready.set()
+        try:
+            await self._stopped.wait()
+        finally:
+            await runner.cleanup()
+
+    # -- handlers -------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _acl(self, request: web.Request, handler) -> web.StreamResponse:
+        with self._lock:
+            self.recorded.requests.append((request.method, request.path))
+        if self.acl_token is not None:
+            given = request.headers.get("X-Nomad-Token")
+            if given is None:
+                return web.Response(status=403, text="Permission denied")
+            if given != self.acl_token:
+                return web.Response(status=403, text="ACL token not found")
+        return await handler(request)
+
+    async def _parse(self, request: web.Request) -> web.Response:
+        body = await _json(request)
+        try:
+            job = api_job(parse_hcl(str(body.get("JobHCL", ""))))
+        except NomadError as exc:
+            return web.Response(status=400, text=f"input.hcl: {exc.message}")
+        except (TypeError, ValueError) as exc:
+            return web.Response(status=400, text=f"input.hcl: {exc}")
+        return web.json_response(job)
+
+    async def _validate(self, request: web.Request) -> web.Response:
+        job = (await _json(request)).get("Job") or {}
+        errors = [] if job.get("ID") else ["Missing job ID"]
+        errors += [] if job.get("TaskGroups") else ["Missing job task groups"]
+        errors += [f"Task {task.get('Name')} missing driver" for group in job.get("TaskGroups") or []
+                   for task in group.get("Tasks") or [] if not task.get("Driver")]
+        return web.json_response({"DriverConfigValidated": True, "ValidationErrors": errors or None,
+                                  "Error": "; ".join(errors), "Warnings": ""})
+
+    async def _plan(self, request: web.Request) -> web.Response:
+        job = (await _json(request)).get("Job") or {}
+        if job.get("ID") != request.match_info["job_id"]:
+            return web.Response(status=400, text="Job ID does not match")
+        with self._lock:
+            known = self.recorded.jobs.get(job["ID"])
+        modify_index = known["JobModifyIndex"] if known else 0
+        updates = {group["Name"]: {"Place": len(self._placements(job, group)), "Ignore": 0}
+                   for group in job.get("TaskGroups") or []}
+        return web.json_response({"Annotations": {"DesiredTGUpdates": updates},
+                                  "JobModifyIndex": modify_index,
+                                  "FailedTGAllocs": self._failures(job) or None, "Warnings": ""})
+
+    async def _register(self, request: web.Request) -> web.Response:
+        body = await _json(request)
+        job = dict(body.get("Job") or {})
+        if not job.get("ID"):
+            return web.Response(status=400, text="Job must have an ID")
+        with self._lock:
+            known = self.recorded.jobs.get(job["ID"])
+            current = known["JobModifyIndex"] if known else 0
+            if body.get("EnforceIndex") and body.get("JobModifyIndex", 0) != current:
+                return web.Response(status=500, text=(
+                    f"Enforcing job modify index {body.get('JobModifyIndex')}: job exists with conflicting "
+                    f"job modify index: {current}"))
+            self._index += 1
+            job["JobModifyIndex"] = self._index
+            self.recorded.jobs[job["ID"]] = job
+            evaluation = self._evaluate(job)
+            self.recorded.evaluations[evaluation.id] = evaluation
+        return web.json_response({"EvalID": evaluation.id, "EvalCreateIndex": self._index,
+                                  "JobModifyIndex": self._index, "Warnings": ""})
+
+    async def _evaluation(self, request: web.Request) -> web.Response:
+        with self._lock:
+            evaluation = self.recorded.evaluations.get(request.match_info["eval_id"])
+            wire = evaluation.wire() if evaluation else None
+        if wire is None:
+            return web.Response(status=404, text="eval not found")
+        return web.json_response(wire)
+
+    async def _allocations(self, request: web.Request) -> web.Response:
+        with self._lock:
+            evaluation = self.recorded.evaluations.get(request.match_info["eval_id"])
+        if evaluation is None:
+            return web.Response(status=404, text="eval not found")
+        return web.json_response(evaluation.allocations)
+
+    # -- scheduling -----------------------------------------------------------------------------
+
+    def _placements(self, job: dict[str, Any], group: dict[str, Any]) -> list[str]:
+        """The node of each allocation: every node for a system job, `Count` spread over them otherwise."""
+        if job.get("Type") == "system":
+            return list(self.nodes)
+        return [self.nodes[index % len(self.nodes)] for index in range(int(group.get("Count", 1)))]
+
+    def _failures(self, job: dict[str, Any]) -> dict[str, Any]:
+        if not self.placement_fails:
+            return {}
+        nodes = len(self.nodes)
+        return {group["Name"]: {"NodesEvaluated": nodes, "NodesFiltered": 0, "NodesExhausted": nodes,
+                                "DimensionExhausted": {"memory": nodes}, "ConstraintFiltered": None,
+                                "ClassFiltered": None, "CoalescedFailures": 0}
+                for group in job.get("TaskGroups") or []}
+
+    def _evaluate(self, job: dict[str, Any]) -> Evaluation:
+        eval_id = str(uuid.uuid4())
+        failed = self._failures(job)
+        allocations = []
+        for group in job.get("TaskGroups") or []:
+            if group["Name"] in failed:
+                continue
+            for index, node in enumerate(self._placements(job, group)):
+                allocations.append({
+                    "ID": str(uuid.uuid4()), "EvalID": eval_id,
+                    "Name": f"{job['ID']}.{group['Name']}[{index}]",
+                    "NodeID": str(uuid.uuid5(uuid.NAMESPACE_DNS, node)), "NodeName": node,
+                    "JobID": job["ID"], "TaskGroup": group["Name"], "DesiredStatus": "run",
+                    "ClientStatus": "pending",
+                })
+        return Evaluation(eval_id, job["ID"], str(job.get("Type", "service")), failed, allocations,
+                          self.pending_reads, str(uuid.uuid4()) if failed else "")
+
+
+async def _json(request: web.Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.read() or b"{}")
+    except ValueError:
+        raise web.HTTPBadRequest(text="request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="request body is not a JSON object")
+    return body
