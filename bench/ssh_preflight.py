@@ -64,8 +64,9 @@ def main() -> int:
             left = server.stop()
     rbee, ssh = statistics.median(rbee_ms), statistics.median(ssh_ms)
     print(f"rounds: {args.rounds}")
-    print(f"rbee SSH preflight (Fabric): median {rbee:.0f} ms (min {min(rbee_ms):.0f}, max {max(rbee_ms):.0f})")
-    print(f"OpenSSH client, same commands: median {ssh:.0f} ms (min {min(ssh_ms):.0f}, max {max(ssh_ms):.0f})")
+    for name, median, samples in (("rbee SSH preflight (Fabric)", rbee, rbee_ms),
+                                   ("OpenSSH client, same commands", ssh, ssh_ms)):
+        print(f"{name}: median {median:.0f} ms (min {min(samples):.0f}, max {max(samples):.0f})")
     print(f"ratio rbee / OpenSSH: {rbee / ssh:.2f}")
     return 1 if left else 0
 
