@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import resource
 import signal
 from collections.abc import Callable
@@ -33,6 +34,15 @@ def _child_setup(address_space_limit: int | None) -> Callable[[], None]:
     return setup
 
 
+SERVICE_MANAGER_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
+"""Set by systemd for the daemon itself: a child must not notify or pet the watchdog as the unit."""
+
+
+def child_environment() -> dict[str, str]:
+    """This process's environment without the service manager's per-unit variables."""
+    return {k: v for k, v in os.environ.items() if k not in SERVICE_MANAGER_VARIABLES}
+
+
 async def spawn(
     args: list[str], log_path: Path, address_space_limit: int | None = None
 ) -> asyncio.subprocess.Process:
@@ -46,6 +56,7 @@ async def spawn(
             stdout=log_file,
             stderr=asyncio.subprocess.STDOUT,
             preexec_fn=_child_setup(address_space_limit),
+            env=child_environment(),
         )
 
 
