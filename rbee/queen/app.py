@@ -23,7 +23,7 @@ from rbee.queen.local_hive import LocalHive
 from rbee.queen.node_registry import NodeRegistry
 from rbee.queen.placement import Placement
 from rbee.queen.rate_limits import RateLimiter, client_limits, failure_throttle
-from rbee.queen.registry_routes import NODES, NodeService, add_registry_routes, ssh_connector
+from rbee.queen.registry_routes import NODES, NodeService, ssh_connector
 from rbee.queen.remote_hive import TUNABLE_ENV, RemoteHive, RemoteLaunch
 from rbee.queen.routes import (
     DISPATCHER,
@@ -102,7 +102,6 @@ async def build_app(settings: QueenSettings, timings: Timings, audit_log: AuditL
     app[NODES] = NodeService(nodes, SshPreflight(ssh), audit, directory.forget, directory.preflight)
     app.on_cleanup.append(lambda _: asyncio.to_thread(nodes.close))
     add_routes(app)
-    add_registry_routes(app)
     on_drain(app, lambda: dispatcher.drain(timings.drain_budget_s))
     app.cleanup_ctx.append(lambda _: _lifetime(directory, hives, session, settings.start_hive))
     return app

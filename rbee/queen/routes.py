@@ -29,6 +29,7 @@ from rbee.queen.dispatch import Dispatcher, Task
 from rbee.queen.hive_registry import HiveRegistry
 from rbee.queen.openai_format import OpenAIRequest, OpenAIResponder, parse_request
 from rbee.queen.placement import Placement
+from rbee.queen.registry_routes import add_registry_routes
 from rbee.queen.worker_registry import WorkerRegistry
 
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
@@ -236,3 +237,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/models", list_models)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
+    add_registry_routes(app)
