@@ -1,11 +1,31 @@
-@p0 @inference
-Feature: The queen refuses work beyond its workers' slots
-  Until the admission queue exists, a request for a model whose workers are all busy is
-  refused at once with a retry hint instead of waiting.
+@p0 @inference @admission
+Feature: The queen's admission queue holds work beyond its workers' slots
+  A request for a model whose workers are all busy waits at the queen for a slot, oldest first,
+  instead of failing; the queue is bounded (429 QUEUE_FULL) and so is the wait (503 QUEUE_TIMEOUT),
+  each with a retry hint.
 
-  Scenario: When every slot of the model's worker is busy the queen answers 503 ALL_SLOTS_BUSY
+  Scenario: A task that finds every slot busy waits in the queue and streams once a slot is free
     Given a queen on free loopback ports whose workers have 1 slot
     And a long native task is streaming through the queen
+    When another native task for the tiny model is sent without waiting for its answer
+    Then that task has no answer yet after 1 second
+    And the queen's admission queue holds 1 request for the tiny model
+    When I cancel that first task at the queen
+    Then the waiting task streams to its end within 10 seconds
+    And the queen's admission queue is empty
+
+  Scenario: With the admission queue full the queen answers 429 QUEUE_FULL with a retry hint
+    Given daemons start with RBEE_ADMISSION_QUEUE_DEPTH set to "0"
+    And a queen on free loopback ports whose workers have 1 slot
+    And a long native task is streaming through the queen
     When another native task for the tiny model is posted
-    Then the answer is status 503 with error code "ALL_SLOTS_BUSY" and a correlation id
+    Then the answer is status 429 with error code "QUEUE_FULL" and a correlation id
+    And the answer has a Retry-After header
+
+  Scenario: A task that waits longer than the admission wait limit gets 503 QUEUE_TIMEOUT
+    Given daemons start with RBEE_ADMISSION_WAIT_MAX_S set to "1"
+    And a queen on free loopback ports whose workers have 1 slot
+    And a long native task is streaming through the queen
+    When another native task for the tiny model is posted
+    Then the answer is status 503 with error code "QUEUE_TIMEOUT" and a correlation id
     And the answer has a Retry-After header

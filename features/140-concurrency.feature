@@ -7,8 +7,7 @@ Feature: Registries and slots stay correct under parallel load
     And a queen on free loopback ports whose workers have 4 slots
     And a worker for the tiny model has served a task through the queen
     When 100 native tasks of 16 tokens are posted at the same time
-    Then every task either streamed to its end or was refused with 503 "ALL_SLOTS_BUSY"
-    And at least 4 tasks streamed to their end
+    Then every task streamed to its end, those beyond the slots after waiting in the admission queue
     And the worker never ran more than 4 generations at once
     And the queen's worker reports all slots free within 2 second
     And the queen counts no request in flight

@@ -30,17 +30,10 @@ def parallel_tasks(context, count: int, tokens: int) -> None:
         context.outcomes = list(pool.map(lambda _: _run_task(url, body), range(count)))
 
 
-@then('every task either streamed to its end or was refused with 503 "{code}"')
-def every_task_accounted(context, code: str) -> None:
-    allowed = {(200, "end"), (503, code)}
-    odd = [o for o in context.outcomes if o not in allowed]
+@then("every task streamed to its end, those beyond the slots after waiting in the admission queue")
+def every_task_ended(context) -> None:
+    odd = [o for o in context.outcomes if o != (200, "end")]
     assert not odd, odd
-
-
-@then("at least {count:d} tasks streamed to their end")
-def enough_ended(context, count: int) -> None:
-    ended = sum(1 for o in context.outcomes if o == (200, "end"))
-    assert ended >= count, context.outcomes
 
 
 @then("the worker never ran more than {slots:d} generations at once")

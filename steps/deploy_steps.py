@@ -3,12 +3,10 @@ systemd user manager."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -19,7 +17,7 @@ from behave import given, register_type, step, then, when
 from rbee.common.ports import ephemeral_port
 from rbee.common.secrets import ROLES, generate_token, write_token_file
 from rbee.testing import systemd_user
-from rbee.testing.cluster import alive, http_json, wait_until
+from rbee.testing.cluster import alive, http_json, kill_survivors, wait_until
 from rbee.testing.http_client import EventStream, request
 
 RBEE = [sys.executable, "-m", "rbee"]
@@ -56,12 +54,7 @@ class DeployedUnits:
         """SIGTERM the manager (it stops its units); kill and report anything that outlived it."""
         self.note()
         self.manager.stop()
-        wait_until(lambda: not any(alive(pid) for pid in self.seen), 5.0)
-        survivors = [pid for pid in self.seen if alive(pid)]
-        for pid in survivors:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        return survivors
+        return kill_survivors(self.seen, 5.0)
 
 
 def _deploy_manager(context, uid: int | None) -> None:

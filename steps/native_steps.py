@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 from behave import given, then, when
 
@@ -152,3 +153,48 @@ def long_openai_stream(context) -> None:
     context.stream = open_stream(context, f"{context.queen_url}/v1/chat/completions", body)
     assert context.stream.status == 200
     assert context.stream.next_event() is not None
+
+
+@when("another native task for the tiny model is sent without waiting for its answer")
+def send_waiting_task(context) -> None:
+    body = {"model": tiny_ref(context), "prompt": "Hi", "max_tokens": 4}
+    context.waiting = EventStream(f"{context.queen_url}/v2/tasks", body, timeout=30)
+    context.streams.append(context.waiting)
+    context.waiting_opened = threading.Thread(target=context.waiting.open, daemon=True)
+    context.waiting_opened.start()
+
+
+@then("that task has no answer yet after 1 second")
+def no_answer_yet(context) -> None:
+    context.waiting_opened.join(1.0)
+    assert context.waiting_opened.is_alive() and context.waiting.status == 0, context.waiting.status
+
+
+def _queue(context) -> dict:
+    status, body = http_json(f"{context.queen_url}/v2/workers/list")
+    assert status == 200, status
+    return body["queue"]
+
+
+@then("the queen's admission queue holds 1 request for the tiny model")
+def one_waiting(context) -> None:
+    assert _queue(context) == {"waiting": 1, "by_model": {tiny_ref(context): 1}}, _queue(context)
+
+
+@when("I cancel that first task at the queen")
+def cancel_first(context) -> None:
+    cancel_at_queen(context)
+    assert context.answer.status == 204, context.answer.status
+
+
+@then("the waiting task streams to its end within {seconds:d} seconds")
+def waiting_streams(context, seconds: int) -> None:
+    context.waiting_opened.join(seconds)
+    assert context.waiting.status == 200, context.waiting.status
+    events = context.waiting.read_all()
+    assert events[-1]["type"] == "end" and events[-1]["tokens_out"] == 4, events[-3:]
+
+
+@then("the queen's admission queue is empty")
+def queue_empty(context) -> None:
+    assert _queue(context) == {"waiting": 0, "by_model": {}}, _queue(context)

@@ -16,4 +16,3 @@ def test_slots_are_handed_out_until_none_is_free_then_503():
     assert caught.value.headers["Retry-After"] == "1"
     pool.release(first)
     assert pool.free == 1 and pool.acquire("c") is first
-    pool.shutdown()

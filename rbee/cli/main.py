@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from rbee import __version__
-from rbee.cli import audit, daemons, deploy, infer, models, setup
+from rbee.cli import audit, config, daemons, deploy, infer, logs, models, setup, status
 from rbee.common.errors import ApiError
 from rbee.common.tunables import TunableError
 from rbee.worker.faults import FaultsRefused
@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.register(sub)
     setup.register(sub)
     deploy.register(sub)
+    config.register(sub)
+    status.register(sub)
+    logs.register(sub)
     return parser
 
 

@@ -7,6 +7,7 @@ own token a daemon is in dev mode: it only accepts a loopback bind and lets ever
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import ipaddress
@@ -29,6 +30,11 @@ _BEARER = re.compile(r"^Bearer ([A-Za-z0-9._~+/-]+=*)$")
 CLIENT = web.RequestKey("client", str)
 """Who made the request: `token:<fingerprint>`, or `dev` in dev mode (for limits and audit)."""
 WWW_AUTHENTICATE = {"WWW-Authenticate": 'Bearer realm="rbee"'}
+BROWSER_PATH = "/ui"
+"""The status page: its routes also take the token as the password of HTTP Basic auth (any user
+name) and challenge with Basic, so a browser asks for it."""
+_BASIC = re.compile(r"^Basic ([A-Za-z0-9+/]+=*)$")
+BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="rbee", charset="UTF-8"'}
 
 
 class Keyring:
@@ -143,6 +149,22 @@ def _presented_token(header: str | None) -> str:
     return match.group(1)
 
 
+def _basic_password(header: str | None) -> str | None:
+    """The password of a well-formed HTTP Basic Authorization header, else None."""
+    match = _BASIC.match(header) if header and len(header) <= MAX_AUTH_HEADER_CHARS else None
+    if match is None:
+        return None
+    try:
+        credentials = base64.b64decode(match.group(1), validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return credentials.partition(":")[2] or None
+
+
+def _is_browser_path(path: str) -> bool:
+    return path == BROWSER_PATH or path.startswith(BROWSER_PATH + "/")
+
+
 def auth_middleware(keyring: Keyring, public_paths: frozenset[str], audit: Audit = no_audit) -> Any:
     """Middleware that lets public paths through and demands the own token everywhere else."""
 
@@ -155,12 +177,17 @@ def auth_middleware(keyring: Keyring, public_paths: frozenset[str], audit: Audit
         if request.path in public_paths:
             request[CLIENT] = "public"
             return await handler(request)
+        header = request.headers.get("Authorization")
+        browser = _is_browser_path(request.path)
         try:
-            presented = _presented_token(request.headers.get("Authorization"))
+            password = _basic_password(header) if browser else None
+            presented = password if password is not None else _presented_token(header)
             if not keyring.matches(presented):
                 raise ApiError(401, "INVALID_API_KEY", "the bearer token is not valid here",
                                headers=WWW_AUTHENTICATE)
         except ApiError as err:
+            if browser and err.status == 401:
+                err.headers = {**err.headers, **BASIC_CHALLENGE}
             log.warning("refused %s %s from %s: %s", request.method, request.path, request.remote, err.code)
             audit("auth.failure", method=request.method, path=request.path,
                   remote=request.remote, code=err.code)

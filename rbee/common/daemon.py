@@ -86,18 +86,31 @@ def request_stop(app: web.Application) -> None:
     app[STOP_REQUESTED].set()
 
 
-def serve(app: web.Application | Awaitable[web.Application], host: str, port: int, name: str) -> None:
-    """Serve until SIGTERM, SIGINT or `request_stop`; exit 1 when the port cannot be bound."""
+def serve(
+    app: web.Application | Awaitable[web.Application],
+    host: str,
+    port: int,
+    name: str,
+    reload: Reload | None = None,
+) -> None:
+    """Serve until SIGTERM, SIGINT or `request_stop`; exit 1 when the port cannot be bound.
+
+    `reload` (a config reload) runs first on SIGHUP, before the application's own reload hooks.
+    """
     try:
-        asyncio.run(_serve(app, host, port, name))
+        asyncio.run(_serve(app, host, port, name, reload))
     except OSError as exc:
         print(f"error: {name} cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         raise SystemExit(1) from exc
 
 
-async def _serve(app: web.Application | Awaitable[web.Application], host: str, port: int, name: str) -> None:
+async def _serve(
+    app: web.Application | Awaitable[web.Application], host: str, port: int, name: str, reload: Reload | None
+) -> None:
     if not isinstance(app, web.Application):
         app = await app
+    if reload is not None:
+        app[RELOAD].insert(0, reload)
     runner = web.AppRunner(
         app, handler_cancellation=True, access_log=None, shutdown_timeout=HANDLER_CANCEL_TIMEOUT_S
     )

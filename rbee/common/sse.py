@@ -12,6 +12,7 @@ from aiohttp import web
 from rbee.common.errors import CORRELATION_HEADER, correlation_id_of
 
 DONE = "[DONE]"
+DONE_BYTES = DONE.encode()
 
 
 class StreamTruncated(Exception):
@@ -33,10 +34,26 @@ async def open_stream(request: web.Request, status: int = 200) -> web.StreamResp
     return response
 
 
+class Event(dict[str, Any]):
+    """A received event that keeps the JSON it arrived as, so relaying it unchanged costs no
+    re-encoding. Copy it (`{**event, ...}`) to change it: the copy is encoded afresh."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: bytes) -> None:
+        super().__init__(json.loads(raw))
+        self.raw = raw
+
+
 async def send_data(response: web.StreamResponse, payload: dict[str, Any] | str) -> None:
-    """Write one `data:` event; a dict is sent as compact JSON."""
-    text = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
-    await response.write(f"data: {text}\n\n".encode())
+    """Write one `data:` event: a received `Event` as it came, another dict as compact JSON."""
+    if isinstance(payload, Event):
+        data = payload.raw
+    elif isinstance(payload, str):
+        data = payload.encode()
+    else:
+        data = json.dumps(payload, separators=(",", ":")).encode()
+    await response.write(b"data: " + data + b"\n\n")
 
 
 async def send_comment(response: web.StreamResponse, text: str) -> None:
@@ -44,21 +61,20 @@ async def send_comment(response: web.StreamResponse, text: str) -> None:
     await response.write(f": {text}\n\n".encode())
 
 
-async def iter_data(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
-    """Yield each `data:` payload of an SSE response as soon as its line arrives."""
+async def iter_data(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """Yield each `data:` payload of an SSE response, as bytes, as soon as its line arrives."""
     while True:
         line = await response.content.readline()
         if not line:
             return
-        text = line.decode("utf-8", errors="replace").rstrip("\r\n")
-        if text.startswith("data:"):
-            yield text[5:].lstrip(" ")
+        if line.startswith(b"data:"):
+            yield line[5:].strip()
 
 
-async def iter_events(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
+async def iter_events(response: aiohttp.ClientResponse) -> AsyncIterator[Event]:
     """Yield the JSON events of a native token stream until `[DONE]`."""
     async for data in iter_data(response):
-        if data == DONE:
+        if data == DONE_BYTES:
             return
-        yield json.loads(data)
+        yield Event(data)
     raise StreamTruncated("event stream ended without [DONE]")

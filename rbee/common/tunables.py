@@ -8,7 +8,7 @@ reaches its hive and workers. An invalid value stops the daemon with a message n
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 
 
@@ -44,6 +44,10 @@ class Timings:
     """How long in-flight work may finish after a stop was asked for."""
     sigterm_grace_s: float = 10.0
     """How long a child may take to exit after SIGTERM before SIGKILL."""
+    admission_queue_depth: int = 1024
+    """Requests that may wait at the queen for a slot of one model; more are refused with 429."""
+    admission_wait_max_s: float = 120.0
+    """The longest a request waits in the admission queue before 503 (its deadline may end it sooner)."""
     failed_node_cooldown_s: float = 30.0
     """A node whose hive could not be started is passed over this long by requests naming no node."""
     request_deadline_s: float = 300.0
@@ -87,7 +91,7 @@ class Timings:
 
 ZERO_ALLOWED = frozenset({
     "restart_jitter", "max_restarts", "rate_limit_per_s", "max_concurrent_per_client", "failure_limit",
-    "audit_fsync", "worker_threads", "download_retries",
+    "audit_fsync", "worker_threads", "download_retries", "admission_queue_depth",
 })
 
 
@@ -96,12 +100,17 @@ def env_name(field_name: str) -> str:
     return f"RBEE_{field_name.upper()}"
 
 
-def load_timings(environ: Mapping[str, str] | None = None) -> Timings:
-    """Defaults with `RBEE_*` overrides applied and checked."""
-    environ = os.environ if environ is None else environ
+def env_overrides(
+    schema: type,
+    environ: Mapping[str, str],
+    name_of: Callable[[str], str],
+    lowest: Callable[[str, type], float],
+) -> dict[str, float | int]:
+    """The fields of dataclass `schema` that `environ` overrides, parsed and checked against their
+    lowest allowed value (TunableError naming the variable when one is not valid)."""
     values: dict[str, float | int] = {}
-    for item in fields(Timings):
-        name = env_name(item.name)
+    for item in fields(schema):
+        name = name_of(item.name)
         if name not in environ:
             continue
         kind = int if item.type in ("int", int) else float
@@ -109,8 +118,16 @@ def load_timings(environ: Mapping[str, str] | None = None) -> Timings:
             value = kind(environ[name])
         except ValueError as exc:
             raise TunableError(f"{name} must be a {kind.__name__}") from exc
-        low = 0 if item.name in ZERO_ALLOWED else 1e-3
-        if value < low or (item.name == "restart_jitter" and value >= 1):
+        if value < lowest(item.name, kind):
             raise TunableError(f"{name} is out of range")
         values[item.name] = value
+    return values
+
+
+def load_timings(environ: Mapping[str, str] | None = None) -> Timings:
+    """Defaults with `RBEE_*` overrides applied and checked."""
+    environ = os.environ if environ is None else environ
+    values = env_overrides(Timings, environ, env_name, lambda name, _: 0 if name in ZERO_ALLOWED else 1e-3)
+    if values.get("restart_jitter", 0) >= 1:
+        raise TunableError(f"{env_name('restart_jitter')} is out of range")
     return Timings(**values)

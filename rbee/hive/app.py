@@ -13,12 +13,14 @@ from aiohttp import web
 from rbee.common.audit import AuditLog
 from rbee.common.auth import Keyring, auth_middleware, reload_tokens
 from rbee.common.daemon import HEALTH, DaemonHealth, new_app, on_drain, on_reload
+from rbee.common.metrics import METRICS, DaemonMetrics, observe_requests, public_paths
 from rbee.common.tunables import Timings
 from rbee.hive.app_keys import CATALOG, DOWNLOADER, SUPERVISOR
 from rbee.hive.catalog import ModelCatalog
 from rbee.hive.downloads import Downloader, DownloadSettings
+from rbee.hive.metrics import HiveMetrics
 from rbee.hive.queen_link import send_heartbeats
-from rbee.hive.routes import PUBLIC_PATHS, add_routes
+from rbee.hive.routes import PUBLIC_PATHS, QUIET_PATHS, add_routes
 from rbee.hive.supervisor import SupervisorSettings, WorkerSupervisor
 
 
@@ -35,6 +37,8 @@ class HiveSettings:
     keyring: Keyring
     advertise_host: str = "127.0.0.1"
     """The address the queen and the workers use to reach this hive and its workers."""
+    metrics_public: bool = False
+    """Serve /metrics without a token."""
 
     @property
     def url(self) -> str:
@@ -43,9 +47,15 @@ class HiveSettings:
 
 
 def build_app(settings: HiveSettings, timings: Timings, audit_log: AuditLog) -> web.Application:
-    """The hive application: catalog, supervisor, routes, heartbeats to the queen."""
-    audit = audit_log.append
-    app = new_app([auth_middleware(settings.keyring, PUBLIC_PATHS, audit)])
+    """The hive application: catalog, supervisor, routes, metrics, heartbeats to the queen."""
+    metrics = DaemonMetrics("hive")
+    hive_metrics = HiveMetrics(metrics)
+    audit = hive_metrics.tap(audit_log.append)
+    app = new_app([
+        observe_requests(metrics, QUIET_PATHS),
+        auth_middleware(settings.keyring, public_paths(PUBLIC_PATHS, settings.metrics_public), audit),
+    ])
+    app[METRICS] = metrics
     app.on_cleanup.append(lambda _: asyncio.to_thread(audit_log.close))
     downloader = Downloader(settings.data_dir / "models", DownloadSettings.load(timings))
     app.on_cleanup.append(lambda _: downloader.close())
@@ -65,6 +75,7 @@ def build_app(settings: HiveSettings, timings: Timings, audit_log: AuditLog) -> 
     )
     supervisor.stop_leftovers()
     app[SUPERVISOR] = supervisor
+    hive_metrics.watch(supervisor, downloader)
     on_reload(app, reload_tokens(settings.keyring, audit))
     on_reload(app, supervisor.reload_all)
     app[HEALTH] = DaemonHealth(status=supervisor.status_line)

@@ -23,7 +23,7 @@ import re
 import shutil
 import time
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,6 +216,15 @@ class Downloader:
         self._active: dict[str, DownloadJob] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
+        self.bytes_received = 0
+        """Bytes received from model sources since the hive started (for its metrics)."""
+        self.failures: Counter[str] = Counter()
+        """Failed downloads since the hive started, by error code (for its metrics)."""
+
+    @property
+    def active_count(self) -> int:
+        """Downloads running now."""
+        return len(self._active)
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -309,6 +318,7 @@ class Downloader:
                      job.id, job.ref, size, seconds, sha256)
         except ApiError as err:
             log.warning("download %s of %s failed: %s", job.id, job.ref, err)
+            self.failures[err.code] += 1
             job.fail(err)
         except asyncio.CancelledError:
             job.fail(ApiError(503, "DOWNLOAD_INTERRUPTED",
@@ -316,6 +326,7 @@ class Downloader:
             raise
         except Exception:
             log.exception("download %s of %s crashed", job.id, job.ref)
+            self.failures["INTERNAL"] += 1
             job.fail(ApiError(500, "INTERNAL", "the download failed unexpectedly; see the hive's log"))
         finally:
             self._active.pop(job.ref, None)
@@ -405,6 +416,7 @@ class Downloader:
             async for data in response.content.iter_any():
                 buffer += data
                 job.bytes_done += len(data)
+                self.bytes_received += len(data)
                 if len(buffer) >= FLUSH_BYTES:
                     if pending is not None:
                         await pending

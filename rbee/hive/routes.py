@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
+from pathlib import Path
 
 from aiohttp import web
 
 from rbee import __version__
+from rbee.common import log_context
 from rbee.common.errors import read_json_object
+from rbee.common.metrics import METRICS_PATH, metrics_handler
+from rbee.common.readiness import Check, ready_response
 from rbee.common.validation import (
     BACKENDS,
     MAX_SLOTS,
@@ -24,6 +29,7 @@ from rbee.common.validation import (
 from rbee.hive import backends, preflight
 from rbee.hive.app_keys import CATALOG, SUPERVISOR
 from rbee.hive.download_routes import add_download_routes
+from rbee.hive.logs import stream_logs
 
 WORKER_REPORTED_STATES = ("idle", "busy", "draining")
 
@@ -34,6 +40,29 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(
         {"status": "alive", "version": __version__, "pid": os.getpid(), "workers": len(workers)}
     )
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why a file cannot be created in `folder` and its parent, or None when it can."""
+    for place in (folder, folder.parent):
+        try:
+            with tempfile.TemporaryFile(dir=place):
+                pass
+        except OSError as exc:
+            return f"cannot write in {place}: {exc.strerror or exc}"
+    return None
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Readiness: the catalog's folders are writable and the supervisor is running (not draining)."""
+    catalog, supervisor = request.app[CATALOG], request.app[SUPERVISOR]
+    problem = await asyncio.to_thread(_unwritable, catalog.models_dir)
+    checks = {
+        "catalog_writable": Check(problem is None, problem or f"{catalog.models_dir} is writable"),
+        "supervisor_running": Check(not supervisor.draining, "stopping every worker" if supervisor.draining
+                                    else supervisor.status_line(), "DRAINING"),
+    }
+    return ready_response(request, checks)
 
 
 async def spawn_worker(request: web.Request) -> web.Response:
@@ -80,6 +109,7 @@ async def heartbeat(request: web.Request) -> web.Response:
     """A worker's periodic report: state, free slots, decode progress."""
     body = await read_json_object(request)
     worker_id = check_identifier("worker_id", body.get("worker_id"))
+    log_context.bind(worker_id=worker_id)
     report = {
         "state": check_choice("state", body.get("state"), WORKER_REPORTED_STATES),
         "slots_free": check_int("slots_free", body.get("slots_free"), 0, MAX_SLOTS),
@@ -105,11 +135,17 @@ async def list_models(request: web.Request) -> web.Response:
 
 PUBLIC_PATHS = frozenset({"/v1/health"})
 """Routes that answer without a token (health checks for probes and load balancers)."""
+QUIET_PATHS = frozenset({"/v1/health", "/ready", METRICS_PATH, "/v1/heartbeat", "/v1/workers/ready",
+                         "/v1/workers/list"})
+"""Routes probes, workers and the queen call all the time: their access lines are DEBUG."""
 
 
 def add_routes(app: web.Application) -> None:
     """Register the hive's routes."""
     app.router.add_get("/v1/health", health)
+    app.router.add_get("/ready", ready)
+    app.router.add_get(METRICS_PATH, metrics_handler)
+    app.router.add_get("/v1/logs", stream_logs)
     app.router.add_post("/v1/workers/spawn", spawn_worker)
     app.router.add_get("/v1/workers/list", list_workers)
     app.router.add_post("/v1/workers/ready", worker_ready)

@@ -15,7 +15,7 @@ from typing import Any
 
 import psutil
 
-from rbee.common import processes
+from rbee.common import log_context, processes
 from rbee.common.audit import Audit, no_audit
 from rbee.common.auth import Keyring
 from rbee.common.errors import ApiError
@@ -114,7 +114,8 @@ class WorkerSupervisor:
         owner = WorkerOwner(record, self._launch, self.policy, self.timings, self._audit)
         self._owners[record.worker_id] = owner
         self._save_pids()
-        task = asyncio.create_task(self._own(owner, process), name=f"owner-{record.worker_id}")
+        task = asyncio.create_task(self._own(owner, process), name=f"owner-{record.worker_id}",
+                                   context=log_context.only(worker_id=record.worker_id))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return record

@@ -14,12 +14,17 @@ from aiohttp import web
 from rbee.common.audit import AuditLog
 from rbee.common.auth import Keyring, auth_middleware, reload_tokens
 from rbee.common.daemon import HEALTH, DaemonHealth, new_app, on_drain, on_reload
+from rbee.common.log_context import forward_correlation
+from rbee.common.metrics import METRICS, DaemonMetrics, observe_requests, public_paths
 from rbee.common.tunables import Timings
+from rbee.queen.cluster_status import STATUS, StatusSources
 from rbee.queen.dispatch import Dispatcher
 from rbee.queen.hive_client import HiveClient
 from rbee.queen.hive_directory import HiveDirectory
 from rbee.queen.hive_registry import HiveRegistry
 from rbee.queen.local_hive import LocalHive
+from rbee.queen.metrics import QueenMetrics
+from rbee.queen.node_logs import LOG_RELAY, LogRelay
 from rbee.queen.node_registry import NodeRegistry
 from rbee.queen.placement import Placement
 from rbee.queen.rate_limits import RateLimiter, client_limits, failure_throttle
@@ -31,6 +36,7 @@ from rbee.queen.routes import (
     INTERNAL_PATHS,
     PLACEMENT,
     PUBLIC_PATHS,
+    QUIET_PATHS,
     REGISTRY,
     TIMINGS,
     add_routes,
@@ -56,21 +62,31 @@ class QueenSettings:
     """Serve node `localhost` from a hive on this machine."""
     advertise_url: str = ""
     """The URL hives on other nodes send heartbeats to."""
+    metrics_public: bool = False
+    """Serve /metrics without a token."""
 
 
 async def build_app(settings: QueenSettings, timings: Timings, audit_log: AuditLog) -> web.Application:
     """The queen application, built inside the running loop that will serve it."""
     keyring = settings.keyring
-    audit = audit_log.append
+    metrics = DaemonMetrics("queen")
+    queen_metrics = QueenMetrics(metrics)
+    audit = queen_metrics.tap(audit_log.append)
     limiter = RateLimiter(timings)
-    unlimited = PUBLIC_PATHS | INTERNAL_PATHS
+    public = public_paths(PUBLIC_PATHS, settings.metrics_public)
+    unlimited = public | INTERNAL_PATHS
     app = new_app([
+        observe_requests(metrics, QUIET_PATHS),
         failure_throttle(limiter, unlimited, audit),
-        auth_middleware(keyring, PUBLIC_PATHS, audit),
+        auth_middleware(keyring, public, audit),
         client_limits(limiter, unlimited, audit),
     ])
+    app[METRICS] = metrics
     app.on_cleanup.append(lambda _: asyncio.to_thread(audit_log.close))
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=5))
+    # No cap on connections (aiohttp's default is 100): each relayed stream holds one to its worker.
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=5),
+                                    connector=aiohttp.TCPConnector(limit=0),
+                                    trace_configs=[forward_correlation()])
     hive_auth = lambda: keyring.headers_for("hive")  # noqa: E731
     local = LocalHive(HiveClient(f"http://127.0.0.1:{settings.hive_port}", session, hive_auth), settings)
     ssh = ssh_connector(settings.data_dir)
@@ -89,7 +105,11 @@ async def build_app(settings: QueenSettings, timings: Timings, audit_log: AuditL
     hives = HiveRegistry(timings, audit)
     registry = WorkerRegistry()
     placement = Placement(directory, hives, registry, settings.worker_slots, timings)
-    dispatcher = Dispatcher(placement, session, lambda: keyring.headers_for("worker"), audit)
+    dispatcher = Dispatcher(placement, session, lambda: keyring.headers_for("worker"), audit,
+                            meter=queen_metrics.tasks)
+    queen_metrics.watch(registry, hives, lambda: dispatcher.running_count)
+    app[STATUS] = StatusSources(registry, hives, directory, nodes, dispatcher, queen_metrics.tasks)
+    app[LOG_RELAY] = LogRelay(directory, session, hive_auth)
     app[REGISTRY] = registry
     app[HIVES] = hives
     app[PLACEMENT] = placement

@@ -14,11 +14,12 @@ from typing import Any
 
 import aiohttp
 
-from rbee.common import deadlines, sse
+from rbee.common import deadlines, log_context, sse
 from rbee.common.audit import Audit, no_audit, prompt_digest
 from rbee.common.deadlines import Deadline
 from rbee.common.errors import CORRELATION_HEADER, ApiError
 from rbee.common.http import Headers, no_headers, raise_for_error
+from rbee.queen.metrics import TaskMeter
 from rbee.queen.placement import Placement
 from rbee.queen.worker_registry import WorkerView
 
@@ -42,11 +43,13 @@ WORKER_CRASHED_EVENT = {
 async def _events_until(
     response: aiohttp.ClientResponse, deadline: Deadline
 ) -> AsyncIterator[dict[str, Any]]:
-    """The worker's events, raising TimeoutError once the deadline passes between two."""
+    """The worker's events, raising TimeoutError once the deadline passes between two (a
+    timeout scope per wait, not a task per event as `wait_for` would make)."""
     events = sse.iter_events(response)
     while True:
         try:
-            event = await asyncio.wait_for(anext(events), deadline.remaining_s())
+            async with asyncio.timeout(deadline.remaining_s()):
+                event = await anext(events)
         except StopAsyncIteration:
             return
         yield event
@@ -75,8 +78,11 @@ class Dispatcher:
         session: aiohttp.ClientSession,
         auth: Headers = no_headers,
         audit: Audit = no_audit,
+        *,
+        meter: TaskMeter,
     ) -> None:
         self._placement = placement
+        self._meter = meter
         self._session = session
         self._auth = auth
         self._audit = audit
@@ -96,6 +102,11 @@ class Dispatcher:
             log.warning("drain budget spent with %d task(s) still running", len(self._running))
 
     @property
+    def draining(self) -> bool:
+        """True once the queen stopped admitting tasks."""
+        return self._draining
+
+    @property
     def running_count(self) -> int:
         """Tasks streaming right now."""
         return len(self._running)
@@ -107,6 +118,7 @@ class Dispatcher:
 
     async def run(self, task: Task) -> AsyncIterator[dict[str, Any]]:
         """Run a task on a worker and yield its native events; audit its start and its outcome."""
+        log_context.bind(task_id=task.task_id)
         body = task.worker_body
         text = body.get("prompt") or json.dumps(body.get("messages"), sort_keys=True)
         self._audit("task.submitted", task_id=task.task_id, model=task.model,
@@ -114,7 +126,7 @@ class Dispatcher:
                     max_tokens=body.get("max_tokens"))
         outcome: dict[str, Any] = {"event": "task.cancelled", "reason": "the client went away"}
         try:
-            async for event in self._attempts(task):
+            async for event in self._meter.observe(self._attempts(task)):
                 if event.get("type") == "end":
                     outcome = {"event": "task.completed", "tokens_out": event.get("tokens_out"),
                                "stop_reason": event.get("stop_reason")}
@@ -148,7 +160,8 @@ class Dispatcher:
                     try:
                         async with asyncio.timeout(deadline.remaining_s()):
                             placed = self._placement.worker_for(model, task.backend, task.node)
-                            worker = await stack.enter_async_context(placed)
+                            with self._meter.waiting():
+                                worker = await stack.enter_async_context(placed)
                     except TimeoutError as exc:
                         raise deadlines.expired() from exc
                     self._running[task_id] = worker

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 
 from rbee.common.http import Headers, get_json, no_headers, post_json
+
+ALIVE_POLL_S = 0.1
 
 
 class HiveClient:
@@ -26,6 +30,16 @@ class HiveClient:
                 return response.status == 200
         except (aiohttp.ClientError, TimeoutError):
             return False
+
+    async def wait_alive(self, timeout_s: float, gave_up: Callable[[], bool] = lambda: False) -> bool:
+        """Poll the health check until it answers (True), `timeout_s` passes or `gave_up()` (False)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline and not gave_up():
+            if await self.is_alive():
+                return True
+            await asyncio.sleep(ALIVE_POLL_S)
+        return False
 
     async def health(self) -> dict[str, Any]:
         """The hive's health answer (status, version, pid, workers)."""

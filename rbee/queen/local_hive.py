@@ -47,6 +47,11 @@ class LocalHive:
         async with self._lock:
             if await self.client.is_alive():
                 return
+            if self._process is not None and self._process.returncode is None:
+                raise ApiError(
+                    503, "HIVE_UNAVAILABLE",
+                    f"the local hive (pid {self._process.pid}) runs but does not answer; see hive.log",
+                    headers={"Retry-After": "1"})
             if self._process is None or self._process.returncode is not None:
                 self._process = await processes.spawn(
                     [
@@ -68,15 +73,9 @@ class LocalHive:
             await self._wait_alive()
 
     async def _wait_alive(self) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + HIVE_START_TIMEOUT_S
-        while loop.time() < deadline:
-            if await self.client.is_alive():
-                return
-            if self._process is not None and self._process.returncode is not None:
-                break
-            await asyncio.sleep(0.1)
-        raise ApiError(503, "HIVE_UNAVAILABLE", "the local hive did not start; see hive.log")
+        process = self._process
+        if not await self.client.wait_alive(HIVE_START_TIMEOUT_S, lambda: process.returncode is not None):
+            raise ApiError(503, "HIVE_UNAVAILABLE", "the local hive did not start; see hive.log")
 
     def reload(self) -> None:
         """Pass a SIGHUP on to the hive this queen started, so it re-reads its tokens too."""

@@ -22,8 +22,8 @@ ERROR_STATUSES = {
     "409": "conflict (a node of that name exists)",
     "413": "request body too large",
     "422": "the node failed SSH preflight (host key, key, rbee install)",
-    "429": "rate limited (see Retry-After)",
-    "503": "unavailable, draining, or no free slot (see Retry-After)",
+    "429": "rate limited, or the model's admission queue is full (see Retry-After)",
+    "503": "unavailable, draining, or no slot came free within the admission wait (see Retry-After)",
     "504": "deadline exceeded",
     "507": "insufficient RAM, VRAM or disk",
 }
@@ -97,9 +97,12 @@ _CHAT = {
 }
 _WORKERS = {
     "type": "object",
-    "required": ["workers", "hives"],
+    "required": ["workers", "hives", "queue"],
     "properties": {"workers": {"type": "array", "items": {"type": "object"}},
-                   "hives": {"type": "array", "items": {"type": "object"}}},
+                   "hives": {"type": "array", "items": {"type": "object"}},
+                   "queue": {"type": "object", "required": ["waiting", "by_model"],
+                             "properties": {"waiting": {"type": "integer", "minimum": 0},
+                                            "by_model": {"type": "object"}}}},
 }
 _MODELS = {
     "type": "object",
@@ -113,6 +116,39 @@ _MODELS = {
     },
 }
 _HEALTH = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
+_CHECKS = {"type": "object", "additionalProperties": {
+    "type": "object", "required": ["ok", "detail"],
+    "properties": {"ok": {"type": "boolean"}, "detail": {"type": "string"}},
+}}
+_READY = {"type": "object", "required": ["ready", "checks"],
+          "properties": {"ready": {"const": True}, "checks": _CHECKS}}
+_NOT_READY = {"type": "object", "required": ["ready", "checks", "error"], "properties": {
+    "ready": {"const": False}, "checks": _CHECKS, "error": _ERROR["properties"]["error"]}}
+_STATUS = {
+    "type": "object",
+    "required": ["nodes", "hives", "workers", "models", "tasks_running", "queue_depth", "tokens_per_second"],
+    "properties": {
+        "nodes": {"type": "array", "items": {"type": "object",
+                                             "required": ["name", "hive_url", "kind", "hive"]}},
+        "hives": {"type": "array", "items": {"type": "object"}},
+        "workers": {"type": "array", "items": {"type": "object", "required": [
+            "worker_id", "node", "model", "state", "slots", "slots_busy", "tokens_per_second", "restarts"]}},
+        "models": {"type": "array", "items": {"type": "object"}},
+        "tasks_running": {"type": "integer", "minimum": 0},
+        "queue_depth": {"type": "integer", "minimum": 0},
+        "tokens_per_second": {"type": "number", "minimum": 0},
+    },
+}
+_LOG_PARAMETERS = [
+    {"name": "node", "in": "query", "required": True, "description": "`localhost` or a registered node",
+     "schema": {"type": "string", "minLength": 1, "maxLength": 253}},
+    {"name": "lines", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 10000},
+     "description": "last lines of each log to send first (default 100)"},
+    {"name": "follow", "in": "query", "schema": {"enum": ["true", "false"]},
+     "description": "keep sending new lines until the client leaves"},
+    {"name": "source", "in": "query", "schema": {"type": "string", "maxLength": 63},
+     "description": "only this log: `hive` or a worker id"},
+]
 _HEARTBEAT = {
     "type": "object",
     "required": ["hive_url", "workers"],
@@ -178,6 +214,7 @@ def _ok(description: str, content: dict[str, Any], status: str = "200") -> dict[
 
 _TASK_ERRORS = ("400", "401", "404", "413", "429", "503", "504", "507")
 _STREAM = {SSE: {"schema": {"type": "string"}}}
+_TEXT = {"schema": {"type": "string"}}
 
 
 def document() -> dict[str, Any]:
@@ -195,6 +232,37 @@ def document() -> dict[str, Any]:
             "/health": {"get": {
                 "summary": "liveness (public)", "security": [],
                 "responses": _ok("alive", {JSON: {"schema": _HEALTH}}),
+            }},
+            "/ready": {"get": {
+                "summary": "readiness: node registry loads, a hive answers or can start, not draining",
+                "responses": {**_ok("ready", {JSON: {"schema": _READY}}),
+                              "503": {"description": "not ready: the failing checks and an error object",
+                                      "content": {JSON: {"schema": _NOT_READY}}},
+                              **_errors("401", "429")},
+            }},
+            "/metrics": {"get": {
+                "summary": "Prometheus metrics (rbee_queen_*); public with --metrics-public",
+                "responses": {**_ok("metrics", {"text/plain": _TEXT, "application/openmetrics-text": _TEXT}),
+                              **_errors("401", "429")},
+            }},
+            "/v2/status": {"get": {
+                "summary": "nodes, hives, workers, models, throughput and queue depth (rbee status)",
+                "responses": {**_ok("status", {JSON: {"schema": _STATUS}}), **_errors("401", "429")},
+            }},
+            "/v2/logs": {"get": {
+                "summary": "a node's hive and worker logs, relayed from its hive (rbee logs)",
+                "parameters": _LOG_PARAMETERS,
+                "responses": {**_ok("one {source, line} event per line", _STREAM),
+                              **_errors("400", "401", "404", "429", "503")},
+            }},
+            "/ui": {"get": {
+                "summary": "the status page (also takes the token as the HTTP Basic password)",
+                "responses": {**_ok("the page", {"text/html": {"schema": {"type": "string"}}}),
+                              **_errors("401", "429")},
+            }},
+            "/ui/status": {"get": {
+                "summary": "what the status page refreshes itself from (as /v2/status)",
+                "responses": {**_ok("status", {JSON: {"schema": _STATUS}}), **_errors("401", "429")},
             }},
             "/openapi.json": {"get": {
                 "summary": "this document",

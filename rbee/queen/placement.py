@@ -18,12 +18,14 @@ from typing import Any
 
 from rbee.common.errors import ApiError
 from rbee.common.tunables import Timings
+from rbee.queen.admission import AdmissionQueue
 from rbee.queen.hive_directory import HiveDirectory, HiveHandle
 from rbee.queen.hive_registry import HiveRegistry
 from rbee.queen.worker_registry import PENDING_STATES, ROUTABLE_STATES, WorkerRegistry, WorkerView
 
 log = logging.getLogger(__name__)
 READY_POLL_S = 0.1
+SYNC_COALESCE_S = 0.2
 
 
 class Placement:
@@ -44,6 +46,8 @@ class Placement:
         self._timings = timings
         self._model_locks: dict[str, asyncio.Lock] = {}
         self._failed_until: dict[str, float] = {}
+        self._synced_at: dict[str, float] = {}
+        self.admission = AdmissionQueue(timings)
 
     def _stale(self, handle: HiveHandle) -> ApiError | None:
         if not self._hives.is_stale(handle.client.base_url):
@@ -57,12 +61,21 @@ class Placement:
         )
 
     async def _sync(self, handle: HiveHandle) -> None:
-        """Start the node's hive when needed and take its worker list as the truth."""
+        """Start the node's hive when needed and take its worker list as the truth.
+
+        Requests arriving within `SYNC_COALESCE_S` of the last sync share it (under load every
+        request would otherwise cost the hive a list call).
+        """
         stale = self._stale(handle)
         if stale is not None:
             raise stale
+        url = handle.client.base_url
+        now = asyncio.get_running_loop().time()
+        if now - self._synced_at.get(url, -SYNC_COALESCE_S) < SYNC_COALESCE_S:
+            return
         await handle.ensure_running()
-        self._registry.sync(handle.client.base_url, await handle.client.list_workers())
+        self._registry.sync(url, await handle.client.list_workers())
+        self._synced_at[url] = asyncio.get_running_loop().time()
 
     async def refresh(self) -> None:
         """Bring the registry up to date with the local hive (starting it when needed)."""
@@ -119,14 +132,32 @@ class Placement:
         self, model: str, backend: str = "cpu", node: str | None = None
     ) -> AsyncIterator[WorkerView]:
         """Hold a slot's worth of a worker of `model` on `backend` (on `node`, when given)."""
-        worker = await self._choose(model, backend, node)
+        worker = await self._admit(model, backend, node)
         self._registry.acquire(worker.worker_id)
         try:
             yield worker
         finally:
             self._registry.release(worker.worker_id)
+            self.admission.slot_freed(model)
 
-    async def _choose(self, model: str, backend: str, node: str | None) -> WorkerView:
+    async def _admit(self, model: str, backend: str, node: str | None) -> WorkerView:
+        """A worker with a free slot now, or after waiting in the model's admission queue."""
+        worker = await self._choose(model, backend, node)
+        if worker is not None:
+            return worker
+        loop = asyncio.get_running_loop()
+        queued_at = loop.time()
+        async with self.admission.place(model):
+            while True:
+                await self.admission.wait_turn(model, loop.time() - queued_at)
+                worker = await self._choose(model, backend, node)
+                if worker is not None:
+                    log.debug("request for %s admitted after %.3fs queued", model, loop.time() - queued_at)
+                    return worker
+
+    async def _choose(self, model: str, backend: str, node: str | None) -> WorkerView | None:
+        """A worker of `model` with a free slot (spawned or awaited when there is none at all);
+        None when every worker of the model is busy."""
         lock = self._model_locks.setdefault(model, asyncio.Lock())
         async with lock:
             handles = await self._usable(node)
@@ -141,13 +172,7 @@ class Placement:
                                                 pending[0].worker_id)
             if not workers:
                 return await self._spawn(model, backend, handles, explicit=node is not None)
-        raise ApiError(
-            503,
-            "ALL_SLOTS_BUSY",
-            "every worker of this model is busy; retry shortly",
-            {"model": model},
-            headers={"Retry-After": "1"},
-        )
+        return None
 
     @staticmethod
     def _by_url(handles: list[HiveHandle], hive_url: str) -> HiveHandle:
@@ -192,6 +217,7 @@ class Placement:
                     {"worker_id": worker_id},
                 )
             if worker.state in ROUTABLE_STATES:
+                self.admission.slot_freed(worker.model, worker.slots - 1)
                 return worker
             await asyncio.sleep(READY_POLL_S)
         raise ApiError(504, "WORKER_LOAD_TIMEOUT", "the worker did not finish loading in time")

@@ -142,12 +142,8 @@ class RemoteHive:
         return int(pid)
 
     async def _wait_alive(self) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + HIVE_START_TIMEOUT_S
-        while loop.time() < deadline:
-            if await self.client.is_alive():
-                return
-            await asyncio.sleep(START_POLL_S)
+        if await self.client.wait_alive(HIVE_START_TIMEOUT_S):
+            return
         raise ApiError(
             503, "HIVE_UNAVAILABLE",
             f"the hive of node {self.name} did not answer at {self.client.base_url} within "

@@ -13,6 +13,7 @@ from rbee import __version__
 from rbee.common import deadlines, sse
 from rbee.common.deadlines import Deadline
 from rbee.common.errors import ApiError, correlation_id_of, read_json_object
+from rbee.common.metrics import METRICS_PATH, metrics_handler
 from rbee.common.tunables import Timings
 from rbee.common.validation import (
     BACKENDS,
@@ -24,7 +25,7 @@ from rbee.common.validation import (
     parse_prompt,
     parse_sampling,
 )
-from rbee.queen import openapi
+from rbee.queen import cluster_status, node_logs, openapi, ui
 from rbee.queen.dispatch import Dispatcher, Task
 from rbee.queen.hive_registry import HiveRegistry
 from rbee.queen.openai_format import OpenAIRequest, OpenAIResponder, parse_request
@@ -105,7 +106,8 @@ async def cancel_task(request: web.Request) -> web.Response:
 
 
 async def list_workers(request: web.Request) -> web.Response:
-    """GET /v2/workers/list: the queen's view of every worker, as heartbeats last told it."""
+    """GET /v2/workers/list: the queen's view of every worker, as heartbeats last told it, and of
+    the requests waiting in its admission queue."""
     registry = request.app[REGISTRY]
     hives = request.app[HIVES]
     workers = [
@@ -113,9 +115,12 @@ async def list_workers(request: web.Request) -> web.Response:
         for w in registry.all()
     ]
     now = time.monotonic()
-    return web.json_response(
-        {"workers": workers, "hives": [hive.to_wire(now) for hive in hives.all()]}
-    )
+    admission = request.app[PLACEMENT].admission
+    return web.json_response({
+        "workers": workers,
+        "hives": [hive.to_wire(now) for hive in hives.all()],
+        "queue": {"waiting": admission.depth(), "by_model": admission.by_model()},
+    })
 
 
 async def shutdown_worker(request: web.Request) -> web.Response:
@@ -223,12 +228,20 @@ PUBLIC_PATHS = frozenset({"/health"})
 """Routes that answer without a token (health checks for probes and load balancers)."""
 INTERNAL_PATHS = frozenset({"/v2/heartbeat"})
 """Routes only daemons call (authenticated, but outside client rate limits)."""
+QUIET_PATHS = frozenset({"/health", "/ready", METRICS_PATH, "/v2/heartbeat", "/ui/status"})
+"""Routes probes, hives and the status page call all the time: their access lines are DEBUG."""
 
 
 def add_routes(app: web.Application) -> None:
     """Register the queen's routes."""
     app.router.add_get("/health", health)
+    app.router.add_get("/ready", cluster_status.ready)
+    app.router.add_get(METRICS_PATH, metrics_handler)
     app.router.add_get("/openapi.json", openapi_document)
+    app.router.add_get("/v2/status", cluster_status.status)
+    app.router.add_get("/v2/logs", node_logs.node_logs)
+    app.router.add_get("/ui", ui.page)
+    app.router.add_get("/ui/status", ui.page_status)
     app.router.add_post("/v2/tasks", create_task)
     app.router.add_delete("/v2/tasks/{task_id}", cancel_task)
     app.router.add_get("/v2/workers/list", list_workers)

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import paramiko
 from invoke.exceptions import CommandTimedOut
 
 from rbee.common.errors import ApiError
-from rbee.common.tunables import TunableError
+from rbee.common.tunables import env_overrides
 from rbee.queen.node_registry import NodeSpec
 
 
@@ -45,21 +45,9 @@ class SshTimings:
 def load_ssh_timings(environ: Mapping[str, str] | None = None) -> SshTimings:
     """Defaults with `RBEE_SSH_*` overrides applied and checked (TunableError when invalid)."""
     environ = os.environ if environ is None else environ
-    values: dict[str, float | int] = {}
-    for item in fields(SshTimings):
-        name = f"RBEE_SSH_{item.name.upper()}"
-        if name not in environ:
-            continue
-        kind = int if item.type in ("int", int) else float
-        try:
-            value = kind(environ[name])
-        except ValueError as exc:
-            raise TunableError(f"{name} must be a {kind.__name__}") from exc
-        low = 0 if item.name == "retries" else (1 if kind is int else 1e-3)
-        if value < low:
-            raise TunableError(f"{name} is out of range")
-        values[item.name] = value
-    return SshTimings(**values)
+    return SshTimings(**env_overrides(
+        SshTimings, environ, lambda name: f"RBEE_SSH_{name.upper()}",
+        lambda name, kind: 0 if name == "retries" else (1 if kind is int else 1e-3)))
 
 
 class SshError(ApiError):

@@ -55,6 +55,16 @@ def alive(pid: int) -> bool:
         return False
 
 
+def kill_survivors(pids: set[int], grace: float) -> list[int]:
+    """Wait up to `grace` for `pids` to exit, SIGKILL the ones still alive and return them."""
+    wait_until(lambda: not any(alive(p) for p in pids), grace)
+    survivors = [pid for pid in pids if alive(pid)]
+    for pid in survivors:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return survivors
+
+
 @dataclass
 class Daemon:
     """One `rbee <command>` process."""
@@ -133,12 +143,7 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        wait_until(lambda: not any(alive(p) for p in self.seen_descendants), 5.0)
-        survivors = [pid for pid in self.seen_descendants if alive(pid)]
-        for pid in survivors:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        return survivors
+        return kill_survivors(self.seen_descendants, 5.0)
 
     def log_tail(self, lines: int = 40) -> str:
         """The end of the daemon's log."""

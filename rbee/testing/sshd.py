@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import os
 import signal
 import subprocess
 from dataclasses import dataclass, field
@@ -18,9 +17,10 @@ from pathlib import Path
 import psutil
 
 from rbee.common.ports import ephemeral_port
-from rbee.testing.cluster import alive, wait_until
+from rbee.testing.cluster import kill_survivors, wait_until
 
 SSHD = "/usr/sbin/sshd"
+SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 STOP_TIMEOUT_S = 5.0
 
 
@@ -43,6 +43,8 @@ class Sshd:
     prefix: list[str] = field(default_factory=list)
     """Prepended to sshd's command line, e.g. `ip netns exec <ns>` to serve a test host."""
     user: str = field(default_factory=getpass.getuser)
+    sftp: bool = False
+    """Also serve the SFTP subsystem (Ansible transfers files with it; rbee's queen never needs it)."""
     process: subprocess.Popen | None = None
     seen_children: set[int] = field(default_factory=set)
 
@@ -73,6 +75,7 @@ class Sshd:
             "PubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
             f"UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\nAllowUsers {self.user}\n"
             "X11Forwarding no\nAllowTcpForwarding no\nPrintMotd no\nLogLevel VERBOSE\n"
+            + (f"Subsystem sftp {SFTP_SERVER}\n" if self.sftp else "")
         )
         return config
 
@@ -124,12 +127,7 @@ class Sshd:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        wait_until(lambda: not any(alive(p) for p in self.seen_children), 2.0)
-        survivors = [pid for pid in self.seen_children if alive(pid)]
-        for pid in survivors:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        return survivors
+        return kill_survivors(self.seen_children, 2.0)
 
     def connections_logged(self) -> int:
         """How many connections sshd has logged (proof that a client did or did not connect)."""

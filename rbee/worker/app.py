@@ -10,19 +10,29 @@ from aiohttp import web
 
 from rbee.common.auth import auth_middleware
 from rbee.common.daemon import HEALTH, NOTIFIER, DaemonHealth, new_app, on_drain, on_reload, request_stop
+from rbee.common.metrics import METRICS, DaemonMetrics, observe_requests, public_paths
 from rbee.common.tunables import Timings
 from rbee.worker.faults import Faults
 from rbee.worker.hive_link import HiveLink
-from rbee.worker.routes import PUBLIC_PATHS, RUNTIME, add_routes
+from rbee.worker.metrics import WORKER_METRICS, WorkerMetrics
+from rbee.worker.routes import PUBLIC_PATHS, QUIET_PATHS, RUNTIME, add_routes
 from rbee.worker.runtime import WorkerRuntime, WorkerSettings
 
 
-def build_app(settings: WorkerSettings, timings: Timings, faults: Faults) -> web.Application:
-    """The worker application: routes, runtime, the loading task and the hive link."""
-    app = new_app([auth_middleware(settings.keyring, PUBLIC_PATHS)])
+def build_app(
+    settings: WorkerSettings, timings: Timings, faults: Faults, metrics_public: bool = False
+) -> web.Application:
+    """The worker application: routes, runtime, metrics, the loading task and the hive link."""
+    metrics = DaemonMetrics("worker")
+    app = new_app([
+        observe_requests(metrics, QUIET_PATHS),
+        auth_middleware(settings.keyring, public_paths(PUBLIC_PATHS, metrics_public)),
+    ])
     on_reload(app, settings.keyring.reload)
     runtime = WorkerRuntime(settings, timings, faults, lambda: request_stop(app), app[NOTIFIER])
     app[RUNTIME] = runtime
+    app[METRICS] = metrics
+    app[WORKER_METRICS] = WorkerMetrics(metrics, runtime)
     app[HEALTH] = DaemonHealth(
         status=runtime.status_line,
         healthy=lambda: not runtime.decode_stalled(),

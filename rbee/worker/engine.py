@@ -1,6 +1,7 @@
-"""llama.cpp through llama-cpp-python: loading contexts and the blocking generation loop.
+"""llama.cpp through llama-cpp-python: loading a context and the blocking generation loop of
+the simple engine (one context per slot), plus the llama helpers both engines share.
 
-Everything here runs in a slot's own thread, never on the event loop.
+Generation runs in a slot's own thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -9,24 +10,13 @@ import codecs
 import os
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 from typing import Any
 
 from rbee.common.validation import SamplingParams
+from rbee.worker.generation import EmitToken, Outcome
 from rbee.worker.stop_matcher import StopMatcher
-
-EmitToken = Callable[[int, str], None]
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How a generation ended."""
-
-    tokens_out: int
-    stop_reason: str
-
 
 _LOAD_LOCK = threading.Lock()
 
@@ -90,16 +80,18 @@ def load_context(
         )
 
 
-def chat_template_of(context: Any) -> str | None:
+def chat_template_of(metadata: dict[str, str]) -> str | None:
     """The model's `tokenizer.chat_template`, if the GGUF has one."""
-    return context.metadata.get("tokenizer.chat_template") or None
+    return metadata.get("tokenizer.chat_template") or None
 
 
-def special_token_text(context: Any, token: int) -> str:
-    """The text of a special token such as BOS or EOS ('' when the model has none)."""
-    if token < 0:
-        return ""
-    return context._model.token_get_text(token)
+def special_texts(model: Any) -> tuple[str, str]:
+    """The text of a llama model's BOS and EOS tokens ('' for a token the model lacks)."""
+
+    def text(token: int) -> str:
+        return model.token_get_text(token) if token >= 0 else ""
+
+    return text(model.token_bos()), text(model.token_eos())
 
 
 def tokenize(context: Any, text: str, parse_special: bool) -> list[int]:
@@ -107,10 +99,11 @@ def tokenize(context: Any, text: str, parse_special: bool) -> list[int]:
     return context.tokenize(text.encode("utf-8"), add_bos=True, special=parse_special)
 
 
-def _is_end_of_generation(context: Any, token: int) -> bool:
+def is_end_of_generation(vocab: Any, token: int) -> bool:
+    """True for EOS, EOT and the model's other end-of-generation tokens."""
     import llama_cpp
 
-    return bool(llama_cpp.llama_vocab_is_eog(context._model.vocab, token))
+    return bool(llama_cpp.llama_vocab_is_eog(vocab, token))
 
 
 def generate(
@@ -140,7 +133,7 @@ def generate(
             if cancel.is_set():
                 stop_reason = "cancelled"
                 break
-            if not params.ignore_eos and _is_end_of_generation(context, token):
+            if not params.ignore_eos and is_end_of_generation(context._model.vocab, token):
                 stop_reason = "eos"
                 break
             emit(count, matcher.feed(decoder.decode(context.detokenize([token]))))

@@ -1,4 +1,4 @@
-"""Inference tasks: validate, claim a slot, run generation in the slot's thread, stream events."""
+"""Inference tasks: validate, claim a slot, run generation on the engine, stream events."""
 
 from __future__ import annotations
 
@@ -20,9 +20,8 @@ from rbee.common.validation import (
     parse_prompt,
     parse_sampling,
 )
-from rbee.worker import engine
 from rbee.worker.chat_prompt import render_chat
-from rbee.worker.faults import Faults
+from rbee.worker.generation import Engine, Job, Outcome
 from rbee.worker.slots import Slot, SlotPool
 
 log = logging.getLogger(__name__)
@@ -31,7 +30,7 @@ _FINISHED = object()
 
 @dataclass(eq=False)
 class Task:
-    """One admitted request: its slot, its generation thread's future and its event queue."""
+    """One admitted request: its slot, its generation's future and its event queue."""
 
     task_id: str
     slot: Slot
@@ -41,7 +40,7 @@ class Task:
     cancel: threading.Event = field(default_factory=threading.Event)
     events: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     started_at: float = field(default_factory=time.monotonic)
-    future: asyncio.Future[engine.Outcome] | None = None
+    future: asyncio.Future[Outcome] | None = None
     deadline: Deadline | None = None
     expired: bool = False
 
@@ -49,13 +48,10 @@ class Task:
 class InferenceService:
     """Admits inference requests onto slots and streams their native events."""
 
-    def __init__(
-        self, worker_id: str, pool: SlotPool, chat_template: str | None, faults: Faults
-    ) -> None:
+    def __init__(self, worker_id: str, pool: SlotPool, engine: Engine) -> None:
         self.worker_id = worker_id
         self.pool = pool
-        self._chat_template = chat_template
-        self._faults = faults
+        self.engine = engine
         self._active: dict[str, Task] = {}
         self.tokens_generated = 0
         self.peak_active = 0
@@ -85,17 +81,18 @@ class InferenceService:
         params = parse_sampling(body)
         slot = self.pool.acquire(task_id)
         try:
-            prompt_tokens, stops = self._prompt_tokens(slot, body)
+            prompt_tokens, stops = self._prompt_tokens(body)
         except BaseException:
             self.pool.release(slot)
             raise
-        if len(prompt_tokens) >= slot.context.n_ctx():
+        context_tokens = self.engine.context_tokens
+        if len(prompt_tokens) >= context_tokens:
             self.pool.release(slot)
             raise ApiError(
                 400,
                 "PROMPT_TOO_LONG",
                 "the prompt does not fit the model's context window",
-                {"prompt_tokens": len(prompt_tokens), "context_tokens": slot.context.n_ctx()},
+                {"prompt_tokens": len(prompt_tokens), "context_tokens": context_tokens},
             )
         task = Task(task_id, slot, prompt_tokens, params, stops + params.stop, deadline=deadline)
         self._active[task_id] = task
@@ -104,25 +101,18 @@ class InferenceService:
         return task
 
     def _launch(self, task: Task) -> None:
-        """Start generating in the slot's thread; the slot is freed when that thread returns."""
+        """Hand the task to the engine; the slot is freed when the engine has finished it."""
         loop = asyncio.get_running_loop()
-        faults = self._faults
 
         def emit(index: int, text: str) -> None:
-            faults.on_token(index)
             loop.call_soon_threadsafe(self._progress, task, index, text)
-
-        def run() -> engine.Outcome:
-            faults.on_generation_start()
-            return engine.generate(
-                task.slot.context, task.prompt_tokens, task.params, task.stops, task.cancel, emit
-            )
 
         if len(self._active) == 1:
             self._last_progress = time.monotonic()
-        task.future = loop.run_in_executor(task.slot.executor, run)
+        job = Job(task.prompt_tokens, task.params, task.stops, task.cancel, emit)
+        task.future = asyncio.wrap_future(self.engine.start(task.slot.index, job), loop=loop)
 
-        def finished(_: asyncio.Future[engine.Outcome]) -> None:
+        def finished(_: asyncio.Future[Outcome]) -> None:
             self._active.pop(task.task_id, None)
             self.pool.release(task.slot)
             task.events.put_nowait(_FINISHED)
@@ -138,17 +128,12 @@ class InferenceService:
         task.expired = True
         task.cancel.set()
 
-    def _prompt_tokens(self, slot: Slot, body: dict[str, Any]) -> tuple[list[int], tuple[str, ...]]:
-        context = slot.context
+    def _prompt_tokens(self, body: dict[str, Any]) -> tuple[list[int], tuple[str, ...]]:
         if "messages" in body:
-            chat = render_chat(
-                parse_messages(body),
-                self._chat_template,
-                engine.special_token_text(context, context.token_bos()),
-                engine.special_token_text(context, context.token_eos()),
-            )
-            return engine.tokenize(context, chat.text, chat.parse_special), chat.stops
-        return engine.tokenize(context, parse_prompt(body), False), ()
+            bos, eos = self.engine.special_texts()
+            chat = render_chat(parse_messages(body), self.engine.chat_template, bos, eos)
+            return self.engine.tokenize(chat.text, chat.parse_special), chat.stops
+        return self.engine.tokenize(parse_prompt(body), False), ()
 
     def cancel(self, task_id: str) -> bool:
         """Ask a running task to stop; False when no such task runs."""
@@ -166,8 +151,8 @@ class InferenceService:
     async def stream(self, task: Task) -> AsyncIterator[dict[str, Any]]:
         """Yield the task's started, token and end/error events.
 
-        Callers set `task.cancel` however they stop reading; the slot itself is released by
-        the generation thread's completion, however the request ends.
+        Callers set `task.cancel` however they stop reading; the slot itself is released when
+        the engine has finished the generation, however the request ends.
         """
         yield {
             "type": "started",

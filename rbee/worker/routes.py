@@ -6,11 +6,14 @@ from contextlib import aclosing
 
 from aiohttp import web
 
-from rbee.common import deadlines, sse
+from rbee.common import deadlines, log_context, sse
 from rbee.common.daemon import request_stop
 from rbee.common.errors import ApiError, read_json_object
+from rbee.common.metrics import METRICS_PATH, metrics_handler
+from rbee.common.readiness import Check, ready_response
 from rbee.common.validation import check_identifier
 from rbee.worker.inference import InferenceService
+from rbee.worker.metrics import WORKER_METRICS
 from rbee.worker.runtime import WorkerRuntime
 
 RUNTIME = web.AppKey("runtime", WorkerRuntime)
@@ -43,10 +46,19 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    """Readiness: 200 once the model is loaded into every slot."""
+    """Readiness (`/ready`, also `/v1/ready`): the model is loaded, the worker is not draining,
+    and a slot can take a request now (free, with the decode loop making progress)."""
     runtime = request.app[RUNTIME]
-    _service(runtime)
-    return web.json_response({"ready": True, **_status(runtime)})
+    service = runtime.service
+    free = service.pool.free if service else 0
+    stalled = runtime.decode_stalled()
+    checks = {
+        "model_loaded": Check(service is not None, f"{runtime.state}, {runtime.progress:.0%} loaded"),
+        "accepting": Check(runtime.phase != "draining", f"phase {runtime.phase}", "DRAINING"),
+        "slot_usable": Check(free > 0 and not stalled, "the decode loop is stalled" if stalled
+                             else f"{free} of {runtime.settings.slots} slots free"),
+    }
+    return ready_response(request, checks, _status(runtime))
 
 
 async def loading_progress(request: web.Request) -> web.StreamResponse:
@@ -75,9 +87,11 @@ async def inference(request: web.Request) -> web.StreamResponse:
     if deadline is not None:
         deadline.check()
     task = service.admit(await read_json_object(request), deadline)
+    log_context.bind(task_id=task.task_id)
     try:
+        events = request.app[WORKER_METRICS].observe(service.stream(task))
         response = await sse.open_stream(request)
-        async with aclosing(service.stream(task)) as events:
+        async with aclosing(events):
             async for event in events:
                 await sse.send_data(response, event)
         await sse.send_data(response, sse.DONE)
@@ -103,12 +117,16 @@ async def admin_shutdown(request: web.Request) -> web.Response:
 
 PUBLIC_PATHS = frozenset({"/health"})
 """Routes that answer without a token (health checks for probes and load balancers)."""
+QUIET_PATHS = frozenset({"/health", "/ready", "/v1/ready", METRICS_PATH})
+"""Routes probes call all the time: their access lines are DEBUG."""
 
 
 def add_routes(app: web.Application) -> None:
     """Register the worker's routes."""
     app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
     app.router.add_get("/v1/ready", ready)
+    app.router.add_get(METRICS_PATH, metrics_handler)
     app.router.add_get("/v1/loading/progress", loading_progress)
     app.router.add_post("/v1/inference", inference)
     app.router.add_delete("/v1/inference/{task_id}", cancel_inference)

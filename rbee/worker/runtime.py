@@ -12,12 +12,15 @@ from dataclasses import dataclass
 from rbee.common.auth import Keyring
 from rbee.common.notify import Notifier
 from rbee.common.tunables import Timings
-from rbee.worker import engine
+from rbee.worker.batch_engine import BatchEngine
 from rbee.worker.faults import Faults
+from rbee.worker.generation import LoadSpec
 from rbee.worker.inference import InferenceService
-from rbee.worker.slots import Slot, SlotPool
+from rbee.worker.simple_engine import SimpleEngine
+from rbee.worker.slots import SlotPool
 
 log = logging.getLogger(__name__)
+ENGINE_CLASSES = {"batched": BatchEngine, "simple": SimpleEngine}
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,8 @@ class WorkerSettings:
     keyring: Keyring
     backend: str = "cpu"
     device: int | None = None
+    engine: str = "batched"
+    """`batched` (one context, sequences decoded together) or `simple` (a context per slot)."""
 
 
 class WorkerRuntime:
@@ -54,15 +59,11 @@ class WorkerRuntime:
         self.faults = faults
         self._stop = stop
         self.phase = "loading"
-        self.slots_loaded = 0
+        self.progress = 0.0
+        """Share of the model loaded, 0.0 to 1.0."""
         self.service: InferenceService | None = None
         self.changed = asyncio.Event()
         self.loaded = asyncio.Event()
-
-    @property
-    def progress(self) -> float:
-        """Share of slots loaded, 0.0 to 1.0."""
-        return self.slots_loaded / self.settings.slots
 
     @property
     def state(self) -> str:
@@ -88,42 +89,36 @@ class WorkerRuntime:
         self.changed.set()
         self.changed = asyncio.Event()
 
+    def _loaded_share(self, share: float) -> None:
+        self.progress = share
+        self._mark_changed()
+
     async def load(self) -> None:
-        """Load one context per slot off the event loop; a failure stops the worker."""
-        loop = asyncio.get_running_loop()
-        slots: list[Slot] = []
+        """Load the model into the chosen engine off the event loop; a failure stops the worker."""
+        settings = self.settings
+        spec = LoadSpec(
+            model_path=settings.model_path,
+            slots=settings.slots,
+            ctx_size=settings.ctx_size,
+            threads=settings.threads or self.timings.worker_threads or None,
+            on_gpu=settings.backend != "cpu",
+            device=settings.device or 0,
+        )
         try:
-            for index in range(self.settings.slots):
-                slot = Slot(index=index, context=None)
-                slots.append(slot)
-                await loop.run_in_executor(slot.executor, self.faults.on_load)
-                slot.context = await loop.run_in_executor(
-                    slot.executor,
-                    engine.load_context,
-                    self.settings.model_path,
-                    self.settings.ctx_size,
-                    self.settings.threads or self.timings.worker_threads or None,
-                    self.settings.backend != "cpu",
-                    self.settings.device or 0,
-                )
-                self.slots_loaded = index + 1
-                self._mark_changed()
+            engine = await ENGINE_CLASSES[settings.engine].load(spec, self.faults, self._loaded_share)
         except Exception as exc:
-            log.error("loading %s failed: %s", self.settings.model_path, exc)
-            SlotPool(slots).shutdown()
+            log.error("loading %s failed: %s", settings.model_path, exc)
             self.phase = "failed"
             self._mark_changed()
             self._stop()
             return
-        template = engine.chat_template_of(slots[0].context)
-        self.service = InferenceService(
-            self.settings.worker_id, SlotPool(slots), template, self.faults
-        )
+        self.service = InferenceService(settings.worker_id, SlotPool.of_size(settings.slots), engine)
         self.phase = "ready"
         self._mark_changed()
         self.loaded.set()
         self._notifier.ready(self.status_line())
-        log.info("worker %s ready with %d slot(s)", self.settings.worker_id, len(slots))
+        log.info("worker %s ready with %d slot(s), %s engine", settings.worker_id, settings.slots,
+                 settings.engine)
 
     async def drain(self) -> None:
         """Refuse new work, let running generations finish within the budget, cancel the rest."""
@@ -139,4 +134,4 @@ class WorkerRuntime:
         if service.active_count:
             log.warning("drain budget spent: cancelling %d generation(s)", service.active_count)
             service.cancel_all()
-        service.pool.shutdown()
+        service.engine.shutdown()

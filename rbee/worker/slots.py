@@ -1,25 +1,22 @@
-"""Slots: one llama context and one thread each, handed to one request at a time."""
+"""Slots: how many generations a worker runs at once, handed to one request at a time.
+
+A slot's index is what the engine runs the request in: its own context and thread in the
+simple engine, its sequence id in the batched one.
+"""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from rbee.common.errors import ApiError
 
 
 @dataclass(eq=False)
 class Slot:
-    """A llama context and the only thread allowed to touch it."""
+    """One place for a generation, and the task holding it (None when free)."""
 
     index: int
-    context: Any
-    executor: ThreadPoolExecutor = field(init=False)
     task_id: str | None = None
-
-    def __post_init__(self) -> None:
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"slot-{self.index}")
 
 
 class SlotPool:
@@ -27,6 +24,11 @@ class SlotPool:
 
     def __init__(self, slots: list[Slot]) -> None:
         self._slots = slots
+
+    @classmethod
+    def of_size(cls, count: int) -> SlotPool:
+        """A pool of `count` free slots."""
+        return cls([Slot(index) for index in range(count)])
 
     @property
     def total(self) -> int:
@@ -53,10 +55,5 @@ class SlotPool:
         )
 
     def release(self, slot: Slot) -> None:
-        """Give a slot back once its thread has finished with the context."""
+        """Give a slot back once the engine has finished the generation in it."""
         slot.task_id = None
-
-    def shutdown(self) -> None:
-        """Stop the slot threads (after their current generation returns)."""
-        for slot in self._slots:
-            slot.executor.shutdown(wait=False, cancel_futures=True)

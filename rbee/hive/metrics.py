@@ -1,0 +1,105 @@
+"""The hive's metrics (`rbee_hive_*`): workers and downloads read from live state at scrape
+time; restarts, force-kills, crashes and worker shutdown times counted from the supervisor's
+audit events, which already mark each of those moments."""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from rbee.common.audit import Audit
+from rbee.common.metrics import DaemonMetrics
+from rbee.hive.downloads import Downloader
+from rbee.hive.supervisor import WorkerSupervisor
+
+KILL_REASONS = (
+    ("missed", "missed_heartbeats"), ("decode", "decode_stalled"), ("still loading", "loading_timeout")
+)
+"""How the supervisor words why it killed a hung worker → the `reason` label."""
+SHUTDOWN_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
+
+
+def kill_reason(text: str) -> str:
+    """The label for a kill reason as the worker owner words it."""
+    return next((label for prefix, label in KILL_REASONS if text.startswith(prefix)), "other")
+
+
+class HiveMetrics:
+    """Everything `/metrics` shows about this hive beyond the HTTP counters."""
+
+    def __init__(self, base: DaemonMetrics) -> None:
+        self._base = base
+        self.restarts = base.counter("worker_restarts_total", "Workers restarted after a crash or a kill, "
+                                     "by model", ("model",))
+        self.kills = base.counter("worker_force_kills_total", "Hung workers the hive killed, by reason "
+                                  "(missed_heartbeats, decode_stalled, loading_timeout)", ("reason",))
+        self.crashes = base.counter("worker_crashes_total", "Worker processes that exited unexpectedly")
+        self.shutdown = base.histogram(
+            "worker_shutdown_duration_seconds",
+            "From a stop request to the worker process's exit (drain, SIGTERM, SIGKILL)",
+            buckets=SHUTDOWN_BUCKETS,
+        )
+        self._stopping: dict[str, float] = {}
+
+    def watch(self, supervisor: WorkerSupervisor, downloader: Downloader) -> None:
+        """Show the supervisor's workers and the downloader's jobs at every scrape."""
+        self._base.scraped(lambda: self._collect(supervisor, downloader))
+
+    def tap(self, audit: Audit) -> Audit:
+        """An audit function that counts the supervisor's events, then records them with `audit`."""
+
+        def counted(event: str, **fields: Any) -> Any:
+            self._count(event, fields)
+            return audit(event, **fields)
+
+        return counted
+
+    def _count(self, event: str, fields: dict[str, Any]) -> None:
+        worker_id = str(fields.get("worker_id", ""))
+        if event == "worker.spawn" and fields.get("restarts"):
+            self.restarts.labels(str(fields.get("model", "unknown"))).inc()
+        elif event == "worker.kill":
+            self.kills.labels(kill_reason(str(fields.get("reason", "")))).inc()
+        elif event == "worker.crashed":
+            self.crashes.inc()
+        elif event == "worker.stop":
+            self._stopping.setdefault(worker_id, time.monotonic())
+        elif event == "worker.removed" and worker_id in self._stopping:
+            self.shutdown.observe(time.monotonic() - self._stopping.pop(worker_id))
+
+    def _collect(self, supervisor: WorkerSupervisor, downloads: Downloader) -> Iterable[Metric]:
+        prefix = self._base.prefix
+        states: collections.Counter[tuple[str, str]] = collections.Counter()
+        slots: collections.Counter[str] = collections.Counter()
+        busy: collections.Counter[str] = collections.Counter()
+        for record in supervisor.list():
+            states[(record.state, record.model.name)] += 1
+            slots[record.model.name] += record.slots
+            if record.state in ("idle", "busy"):
+                busy[record.model.name] += record.slots - record.slots_free
+        workers = GaugeMetricFamily(prefix + "workers", "Workers this hive owns, by state and model",
+                                    labels=("state", "model"))
+        for (state, model), count in sorted(states.items()):
+            workers.add_metric((state, model), count)
+        total = GaugeMetricFamily(prefix + "worker_slots", "Slots of this hive's workers, by model",
+                                  labels=("model",))
+        used = GaugeMetricFamily(prefix + "worker_slots_busy", "Slots busy as the workers' last "
+                                 "heartbeats reported, by model", labels=("model",))
+        for model in sorted(slots):
+            total.add_metric((model,), slots[model])
+            used.add_metric((model,), busy[model])
+        failures = CounterMetricFamily(prefix + "download_failures", "Model downloads that failed, "
+                                       "by error code", labels=("reason",))
+        for code, count in sorted(downloads.failures.items()):
+            failures.add_metric((code,), count)
+        yield from (workers, total, used, failures)
+        yield GaugeMetricFamily(prefix + "downloads_active", "Model downloads running now",
+                                value=downloads.active_count)
+        yield CounterMetricFamily(prefix + "download_bytes", "Bytes received from model sources",
+                                  value=downloads.bytes_received)
+        yield GaugeMetricFamily(prefix + "draining", "1 while the hive stops its workers to shut down",
+                                value=int(supervisor.draining))

@@ -1,0 +1,76 @@
+"""What a worker asks of an inference engine, and the interface both engines offer.
+
+An engine owns the llama.cpp state and the threads that touch it. The event loop hands it
+jobs; the engine calls each job's `emit` on its own thread and settles the returned future
+when the generation ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Protocol
+
+from rbee.common.validation import SamplingParams
+
+EmitToken = Callable[[int, str], None]
+Progress = Callable[[float], None]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a generation ended."""
+
+    tokens_out: int
+    stop_reason: str
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """What to load and how many generations must run at once."""
+
+    model_path: str
+    slots: int
+    ctx_size: int
+    """Context tokens of each sequence (prompt plus output)."""
+    threads: int | None
+    on_gpu: bool = False
+    device: int = 0
+
+
+@dataclass(eq=False)
+class Job:
+    """One generation as an engine runs it."""
+
+    prompt_tokens: list[int]
+    params: SamplingParams
+    stops: tuple[str, ...]
+    cancel: threading.Event
+    emit: EmitToken
+    """Called on the engine's thread once per generated token with the text it releases."""
+
+
+class Engine(Protocol):
+    """A loaded model that runs up to `slots` generations at once."""
+
+    context_tokens: int
+    """Context tokens one generation may use (prompt plus output)."""
+    chat_template: str | None
+
+    def tokenize(self, text: str, parse_special: bool) -> list[int]:
+        """Prompt tokens with BOS; special tokens parsed only for rendered chat templates."""
+        ...
+
+    def special_texts(self) -> tuple[str, str]:
+        """The text of the BOS and EOS tokens ('' for a token the model lacks)."""
+        ...
+
+    def start(self, slot: int, job: Job) -> Future[Outcome]:
+        """Begin generating for `job` in slot `slot` (which the caller holds)."""
+        ...
+
+    def shutdown(self) -> None:
+        """Stop the engine's threads once their current work returns; start nothing new."""
+        ...

@@ -1,0 +1,92 @@
+"""The worker's metrics (`rbee_worker_*`): slots, state and token totals read from the runtime at
+scrape time; time to first token, generation latency and throughput measured on the event
+stream each request sends."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Iterable
+from contextlib import aclosing
+from typing import Any
+
+from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from rbee.common.metrics import DaemonMetrics, Throughput
+from rbee.worker.runtime import WorkerRuntime
+
+STATES = ("loading", "idle", "busy", "draining", "failed")
+STOP_REASONS = frozenset({"max_tokens", "eos", "stop", "cancelled", "error"})
+"""`end` events' stop reasons; a generation may also end in an `error` event or a client that left."""
+
+
+class WorkerMetrics:
+    """Everything `/metrics` shows about this worker beyond the HTTP counters."""
+
+    def __init__(self, base: DaemonMetrics, runtime: WorkerRuntime) -> None:
+        self._runtime = runtime
+        self._prefix = base.prefix
+        self.throughput = Throughput()
+        self.first_token = base.histogram("time_to_first_token_seconds",
+                                          "From the admitted request to its first token")
+        self.duration = base.histogram("generation_duration_seconds",
+                                       "From the admitted request to its last event")
+        self.generations = base.counter("generations_total", "Generations ended, by outcome (a stop "
+                                        "reason, error, or client_gone)", ("outcome",))
+        base.scraped(self._collect)
+
+    def observe(self, events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        """Pass one request's events through, timing its first token and the whole generation from
+        now (call it right after admitting the request)."""
+        return self._observe(events, time.monotonic())
+
+    async def _observe(
+        self, events: AsyncIterator[dict[str, Any]], started: float
+    ) -> AsyncIterator[dict[str, Any]]:
+        waiting_for_first = True
+        outcome = "client_gone"
+        try:
+            async with aclosing(events):
+                async for event in events:
+                    kind = event.get("type")
+                    if kind == "token":
+                        if waiting_for_first:
+                            self.first_token.observe(time.monotonic() - started)
+                            waiting_for_first = False
+                        self.throughput.add()
+                    elif kind == "end":
+                        reason = event.get("stop_reason")
+                        outcome = reason if reason in STOP_REASONS else "error"
+                    elif kind == "error":
+                        outcome = "error"
+                    yield event
+        finally:
+            self.duration.observe(time.monotonic() - started)
+            self.generations.labels(outcome).inc()
+
+    def _collect(self) -> Iterable[Metric]:
+        runtime = self._runtime
+        settings = runtime.settings
+        service = runtime.service
+        busy = settings.slots - service.pool.free if service else 0
+        info = GaugeMetricFamily(self._prefix + "info", "This worker's id and model file (always 1)",
+                                 labels=("worker_id", "model"))
+        info.add_metric((settings.worker_id, os.path.basename(settings.model_path)), 1)
+        state = GaugeMetricFamily(self._prefix + "state", "1 for the worker's current state",
+                                  labels=("state",))
+        for name in STATES:
+            state.add_metric((name,), 1 if runtime.state == name else 0)
+        yield info
+        yield state
+        yield GaugeMetricFamily(self._prefix + "loading_progress", "Share of the model loaded (0 to 1)",
+                                value=runtime.progress)
+        yield GaugeMetricFamily(self._prefix + "slots", "Slots (generations at once)", value=settings.slots)
+        yield GaugeMetricFamily(self._prefix + "slots_busy", "Slots serving a request now", value=busy)
+        yield GaugeMetricFamily(self._prefix + "tokens_per_second",
+                                "Tokens streamed per second over the last 10 s", value=self.throughput.rate())
+        yield CounterMetricFamily(self._prefix + "tokens_generated", "Tokens generated since start",
+                                  value=service.tokens_generated if service else 0)
+
+
+WORKER_METRICS = web.AppKey("worker_metrics", WorkerMetrics)

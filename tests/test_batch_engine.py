@@ -1,0 +1,172 @@
+"""The batched engine on real llama.cpp with the tiny random-weight model: sequences decoded
+together in one context, joining and leaving between steps."""
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+
+import pytest
+
+from rbee.common.validation import SamplingParams
+from rbee.testing.tiny_model import build_tiny_gguf
+from rbee.worker.batch_engine import PREFILL_TOKENS_WHILE_DECODING, BatchEngine
+from rbee.worker.faults import Faults
+from rbee.worker.generation import Job, LoadSpec, Outcome
+
+SLOTS = 4
+CTX = 1024
+WAIT_S = 30
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return str(build_tiny_gguf(tmp_path_factory.mktemp("model") / "tiny.gguf", context_length=CTX))
+
+
+@pytest.fixture(scope="module")
+def batch(model_path):
+    engine = asyncio.run(BatchEngine.load(LoadSpec(model_path, SLOTS, CTX, 1), Faults(), lambda _: None))
+    yield engine
+    engine.shutdown()
+
+
+@dataclass
+class Run:
+    """One submitted job and what it emitted."""
+
+    future: object
+    pieces: list[tuple[int, str]] = field(default_factory=list)
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def text(self) -> str:
+        return "".join(text for _, text in self.pieces)
+
+    def outcome(self) -> Outcome:
+        return self.future.result(WAIT_S)
+
+
+def _start(engine, slot, params, prompt="Once upon a time", stops=(), on_token=None) -> Run:
+    """Submit a job; `on_token(run, index)` runs on the decode loop's thread after each token."""
+    run = Run(future=None)
+
+    def emit(index: int, text: str) -> None:
+        run.pieces.append((index, text))
+        if on_token is not None:
+            on_token(run, index)
+
+    job = Job(engine.tokenize(prompt, False), params, stops, run.cancel, emit)
+    run.future = engine.start(slot, job)
+    return run
+
+
+def _wait_for_tokens(run: Run, count: int) -> None:
+    for _ in range(WAIT_S * 100):
+        if len(run.pieces) >= count:
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError(f"fewer than {count} tokens arrived")
+
+
+def test_sequences_decoded_together_each_stop_at_their_own_max_tokens(batch):
+    runs = [_start(batch, slot, SamplingParams(max_tokens=50 * (slot + 1), ignore_eos=True))
+            for slot in range(SLOTS)]
+    for slot, run in enumerate(runs):
+        assert run.outcome() == Outcome(tokens_out=50 * (slot + 1), stop_reason="max_tokens")
+        assert [i for i, _ in run.pieces] == list(range(50 * (slot + 1)))
+        assert run.text
+
+
+def test_each_sequence_samples_with_its_own_seed(batch):
+    params = [SamplingParams(max_tokens=60, temperature=1.0, seed=seed, ignore_eos=True)
+              for seed in (11, 11, 12, 13)]
+    runs = [_start(batch, slot, p) for slot, p in enumerate(params)]
+    texts = [(r.outcome(), r.text)[1] for r in runs]
+    assert texts[0] == texts[1]
+    assert len({texts[0], texts[2], texts[3]}) == 3
+
+
+def test_a_greedy_sequence_is_unaffected_by_a_hot_one_beside_it(batch):
+    greedy = SamplingParams(max_tokens=80, temperature=0.0, ignore_eos=True)
+    alone = _start(batch, 0, greedy)
+    alone.outcome()
+    together = _start(batch, 0, greedy)
+    hot = _start(batch, 1, SamplingParams(max_tokens=80, temperature=1.5, seed=5, ignore_eos=True))
+    together.outcome()
+    hot.outcome()
+    assert together.text == alone.text and hot.text != alone.text
+
+
+def test_a_finished_sequence_leaves_its_slot_clean_for_the_next(batch):
+    params = SamplingParams(max_tokens=120, temperature=1.0, seed=21, ignore_eos=True)
+    first = _start(batch, 2, params)
+    first.outcome()
+    second = _start(batch, 2, params)
+    assert second.outcome() == first.outcome()
+    assert second.text == first.text
+
+
+def test_a_long_prompt_joins_in_chunks_while_others_keep_decoding(batch):
+    order: list[int] = []
+    prompt = " ".join(["the little dog saw a big cat"] * 100)
+    prompt_tokens = len(batch.tokenize(prompt, False))
+    assert prompt_tokens > 3 * PREFILL_TOKENS_WHILE_DECODING
+    joiner: list[Run] = []
+
+    def runner_token(_: Run, index: int) -> None:
+        order.append(0)
+        if index == 5:
+            params = SamplingParams(max_tokens=5, ignore_eos=True)
+            joiner.append(_start(batch, 1, params, prompt=prompt, on_token=lambda *_: order.append(1)))
+
+    runner = _start(batch, 0, SamplingParams(max_tokens=5000, ignore_eos=True), on_token=runner_token)
+    assert runner.outcome().stop_reason == "max_tokens"
+    assert joiner[0].outcome() == Outcome(tokens_out=5, stop_reason="max_tokens")
+    between = order[6:order.index(1)]
+    assert len(between) >= prompt_tokens // PREFILL_TOKENS_WHILE_DECODING - 1
+
+
+def test_cancelling_one_sequence_ends_it_at_the_next_step_and_spares_the_others(batch):
+    victim = _start(batch, 0, SamplingParams(max_tokens=5000, ignore_eos=True),
+                    on_token=lambda run, index: index == 10 and run.cancel.set())
+    survivor = _start(batch, 1, SamplingParams(max_tokens=400, ignore_eos=True))
+    assert victim.outcome() == Outcome(tokens_out=11, stop_reason="cancelled")
+    assert len(victim.pieces) == 11
+    assert survivor.outcome() == Outcome(tokens_out=400, stop_reason="max_tokens")
+
+
+def test_a_stop_sequence_ends_generation_and_is_not_emitted(batch):
+    params = SamplingParams(max_tokens=300, temperature=1.0, seed=3, ignore_eos=True)
+    full = _start(batch, 3, params)
+    full.outcome()
+    text = full.text
+    stop = text[len(text) // 2: len(text) // 2 + 3]
+    stopped = _start(batch, 3, params, stops=(stop,))
+    assert stopped.outcome().stop_reason == "stop"
+    assert stopped.text == text[: text.find(stop)]
+
+
+def test_the_budget_never_exceeds_the_sequence_context(batch):
+    run = _start(batch, 0, SamplingParams(max_tokens=5000, ignore_eos=True))
+    outcome = run.outcome()
+    prompt = len(batch.tokenize("Once upon a time", False))
+    assert outcome == Outcome(tokens_out=batch.context_tokens - prompt, stop_reason="max_tokens")
+
+
+def test_shutting_down_cancels_running_sequences_and_stops_the_loop(model_path):
+    slow = Faults(slow_ms=5)
+    engine = asyncio.run(BatchEngine.load(LoadSpec(model_path, 2, 4096, 1), slow, lambda _: None))
+    run = _start(engine, 0, SamplingParams(max_tokens=4000, ignore_eos=True))
+    _wait_for_tokens(run, 5)
+    engine.shutdown()
+    assert run.outcome().stop_reason == "cancelled"
+    assert not engine._thread.is_alive()
+    with pytest.raises(RuntimeError):
+        engine.start(1, Job([1], SamplingParams(), (), threading.Event(), lambda i, t: None))
+
+
+def test_a_file_that_is_no_model_fails_the_load(tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 64)
+    with pytest.raises(ValueError):
+        asyncio.run(BatchEngine.load(LoadSpec(str(bad), 1, 256, 1), Faults(), lambda _: None))
