@@ -51,3 +51,11 @@ Feature: The hive spawns and tracks worker processes
     When I ask the worker to shut down through its admin endpoint
     Then the hive lists no worker within 5 seconds
     And no process the hive started is still running
+
+  Scenario: A queen with --external-hive never starts a hive and answers 503 HIVE_UNAVAILABLE while its hive is down
+    Given a queen with --external-hive and a separately started hive on its hive port
+    And a worker for the tiny model has served a task through the queen
+    When the separately started hive is stopped
+    And another native task for the tiny model is posted
+    Then the answer is status 503 with error code "HIVE_UNAVAILABLE" and a correlation id
+    And no hive process runs under the queen

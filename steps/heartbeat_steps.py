@@ -116,3 +116,26 @@ def stuck_gone(context, seconds: int) -> None:
 @then("the new hive's log says it stopped a worker left by a previous run")
 def log_says_leftover(context) -> None:
     assert "left by a previous hive run" in context.hive.log_path.read_text()
+
+
+@given("a queen with --external-hive and a separately started hive on its hive port")
+def queen_with_external_hive(context) -> None:
+    context.queen_ports = (ephemeral_port(), ephemeral_port())
+    queen_port, hive_port = context.queen_ports
+    context.queen_url = f"http://127.0.0.1:{queen_port}"
+    context.hive = started(
+        context, hive_daemon(context.workdir, ["--queen-url", context.queen_url], port=hive_port)
+    )
+    context.hive_url = context.hive.base_url
+    extra = ["--worker-ctx-size", "8192", "--external-hive"]
+    context.queen = started(context, queen_daemon(context.workdir, extra=extra, ports=context.queen_ports))
+
+
+@when("the separately started hive is stopped")
+def stop_own_hive(context) -> None:
+    context.orphans.extend(context.hive.stop())
+
+
+@then("no hive process runs under the queen")
+def no_hive_under_queen(context) -> None:
+    assert context.queen.descendants() == [], context.queen.descendants()

@@ -117,6 +117,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _queen_options(queen)
     queen.add_argument("--start-hive", action="store_true",
                        help="start the local hive now instead of at the first request")
+    queen.add_argument("--external-hive", action="store_true",
+                       help="the local hive is run by systemd (or another supervisor): use it, never "
+                       "start one")
     queen.set_defaults(func=run_queen)
 
     up = sub.add_parser("up", help="run queen and local hive in the foreground; Ctrl+C stops all",
@@ -174,6 +177,7 @@ def run_queen(args: argparse.Namespace, start_hive: bool | None = None) -> int:
         start_hive=(config.start_hive if start_hive is None else start_hive) and config.local_hive,
         keyring=_keyring(config, "queen", "queen"),
         local_hive=config.local_hive,
+        manage_local_hive=not config.external_hive,
         advertise_url=config.advertise_url or f"http://{_reachable(config.host)}:{config.port}",
         metrics_public=config.metrics_public,
     )

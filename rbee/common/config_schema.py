@@ -122,6 +122,7 @@ class QueenOptions(_Options):
     local_hive: bool = True
     advertise_url: HttpUrl | None = None
     start_hive: bool = False
+    external_hive: bool = False
 
 
 class HiveOptions(_Options):

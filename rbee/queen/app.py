@@ -60,6 +60,8 @@ class QueenSettings:
     keyring: Keyring
     local_hive: bool = True
     """Serve node `localhost` from a hive on this machine."""
+    manage_local_hive: bool = True
+    """Start the local hive when it does not answer (False: systemd or another supervisor runs it)."""
     advertise_url: str = ""
     """The URL hives on other nodes send heartbeats to."""
     metrics_public: bool = False

@@ -29,6 +29,7 @@ class LocalHiveSettings(Protocol):
     worker_port_start: int
     worker_ctx_size: int
     keyring: Keyring
+    manage_local_hive: bool
 
 
 class LocalHive:
@@ -47,6 +48,12 @@ class LocalHive:
         async with self._lock:
             if await self.client.is_alive():
                 return
+            if not self._settings.manage_local_hive:
+                raise ApiError(
+                    503, "HIVE_UNAVAILABLE",
+                    f"the local hive at {self.client.base_url} does not answer; the queen runs with "
+                    "--external-hive, so its supervisor starts it (`systemctl status rbee-hive`)",
+                    headers={"Retry-After": "1"})
             if self._process is not None and self._process.returncode is None:
                 raise ApiError(
                     503, "HIVE_UNAVAILABLE",
