@@ -35,10 +35,10 @@ NODE = "node-1"
 QUEEN, HIVE = "rbee-queen.service", "rbee-hive.service"
 PLAYBOOK_TIMEOUT_S = 300
 RECAP = re.compile(rf"^{NODE}\s+:\s+(?P<counts>(?:\w+=\d+\s*)+)$", re.MULTILINE)
+FAILED_EXIT = 2
 UNREACHABLE_EXIT = 4
 MASTER_PID = re.compile(r"Master running \(pid=(\d+)\)")
 MASTER_STOP_S = 5.0
-FAILED_EXIT = 2
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def node_inventory(context) -> None:
     """Everything at the role's defaults except what a node inside a test needs: its own folders,
     ports, the test manager's environment and the fast timings of the suite."""
     manager = context.manager
-    python = sys._base_executable
+    python = sys._base_executable  # the Python this virtualenv was made from: the wheels fit it
     ports = {"queen": ephemeral_port(), "hive": ephemeral_port(), "worker": ephemeral_port()}
     context.node = context.workdir / "node"
     context.node.mkdir()
@@ -173,9 +173,7 @@ def _run_playbook(context, key: Path, *extra: str) -> PlaybookRun:
     began = time.monotonic()
     result = subprocess.run(command, cwd=context.workdir, env=env, capture_output=True, text=True,
                             timeout=PLAYBOOK_TIMEOUT_S)
-    run = PlaybookRun(result.returncode, result.stdout + result.stderr, time.monotonic() - began)
-    context.runs = [*getattr(context, "runs", []), run]
-    return run
+    return PlaybookRun(result.returncode, result.stdout + result.stderr, time.monotonic() - began)
 
 
 def _main_pids(context) -> dict[str, str]:
