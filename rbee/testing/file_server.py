@@ -22,6 +22,7 @@ from pathlib import Path
 from aiohttp import web
 
 from rbee.common.ports import ephemeral_port
+from rbee.testing.background_server import BackgroundServer
 
 CHUNK_BYTES = 1024 * 1024
 THROTTLE_SLICE_S = 0.02
@@ -106,9 +107,7 @@ class FileServer:
         self._repos: dict[tuple[str, str], list[str]] = {}
         self._hits: list[Hit] = []
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._stopped: asyncio.Event | None = None
+        self._server = BackgroundServer(self._app, self.port, "file-server")
         self._tmp = tempfile.TemporaryDirectory(prefix="rbee-file-server-")
 
     @property
@@ -175,46 +174,6 @@ class FileServer:
 
     def start(self) -> FileServer:
         """Serve in a background thread; returns once the port accepts connections."""
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        self._thread = threading.Thread(target=self._run, args=(ready, failure), daemon=True,
-                                        name="file-server")
-        self._thread.start()
-        if not ready.wait(30):
-            raise RuntimeError("file server did not start")
-        if failure:
-            raise failure[0]
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and join the thread."""
-        if self._loop is not None and self._stopped is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._stopped.set)
-            self._thread.join(30)
-        self._tmp.cleanup()
-
-    def __enter__(self) -> FileServer:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
-
-    def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
-        self._loop = asyncio.new_event_loop()
-        try:
-            self._loop.run_until_complete(self._serve(ready))
-        except BaseException as exc:  # reported to the starting thread
-            failure.append(exc)
-            ready.set()
-        finally:
-            self._loop.close()
-
-    async def _serve(self, ready: threading.Event) -> None:
-        self._stopped = asyncio.Event()
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1)
-        await runner.setup()
         ssl_context = None
         if self.tls:
             import ssl
@@ -223,12 +182,24 @@ class FileServer:
             self.ca_file = cert
             ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_context.load_cert_chain(cert, key)
-        await web.TCPSite(runner, "127.0.0.1", self.port, ssl_context=ssl_context).start()
-        ready.set()
-        try:
-            await self._stopped.wait()
-        finally:
-            await runner.cleanup()
+        self._server.start(ssl_context)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and join the thread."""
+        self._server.stop()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> FileServer:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def _app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        return app
 
     # -- handlers ---------------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ thread; `stop` ends it.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import uuid
@@ -23,8 +22,7 @@ from aiohttp import web
 
 from rbee.common.ports import ephemeral_port
 from rbee.deploy.nomad_hcl import NomadError, labeled, parse_hcl, resolve, variable_defaults
-
-START_TIMEOUT_S = 30.0
+from rbee.testing.background_server import BackgroundServer
 
 
 @dataclass
@@ -90,9 +88,7 @@ class LoopbackNomadApi:
         self.recorded = Recorded()
         self._index = 10
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._stopped: asyncio.Event | None = None
+        self._server = BackgroundServer(self._app, self.port, "loopback-nomad-api")
 
     @property
     def url(self) -> str:
@@ -113,22 +109,12 @@ class LoopbackNomadApi:
 
     def start(self) -> LoopbackNomadApi:
         """Serve in a background thread; returns once the port accepts connections."""
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        self._thread = threading.Thread(target=self._run, args=(ready, failure), daemon=True,
-                                        name="loopback-nomad-api")
-        self._thread.start()
-        if not ready.wait(START_TIMEOUT_S):
-            raise RuntimeError("loopback Nomad API did not start")
-        if failure:
-            raise failure[0]
+        self._server.start()
         return self
 
     def stop(self) -> list[int]:
         """Stop serving and join the thread; no process outlives it (it runs in this one)."""
-        if self._loop is not None and self._stopped is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._stopped.set)
-            self._thread.join(START_TIMEOUT_S)
+        self._server.stop()
         return []
 
     def __enter__(self) -> LoopbackNomadApi:
@@ -137,18 +123,7 @@ class LoopbackNomadApi:
     def __exit__(self, *_: object) -> None:
         self.stop()
 
-    def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
-        self._loop = asyncio.new_event_loop()
-        try:
-            self._loop.run_until_complete(self._serve(ready))
-        except BaseException as exc:  # reported to the starting thread
-            failure.append(exc)
-            ready.set()
-        finally:
-            self._loop.close()
-
-    async def _serve(self, ready: threading.Event) -> None:
-        self._stopped = asyncio.Event()
+    def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._acl])
         app.router.add_post("/v1/jobs/parse", self._parse)
         app.router.add_post("/v1/validate/job", self._validate)
@@ -156,14 +131,7 @@ class LoopbackNomadApi:
         app.router.add_post("/v1/jobs", self._register)
         app.router.add_get("/v1/evaluation/{eval_id}", self._evaluation)
         app.router.add_get("/v1/evaluation/{eval_id}/allocations", self._allocations)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.port).start()
-        ready.set()
-        try:
-            await self._stopped.wait()
-        finally:
-            await runner.cleanup()
+        return app
 
     # -- handlers -------------------------------------------------------------------------------
 
