@@ -58,8 +58,8 @@ def task_streams(context) -> None:
     assert stream.status == 200 and events[-1]["type"] == "end", events
 
 
-@given("a queen and a separately started hive that heartbeats to it")
-def queen_and_own_hive(context) -> None:
+def _queen_and_own_hive(context, queen_flags: list[str]) -> None:
+    """A hive started first on the queen's hive port, heartbeating to a queen started next."""
     context.queen_ports = (ephemeral_port(), ephemeral_port())
     queen_port, hive_port = context.queen_ports
     context.queen_url = f"http://127.0.0.1:{queen_port}"
@@ -67,10 +67,13 @@ def queen_and_own_hive(context) -> None:
         context, hive_daemon(context.workdir, ["--queen-url", context.queen_url], port=hive_port)
     )
     context.hive_url = context.hive.base_url
-    context.queen = started(
-        context,
-        queen_daemon(context.workdir, extra=["--worker-ctx-size", "8192"], ports=context.queen_ports),
-    )
+    extra = ["--worker-ctx-size", "8192", *queen_flags]
+    context.queen = started(context, queen_daemon(context.workdir, extra=extra, ports=context.queen_ports))
+
+
+@given("a queen and a separately started hive that heartbeats to it")
+def queen_and_own_hive(context) -> None:
+    _queen_and_own_hive(context, [])
 
 
 @when("the queen is killed with SIGKILL and started again on the same ports")
@@ -120,15 +123,7 @@ def log_says_leftover(context) -> None:
 
 @given("a queen with --external-hive and a separately started hive on its hive port")
 def queen_with_external_hive(context) -> None:
-    context.queen_ports = (ephemeral_port(), ephemeral_port())
-    queen_port, hive_port = context.queen_ports
-    context.queen_url = f"http://127.0.0.1:{queen_port}"
-    context.hive = started(
-        context, hive_daemon(context.workdir, ["--queen-url", context.queen_url], port=hive_port)
-    )
-    context.hive_url = context.hive.base_url
-    extra = ["--worker-ctx-size", "8192", "--external-hive"]
-    context.queen = started(context, queen_daemon(context.workdir, extra=extra, ports=context.queen_ports))
+    _queen_and_own_hive(context, ["--external-hive"])
 
 
 @when("the separately started hive is stopped")

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import aiohttp
 
+from rbee.cli.queen_access import queen_options
 from rbee.common import sse
 from rbee.common.errors import ApiError
 from rbee.common.secrets import SecretError, load_token
 from rbee.common.validation import MAX_TOKENS_LIMIT, check_model_ref, check_node_name
 
-DEFAULT_QUEEN_URL = "http://127.0.0.1:8080"
 EXIT_INTERRUPTED = 130
 
 
@@ -38,9 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "default: the queen chooses)")
     infer.add_argument("--backend", choices=["cpu", "cuda", "metal"], default="cpu",
                        help="run on this backend or fail (never a silent CPU fallback)")
-    infer.add_argument("--queen", default=DEFAULT_QUEEN_URL, help="queen base URL")
-    infer.add_argument("--token-file", type=Path, default=None,
-                       help="file (mode 0600) with the queen's token (else credential or RBEE_QUEEN_TOKEN)")
+    queen_options(infer)
     infer.add_argument("--stats", action="store_true",
                        help="print time to first token and tokens/s to stderr")
     infer.set_defaults(func=run_infer)

@@ -8,7 +8,7 @@ import sys
 
 import aiohttp
 
-from rbee.cli.status import queen_options, queen_target
+from rbee.cli.queen_access import queen_options, queen_target
 from rbee.common import sse
 from rbee.common.http import raise_for_error
 from rbee.common.secrets import SecretError

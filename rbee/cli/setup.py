@@ -11,9 +11,9 @@ from typing import Any
 
 import aiohttp
 
-from rbee.cli.infer import DEFAULT_QUEEN_URL
+from rbee.cli.queen_access import queen_options, queen_target
 from rbee.common.errors import ApiError
-from rbee.common.secrets import SecretError, load_token
+from rbee.common.secrets import SecretError
 from rbee.common.validation import check_node_name, check_port
 from rbee.queen.node_registry import DEFAULT_HIVE_PORT, DEFAULT_INSTALL_PATH, DEFAULT_SSH_PORT
 
@@ -22,12 +22,6 @@ DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
 
 class SetupFailed(Exception):
     """The queen refused, or could not be reached."""
-
-
-def _queen_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--queen", default=DEFAULT_QUEEN_URL, help="queen base URL")
-    parser.add_argument("--token-file", type=Path, default=None,
-                        help="file (mode 0600) with the queen's token (else credential or RBEE_QUEEN_TOKEN)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,17 +44,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--update", action="store_true", help="replace a node of the same name")
     add.add_argument("--accept-new-host-key", action="store_true",
                      help="trust the node's host key on first contact (a changed key is still refused)")
-    _queen_options(add)
+    queen_options(add)
     add.set_defaults(func=run_add)
 
     listing = actions.add_parser("list-nodes", help="show the registered nodes")
     listing.add_argument("--json", action="store_true", help="print the queen's JSON answer")
-    _queen_options(listing)
+    queen_options(listing)
     listing.set_defaults(func=run_list)
 
     remove = actions.add_parser("remove-node", help="forget a node")
     remove.add_argument("--name", required=True)
-    _queen_options(remove)
+    queen_options(remove)
     remove.set_defaults(func=run_remove)
 
 
@@ -91,12 +85,11 @@ def _add_body(args: argparse.Namespace) -> dict[str, Any]:
 
 async def _call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None) -> Any:
     try:
-        token = load_token("queen", args.token_file)
+        queen, headers = queen_target(args)
     except SecretError as exc:
         raise SetupFailed(str(exc)) from None
-    headers = {"Authorization": f"Bearer {token.value}"} if token else {}
     timeout = aiohttp.ClientTimeout(total=None, connect=5)
-    url = f"{args.queen.rstrip('/')}{path}"
+    url = f"{queen}{path}"
     try:
         async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
             async with session.request(method, url, json=body) as response:

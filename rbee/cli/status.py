@@ -7,7 +7,6 @@ import argparse
 import asyncio
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,28 +14,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from rbee.cli.infer import DEFAULT_QUEEN_URL
+from rbee.cli.queen_access import queen_options, queen_target
 from rbee.common.http import get_json
-from rbee.common.secrets import SecretError, load_token
-from rbee.common.validation import check_http_url
+from rbee.common.secrets import SecretError
 
 FOLDED_COLUMNS = frozenset({"Model", "Hive URL"})
 STATE_STYLES = {"idle": "green", "fresh": "green", "busy": "yellow", "loading": "yellow",
                 "stale": "red", "crashed": "red", "unhealthy": "red", "failed": "red"}
-
-
-def queen_options(parser: argparse.ArgumentParser) -> None:
-    """`--queen` and `--token-file`, as `rbee infer` takes them."""
-    parser.add_argument("--queen", default=DEFAULT_QUEEN_URL, help="queen base URL")
-    parser.add_argument("--token-file", type=Path, default=None,
-                        help="file (mode 0600) with the queen's token (else credential or RBEE_QUEEN_TOKEN)")
-
-
-def queen_target(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
-    """The queen's base URL and the Authorization header; raises SecretError or ApiError."""
-    queen = check_http_url("--queen", args.queen).rstrip("/")
-    token = load_token("queen", args.token_file)
-    return queen, ({"Authorization": f"Bearer {token.value}"} if token else {})
 
 
 def register(sub: argparse._SubParsersAction) -> None:
