@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test rc lint clean
+.PHONY: setup demo test rc bench lint clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,9 @@ rc: setup
 	rm -rf reports/rc && mkdir -p reports/rc
 	-$(BIN)/behave features -f json.pretty -o reports/rc/behave.json -f progress -o reports/rc/progress.txt
 	$(BIN)/python scripts/rc_report.py features/rc_checklist.yaml reports/rc/behave.json
+
+bench: setup
+	$(BIN)/python bench/serving.py
 
 lint: setup
 	$(BIN)/ruff check .

@@ -277,8 +277,9 @@ def _cpus(text: str) -> set[int]:
 
 
 def _command_line(argv: list[str] | None) -> str:
-    args = sys.argv[1:] if argv is None else argv
-    return " ".join([".venv/bin/python", "bench/serving.py", *args])
+    python = Path(sys.executable)
+    shown = python.relative_to(ROOT) if python.is_relative_to(ROOT) else python
+    return " ".join([str(shown), "bench/serving.py", *(sys.argv[1:] if argv is None else argv)])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 @p0 @worker
 Feature: Worker slots, readiness and cancellation
-  A worker runs one generation per slot, each on its own llama context and thread.
+  A worker runs one generation per slot: with the default batched engine every slot is a sequence
+  of one llama context advanced together, with the simple engine a context and thread of its own.
 
   Background:
     Given a worker serving the tiny model with 1 slot

@@ -58,6 +58,14 @@ def test_the_ram_need_grows_with_slots_and_context(tiny):
     assert one.vram_bytes == 0 and one.address_space_limit > one.ram_bytes * 4
 
 
+def test_the_batched_engine_needs_the_weights_once_and_the_simple_engine_once_per_slot(tiny):
+    weights = int(tiny.stat().st_size * preflight.WEIGHTS_FACTOR)
+    batched = [preflight.estimate(tiny, 1024, n, "cpu", None).ram_bytes for n in (1, 4)]
+    simple = [preflight.estimate(tiny, 1024, n, "cpu", None, "simple").ram_bytes for n in (1, 4)]
+    assert batched[0] == simple[0]
+    assert simple[1] - batched[1] == 3 * weights
+
+
 def test_a_gpu_need_moves_the_per_slot_part_to_vram(tiny):
     need = preflight.estimate(tiny, 1024, 2, "cuda", 1)
     assert need.vram_bytes > 0 and need.device == 1

@@ -13,6 +13,7 @@ from rbee.common.errors import CORRELATION_HEADER, correlation_id_of
 
 DONE = "[DONE]"
 DONE_BYTES = DONE.encode()
+EVENT_END = b"\n\n"
 
 
 class StreamTruncated(Exception):
@@ -61,20 +62,14 @@ async def send_comment(response: web.StreamResponse, text: str) -> None:
     await response.write(f": {text}\n\n".encode())
 
 
-async def iter_data(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """Yield each `data:` payload of an SSE response, as bytes, as soon as its line arrives."""
-    while True:
-        line = await response.content.readline()
-        if not line:
-            return
-        if line.startswith(b"data:"):
-            yield line[5:].strip()
-
-
 async def iter_events(response: aiohttp.ClientResponse) -> AsyncIterator[Event]:
-    """Yield the JSON events of a native token stream until `[DONE]`."""
-    async for data in iter_data(response):
-        if data == DONE_BYTES:
-            return
-        yield Event(data)
+    """Yield the JSON events of a native token stream until `[DONE]`, each as soon as it has
+    arrived (one read per event: events end with a blank line)."""
+    while block := await response.content.readuntil(EVENT_END):
+        for line in block.splitlines():
+            if line.startswith(b"data:"):
+                data = line[5:].strip()
+                if data == DONE_BYTES:
+                    return
+                yield Event(data)
     raise StreamTruncated("event stream ended without [DONE]")

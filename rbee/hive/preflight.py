@@ -1,9 +1,11 @@
 """Resource preflight before every spawn: what a worker will need against what the machine has.
 
-Need (measured on Gemma 3 270M: 392 MB resident with one slot, 725 MB with two, so each
-slot holds its own copy of the weights plus its KV cache):
-- RAM (CPU backend): a base for the process plus, per slot, the model file × 1.2, its KV
-  cache for `ctx_size` tokens and a compute buffer;
+Need, by the worker's engine (measured on Gemma 3 270M):
+- batched engine (the default: one model, one context whose KV cache holds `ctx_size` tokens
+  per slot; 412 MB resident with one slot, 541 MB with 4, 1,062 MB with 16): RAM is a base for
+  the process, the model file × 1.2 once, and per slot its KV cache and a compute buffer;
+- simple engine (a context and a model copy per slot; 392 MB with one slot, 725 MB with two):
+  the base plus, per slot, the model file × 1.2, its KV cache and a compute buffer;
 - VRAM (GPU backends): the per-slot part on the GPU; RAM then only holds the base and a
   host copy of the weights while loading;
 - disk: room for the worker's log.
@@ -23,6 +25,9 @@ from rbee.common.errors import ApiError
 from rbee.hive import backends, gpus
 from rbee.hive.gguf_header import GgufError, read_metadata
 
+WORKER_ENGINE_ENV = "RBEE_WORKER_ENGINE"
+"""The worker option (config key `engine`) a hive's workers inherit from its environment."""
+DEFAULT_ENGINE = "batched"
 MIB = 1024 * 1024
 BASE_BYTES = 128 * MIB
 COMPUTE_BYTES_PER_SLOT = 32 * MIB
@@ -71,13 +76,18 @@ def kv_bytes_per_token(model_path: Path) -> int:
     return layers * heads_kv * (key_length + value_length) * KV_BYTES_PER_VALUE
 
 
-def estimate(model_path: Path, ctx_size: int, slots: int, backend: str, device: int | None) -> Need:
-    """What a worker of `model_path` with `slots` contexts of `ctx_size` tokens will need."""
+def estimate(
+    model_path: Path, ctx_size: int, slots: int, backend: str, device: int | None, engine: str = "batched"
+) -> Need:
+    """What a worker of `model_path` with `slots` slots of `ctx_size` tokens will need."""
     weights = int(model_path.stat().st_size * WEIGHTS_FACTOR)
-    per_slot = weights + ctx_size * kv_bytes_per_token(model_path) + COMPUTE_BYTES_PER_SLOT
+    per_slot = ctx_size * kv_bytes_per_token(model_path) + COMPUTE_BYTES_PER_SLOT
+    if engine == "simple":
+        per_slot += weights
+    shared = 0 if engine == "simple" else weights
     if backend == "cpu":
-        return Need(BASE_BYTES + slots * per_slot, 0, LOG_DISK_BYTES, backend, None)
-    return Need(BASE_BYTES + weights, slots * per_slot, LOG_DISK_BYTES, backend, device)
+        return Need(BASE_BYTES + shared + slots * per_slot, 0, LOG_DISK_BYTES, backend, None)
+    return Need(BASE_BYTES + weights, shared + slots * per_slot, LOG_DISK_BYTES, backend, device)
 
 
 def _short(code: str, what: str, need: int, have: int, extra: dict[str, object] | None = None) -> ApiError:

@@ -121,7 +121,8 @@ class WorkerSupervisor:
         return record
 
     def _preflight(self, model: ModelEntry, slots: int, backend: str, device: int | None) -> Need:
-        need = preflight.estimate(Path(model.path), self.settings.ctx_size, slots, backend, device)
+        need = preflight.estimate(Path(model.path), self.settings.ctx_size, slots, backend, device,
+                                  os.environ.get(preflight.WORKER_ENGINE_ENV, preflight.DEFAULT_ENGINE))
         try:
             return preflight.check(need, self.settings.data_dir)
         except ApiError as err:

@@ -32,27 +32,13 @@ DEADLINE_EXCEEDED_EVENT = {
     "message": "the request deadline passed",
 }
 MAX_ATTEMPTS = 3
+SHORTEST_TIMEOUT_S = 0.001
 RETRY_PAUSE_S = 0.25
 WORKER_CRASHED_EVENT = {
     "type": "error",
     "code": "WORKER_CRASHED",
     "message": "the worker stopped before finishing the answer",
 }
-
-
-async def _events_until(
-    response: aiohttp.ClientResponse, deadline: Deadline
-) -> AsyncIterator[dict[str, Any]]:
-    """The worker's events, raising TimeoutError once the deadline passes between two (a
-    timeout scope per wait, not a task per event as `wait_for` would make)."""
-    events = sse.iter_events(response)
-    while True:
-        try:
-            async with asyncio.timeout(deadline.remaining_s()):
-                event = await anext(events)
-        except StopAsyncIteration:
-            return
-        yield event
 
 
 @dataclass(frozen=True)
@@ -168,13 +154,18 @@ class Dispatcher:
                     finished = False
                     held: dict[str, Any] | None = None
                     try:
+                        # The deadline as aiohttp's total timeout: checked on every read, with no
+                        # timer set up per event, it raises TimeoutError once the deadline passes
+                        # (0 would mean no limit, so a passed deadline becomes the shortest one).
+                        timeout = aiohttp.ClientTimeout(total=max(deadline.remaining_s(), SHORTEST_TIMEOUT_S),
+                                                        connect=self._session.timeout.connect)
                         async with self._session.post(
-                            f"{worker.url}/v1/inference", json=body, headers=headers
+                            f"{worker.url}/v1/inference", json=body, headers=headers, timeout=timeout
                         ) as response:
                             if response.status >= 300:
                                 finished = True
                                 await raise_for_error(response, "worker")
-                            async for event in _events_until(response, deadline):
+                            async for event in sse.iter_events(response):
                                 if event.get("type") == "started" and not delivered:
                                     held = {**event, "node": self._placement.node_of(worker)}
                                     continue

@@ -166,8 +166,9 @@ class BatchEngine:
         return done
 
     def shutdown(self) -> None:
-        """Cancel every sequence, stop the decode loop and wait briefly for it to free the
-        context (a loop hung by a fault is left behind: its thread does not block exit)."""
+        """Cancel every sequence, stop the decode loop and wait (blocking, at most
+        `SHUTDOWN_JOIN_S`) for it to free the context; a loop hung by a fault is left behind, and
+        its daemon thread does not hold up the process's exit."""
         if not self._closed:
             self._closed = True
             self._queue.put(None)

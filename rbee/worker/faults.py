@@ -48,13 +48,13 @@ class Faults:
     allocate_mb: int = 0
 
     def on_load(self) -> None:
-        """Called in a slot thread while loading the model."""
+        """Called in the engine's thread while loading the model."""
         if self.crash_on_load:
             os._exit(FAULT_EXIT_CODE)
         time.sleep(self.slow_load_ms / 1000)
 
     def on_generation_start(self) -> None:
-        """Called in the slot thread before the first token of a generation."""
+        """Called in the engine's thread before the first token of a generation."""
         flag = self.crash_before_token_flag
         if flag is not None and flag.exists():
             flag.unlink()
@@ -68,7 +68,7 @@ class Faults:
             bytearray(self.allocate_mb * 1024 * 1024)
 
     def on_token(self, index: int) -> None:
-        """Called in the slot thread before each token is handed out."""
+        """Called in the engine's thread before each token is handed out."""
         if self.slow_ms:
             time.sleep(self.slow_ms / 1000)
         if self.stall_after is not None and index >= self.stall_after:

@@ -134,4 +134,4 @@ class WorkerRuntime:
         if service.active_count:
             log.warning("drain budget spent: cancelling %d generation(s)", service.active_count)
             service.cancel_all()
-        service.engine.shutdown()
+        await asyncio.to_thread(service.engine.shutdown)
