@@ -1,4 +1,8 @@
-"""The `rbee` command: subcommands for operators and daemon entry points."""
+"""The `rbee` command: subcommands for operators and daemon entry points.
+
+`rbee --version` answers before the command tree (and aiohttp with it) is imported: the queen's
+SSH preflight runs it on every node it adds.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,16 @@ import argparse
 import sys
 
 from rbee import __version__
-from rbee.cli import audit, config, daemons, deploy, infer, logs, models, setup, status
-from rbee.common.errors import ApiError
-from rbee.common.tunables import TunableError
-from rbee.worker.faults import FaultsRefused
+
+VERSION_LINE = f"rbee {__version__}"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command tree."""
+    from rbee.cli import audit, config, daemons, deploy, infer, logs, models, setup, status
+
     parser = argparse.ArgumentParser(prog="rbee", description="rbee: LLM inference on your machines")
-    parser.add_argument("--version", action="version", version=f"rbee {__version__}")
+    parser.add_argument("--version", action="version", version=VERSION_LINE)
     sub = parser.add_subparsers(dest="command", required=True)
     infer.register(sub)
     daemons.register(sub)
@@ -31,6 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run the chosen command; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--version"]:
+        print(VERSION_LINE)
+        return 0
+    from rbee.common.errors import ApiError
+    from rbee.common.tunables import TunableError
+    from rbee.worker.faults import FaultsRefused
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -233,20 +233,29 @@ class SshSession:
         return self.conn.transport.get_remote_server_key().fingerprint
 
     def run(self, command: str, timeout: float | None = None) -> Any:
-        """Run a shell command on the node; its result (exit code not checked)."""
+        """Run a shell command on the node; its result (exit code not checked).
+
+        A command that failed after running out its time is a timeout, however Fabric's timer
+        and the channel's close raced.
+        """
         timeout = timeout or self.timings.command_timeout_s
+        timed_out = SshError(
+            504, "SSH_TIMEOUT",
+            f"a command on {self.spec.ssh_host} did not finish within {timeout} s "
+            "(RBEE_SSH_COMMAND_TIMEOUT_S); check the node's load", "command")
+        started = time.monotonic()
         try:
-            return self.conn.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)
+            result = self.conn.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)
         except CommandTimedOut:
-            raise SshError(
-                504, "SSH_TIMEOUT",
-                f"a command on {self.spec.ssh_host} did not finish within {timeout} s "
-                "(RBEE_SSH_COMMAND_TIMEOUT_S); check the node's load", "command") from None
+            raise timed_out from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise SshError(
                 503, "SSH_COMMAND_FAILED",
                 f"connected to {self.spec.ssh_host} but could not run a command ({type(exc).__name__})",
                 "command") from None
+        if result.exited != 0 and time.monotonic() - started >= timeout:
+            raise timed_out
+        return result
 
     def write_private(self, path: str, content: str) -> None:
         """Write `content` to `path` on the node with mode 0600, replacing it atomically.
