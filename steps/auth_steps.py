@@ -21,7 +21,7 @@ from rbee.testing.http_client import EventStream, request
 from rbee.worker.routes import PUBLIC_PATHS as WORKER_PUBLIC
 from rbee.worker.routes import add_routes as add_worker_routes
 from steps.cluster_steps import LONG_CONTEXT
-from steps.common import started
+from steps.common import TINY_SEED, started
 
 ROLES = ("queen", "hive", "worker")
 TASK = {"model": "", "prompt": "Hello", "max_tokens": 8}
@@ -398,7 +398,8 @@ def _infer(context, extra: list[str]) -> None:
     env = {k: v for k, v in os.environ.items() if k != "RBEE_QUEEN_TOKEN"}
     context.result = subprocess.run(
         [sys.executable, "-m", "rbee", "infer", "--queen", context.queen_url,
-         "--model", f"file://{context.tiny_model}", "--prompt", "Hello", "--max-tokens", "8", *extra],
+         "--model", f"file://{context.tiny_model}", "--prompt", "Hello", "--max-tokens", "8",
+         "--seed", str(TINY_SEED), *extra],
         env=env, capture_output=True, text=True, timeout=120, check=False,
     )
 

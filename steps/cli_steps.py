@@ -11,7 +11,7 @@ from behave import then, when
 
 from rbee.common.ports import ephemeral_port
 from rbee.testing.cluster import http_json
-from steps.common import LONG_TASK_TOKENS, tiny_ref
+from steps.common import LONG_TASK_TOKENS, TINY_SEED, tiny_ref
 
 
 def _run(context, *args: str) -> None:
@@ -28,7 +28,7 @@ def _run(context, *args: str) -> None:
 @when('I run rbee infer for the tiny model with prompt "{prompt}" and {n:d} max tokens')
 def infer_tiny(context, prompt: str, n: int) -> None:
     _run(context, "--queen", context.queen_url, "--model", tiny_ref(context),
-         "--prompt", prompt, "--max-tokens", str(n))
+         "--prompt", prompt, "--max-tokens", str(n), "--seed", str(TINY_SEED))
 
 
 @when('I run rbee infer for model "{model}" with prompt "{prompt}" and {n:d} max tokens')

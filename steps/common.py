@@ -8,6 +8,9 @@ from rbee.testing.cluster import Daemon, http_json, wait_until
 from rbee.testing.http_client import EventStream
 
 LONG_TASK_TOKENS = 6000
+TINY_SEED = 7
+"""Sampling seed for CLI runs on the tiny model (deterministic for a seed): its random weights
+may otherwise pick only whitespace tokens now and then."""
 FAST_TIMINGS = {
     "RBEE_HEARTBEAT_INTERVAL_S": "0.5",
     "RBEE_RESTART_BACKOFF_INITIAL_S": "0.2",

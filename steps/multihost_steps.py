@@ -125,7 +125,8 @@ def _infer(context, node: str | None) -> subprocess.CompletedProcess:
 def _served_by(context, node: str) -> None:
     result = context.result
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip(), "no tokens were printed"
+    # the tiny model's random tokens may all be whitespace: count them from the stats line instead
+    assert "[8 tokens, stop: max_tokens" in result.stderr, result.stderr
     assert f"node {node}," in result.stderr, result.stderr
 
 
