@@ -2,7 +2,8 @@
 Feature: systemd units rendered by `rbee deploy systemd`, run by a real systemd user manager
   `rbee deploy systemd` writes rbee-queen.service, rbee-hive.service and rbee-worker@.service
   for this machine: Type=notify with a watchdog, tokens as systemd credentials, a stop timeout
-  longer than the drain budget, and sandboxing that a user manager accepts.
+  longer than the drain budget, and sandboxing that a user manager accepts, with rbee's install
+  bound in read-only wherever that sandboxing would hide it (a checkout under /tmp).
 
   Scenario Outline: Every rendered <scope> unit passes systemd-analyze verify without a word on stderr
     Given token files for queen, hive and worker
@@ -53,6 +54,19 @@ Feature: systemd units rendered by `rbee deploy systemd`, run by a real systemd 
     And the units' status lines come from the daemons
     And "rbee infer" with the tiny model streams tokens through the queen
     And the worker runs in the hive unit and the queen unit holds only the queen
+
+  Scenario: Units of an rbee installed under /tmp bind its install read-only, so PrivateTmp= does not hide it
+    Given a systemd user manager for deployed units
+    And an rbee virtualenv under /tmp
+    When I run "rbee deploy systemd --user --install --rbee {venv}/bin/rbee" for a test machine
+    Then every written unit binds that virtualenv read-only, and nothing outside /tmp and /var/tmp
+    When each written unit is checked with "systemd-analyze --user verify"
+    Then every check is silent on stderr
+    When I start rbee-hive.service with systemctl
+    And I start rbee-queen.service with systemctl
+    Then both units are active and their daemons answered as soon as systemctl returned
+    And the queen and the hive see that virtualenv read-only
+    And "rbee infer" with the tiny model streams tokens through the queen
 
   Scenario: The daemons take their tokens from systemd credentials, never from a command line
     Given a systemd user manager for deployed units

@@ -12,10 +12,10 @@ from aiohttp import web
 from behave import given, then, when
 
 from rbee.common.secrets import fingerprint, generate_token, write_token_file
-from rbee.hive.routes import PUBLIC_PATHS as HIVE_PUBLIC
-from rbee.hive.routes import add_routes as add_hive_routes
-from rbee.queen.routes import PUBLIC_PATHS as QUEEN_PUBLIC
-from rbee.queen.routes import add_routes as add_queen_routes
+from rbee.hive.api.routes import PUBLIC_PATHS as HIVE_PUBLIC
+from rbee.hive.api.routes import add_routes as add_hive_routes
+from rbee.queen.api.routes import PUBLIC_PATHS as QUEEN_PUBLIC
+from rbee.queen.api.routes import add_routes as add_queen_routes
 from rbee.testing.cluster import queen_daemon, wait_until
 from rbee.testing.http_client import EventStream, request
 from rbee.worker.routes import PUBLIC_PATHS as WORKER_PUBLIC

@@ -9,6 +9,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -28,6 +29,8 @@ UNPRIVILEGED_USER = "nobody"
 SYSTEMD_BASE = Path("/run")
 """Deployed units have PrivateTmp=: the manager, its notify socket and every file they use must
 live outside /tmp, or the units would not see them."""
+PRIVATE_TMP = (Path("/tmp"), Path("/var/tmp"))
+"""What PrivateTmp= hides from a unit."""
 
 
 def _unit_name(text: str) -> str:
@@ -99,6 +102,23 @@ def closed_script(context) -> None:
     assert not context.workdir.stat().st_mode & 0o001, "the scenario folder is open to others"
 
 
+@given("an rbee virtualenv under /tmp")
+def tmp_virtualenv(context) -> None:
+    """A virtualenv in /tmp whose bin/rbee runs rbee: a .pth adds this virtualenv's packages to it
+    (as an editable install links its source), the script is the one pip writes."""
+    venv = Path(tempfile.mkdtemp(prefix="rbee-venv-", dir=PRIVATE_TMP[0]))
+    context.add_cleanup(shutil.rmtree, venv, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+    site_packages = next((venv / "lib").glob("python*/site-packages"))
+    (site_packages / "rbee-tests.pth").write_text(
+        f"import site; site.addsitedir({sysconfig.get_path('purelib')!r})\n")
+    script = venv / "bin" / "rbee"
+    script.write_text(f"#!{venv}/bin/python\nimport sys\nfrom rbee.cli.main import main\nsys.exit(main())\n")
+    script.chmod(0o755)
+    venv.chmod(0o755)
+    context.tmp_venv = venv
+
+
 @given("the {role} token file has mode {mode}")
 def token_mode(context, role: str, mode: str) -> None:
     (context.token_dir / f"{role}.token").chmod(int(mode, 8))
@@ -133,7 +153,8 @@ def run_deploy(context, command: str) -> None:
     ]
     context.deploy = subprocess.run(
         [*RBEE, "deploy", "systemd", *machine,
-         *shlex.split(command.removeprefix(DEPLOY).replace("{workdir}", str(context.workdir)))],
+         *shlex.split(command.removeprefix(DEPLOY).replace("{workdir}", str(context.workdir))
+                      .replace("{venv}", str(getattr(context, "tmp_venv", "{venv}"))))],
         env=_environment(context), capture_output=True, text=True, timeout=120,
     )
     context.queen_url = f"http://127.0.0.1:{ports['queen']}"
@@ -165,6 +186,30 @@ def deploy_refused(context, code: str, hint: str) -> None:
 @then("no unit file was written")
 def nothing_written(context) -> None:
     assert not any((context.dest / name).exists() for name in UNIT_FILES)
+
+
+def _binds(text: str) -> list[Path]:
+    """The folders a unit file binds in read-only."""
+    bind = "BindReadOnlyPaths="
+    return [Path(line.removeprefix(bind)) for line in text.splitlines() if line.startswith(bind)]
+
+
+@then("every written unit binds that virtualenv read-only, and nothing outside /tmp and /var/tmp")
+def binds_venv(context) -> None:
+    assert context.deploy.returncode == 0, context.deploy.stderr
+    for name in UNIT_FILES:
+        binds = _binds((context.dest / name).read_text())
+        assert context.tmp_venv in binds, (name, binds)
+        assert all(any(path.is_relative_to(root) for root in PRIVATE_TMP) for path in binds), (name, binds)
+
+
+@then("the queen and the hive see that virtualenv read-only")
+def venv_read_only(context) -> None:
+    for unit in (QUEEN, HIVE):
+        pid = context.manager.show(unit, "MainPID")
+        mounts = [line.split() for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()]
+        options = [fields[5].split(",") for fields in mounts if fields[4] == str(context.tmp_venv)]
+        assert options and "ro" in options[-1], (unit, options)
 
 
 @when('"{key}" is misspelled "{wrong}" in the written {unit:RbeeUnit}')

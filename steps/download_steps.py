@@ -15,7 +15,7 @@ from pathlib import Path
 from behave import given, then, when
 
 from rbee.testing.cluster import Daemon, hive_daemon, http_json, wait_until
-from rbee.testing.file_server import Fault, FileServer
+from rbee.testing.file_server import Fault, FileServer, sha256_of
 from rbee.testing.http_client import request
 from steps.common import started
 
@@ -36,14 +36,6 @@ def _new_server(context, tls: bool = False) -> FileServer:
 
 def _models_dir(context) -> Path:
     return context.workdir / "hive-data" / "models"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(MB):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _served(context, ref: str):
@@ -321,7 +313,7 @@ def stream_done(context) -> None:
     assert final["type"] == "done", context.events
     assert final["sha256"] == served.sha256, (final, served.sha256)
     assert final["bytes_done"] == final["bytes_total"] == served.size, final
-    assert _sha256(Path(final["path"])) == served.sha256, "the file on disk differs"
+    assert sha256_of(Path(final["path"])) == served.sha256, "the file on disk differs"
     print(f"resume evidence: sha256 {final['sha256']} over {served.size} bytes; "
           f"requests {[(h.path, h.range) for h in _server(context).hits()]}")
 

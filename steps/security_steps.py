@@ -12,7 +12,7 @@ from pathlib import Path
 
 from behave import then, when
 
-from rbee.queen.routes import add_routes as add_queen_routes
+from rbee.queen.api.routes import add_routes as add_queen_routes
 from rbee.testing.cluster import wait_until
 from rbee.testing.http_client import request
 from steps.auth_steps import _bearer, _daemon_url, _registered, queen_with_tokens

@@ -16,15 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from rbee.common.audit import (
-    GENESIS,
-    TORN_TAIL_EVENT,
-    AuditError,
-    AuditLog,
-    prompt_digest,
-    record_hash,
-    verify,
-)
+from rbee.common.audit import TORN_TAIL_EVENT, AuditError, AuditLog, prompt_digest
+from rbee.common.audit_records import GENESIS, record_hash
+from rbee.common.audit_verify import verify
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -21,8 +21,8 @@ from rbee.common.errors import ApiError
 from rbee.common.secrets import ROLES
 from rbee.common.secrets import env_name as token_variable
 from rbee.common.tunables import Timings
+from rbee.queen.nodes.ssh import SshTimings
 from rbee.queen.rate_limits import RateLimiter
-from rbee.queen.ssh import SshTimings
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 SECRET = "s3cr3t-token-value-0123456789abcdef"

@@ -14,7 +14,8 @@ import pytest
 from rbee.common.errors import ApiError
 from rbee.common.tunables import TunableError
 from rbee.hive.catalog import ModelCatalog
-from rbee.hive.downloads import Downloader, DownloadSettings, parse_sha256, partial_of
+from rbee.hive.downloads import Downloader, DownloadSettings, parse_sha256
+from rbee.hive.downloads.files import partial_of
 from rbee.hive.model_sources import HubSettings, locate
 from rbee.testing.file_server import Fault, FileServer
 

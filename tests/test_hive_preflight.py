@@ -11,8 +11,8 @@ from aiohttp.test_utils import TestServer
 
 from rbee import __version__
 from rbee.common.errors import ApiError
-from rbee.queen.hive_client import HiveClient
-from rbee.queen.hive_preflight import check_hive
+from rbee.queen.nodes.hive_client import HiveClient
+from rbee.queen.nodes.hive_preflight import check_hive
 
 
 def _hive_answering(version: str) -> web.Application:

@@ -14,11 +14,12 @@ from rbee import __version__
 from rbee.cli.setup import SetupFailed, default_key, format_table
 from rbee.common.errors import ApiError
 from rbee.common.tunables import TunableError
-from rbee.queen import openapi
-from rbee.queen.node_registry import Node, NodeExists, NodeRegistry, NodeSpec
-from rbee.queen.registry_routes import add_registry_routes, parse_spec
-from rbee.queen.ssh import KnownHosts, SshConnector, SshError, SshTimings, load_ssh_timings
-from rbee.queen.ssh_preflight import SshPreflight, compatible
+from rbee.queen.api import openapi
+from rbee.queen.api.routes import add_routes
+from rbee.queen.nodes.node_registry import Node, NodeExists, NodeRegistry, NodeSpec
+from rbee.queen.nodes.node_spec_checks import parse_spec
+from rbee.queen.nodes.ssh import KnownHosts, SshConnector, SshError, SshTimings, load_ssh_timings
+from rbee.queen.nodes.ssh_preflight import SshPreflight, compatible
 from rbee.testing.sshd import Sshd, generate_key
 
 QUICK = SshTimings(connect_timeout_s=1, retries=0, backoff_initial_s=0.05, command_timeout_s=30)
@@ -126,9 +127,9 @@ def test_version_compatibility() -> None:
     assert not compatible("1.1.0", "0.1.0")
 
 
-def test_openapi_lists_registry_routes() -> None:
+def test_openapi_lists_every_route_the_queen_serves() -> None:
     app = web.Application()
-    add_registry_routes(app)
+    add_routes(app)
     paths = openapi.document()["paths"]
     for route in app.router.routes():
         if route.method != "HEAD":

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from rbee.cli.paths import default_data_dir
-from rbee.common.audit import verify
+from rbee.common.audit_verify import verify
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -238,9 +238,9 @@ def print_backends() -> int:
 def run_worker(args: argparse.Namespace) -> int:
     """Serve a worker until stopped; exit WORKER_LOAD_FAILED when its model failed to load."""
     from rbee.worker.app import build_app
+    from rbee.worker.app_keys import RUNTIME
     from rbee.worker.engine import engine_offloads_to_gpu
     from rbee.worker.faults import load_faults
-    from rbee.worker.routes import RUNTIME
     from rbee.worker.runtime import WorkerSettings
 
     source, config = _configured("worker", args)

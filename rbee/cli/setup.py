@@ -15,7 +15,7 @@ from rbee.cli.queen_access import queen_options, queen_target
 from rbee.common.errors import ApiError
 from rbee.common.secrets import SecretError
 from rbee.common.validation import check_node_name, check_port
-from rbee.queen.node_registry import DEFAULT_HIVE_PORT, DEFAULT_INSTALL_PATH, DEFAULT_SSH_PORT
+from rbee.queen.nodes.node_registry import DEFAULT_HIVE_PORT, DEFAULT_INSTALL_PATH, DEFAULT_SSH_PORT
 
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
 

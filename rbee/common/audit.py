@@ -1,14 +1,8 @@
-"""Tamper-evident audit log: append-only JSON Lines segments chained by SHA-256.
+"""Tamper-evident audit log, the writing side: append-only JSON Lines segments chained by SHA-256.
 
-Each record carries `seq` (from 1, continuous across segments and restarts), `ts`, `event`,
-the caller's fields, `prev` (the previous record's hash, GENESIS for the first) and `hash`
-(SHA-256 of the canonical JSON of the record without `hash`). `verify` proves a log intact or
-names the first bad record. Secrets and prompt text are refused by field name; store
-fingerprints or digests (`prompt_digest`) instead.
-
-The chain shows edits, deletions and reordering of records and segments before the newest
-record; it cannot show records cut from the end of the log, or a log rewritten wholesale by
-someone who recomputes every hash. Copy the newest hash elsewhere to anchor it.
+The record format is in `audit_records`, the check (`rbee audit verify`) in `audit_verify`.
+Secrets and prompt text are refused by field name; store fingerprints or digests
+(`prompt_digest`) instead.
 """
 
 from __future__ import annotations
@@ -20,14 +14,21 @@ import json
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-GENESIS = "0" * 64
-SEGMENT_PATTERN = re.compile(r"^audit-(\d{6,})\.jsonl$")
+from rbee.common.audit_records import (
+    GENESIS,
+    canonical,
+    hash_matches,
+    parse,
+    segment_name,
+    segments,
+    shape_problem,
+)
+
 TORN_TAIL_EVENT = "audit.torn_tail_removed"
 
 _RESERVED = frozenset({"seq", "ts", "event", "prev", "hash"})
@@ -35,9 +36,7 @@ _FORBIDDEN = re.compile("token|secret|password|authorization|apikey|prompt|messa
 _ALLOWED_SUFFIXES = ("_fingerprint", "_sha256", "_digest")
 _COUNT_FIELDS = frozenset({"max_tokens", "tokens_out", "prompt_tokens", "completion_tokens", "total_tokens"})
 """Usage counts whose names contain a forbidden word; allowed only with integer values."""
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _FIRST_READ = 64 * 1024
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _LINE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
@@ -56,20 +55,6 @@ class AuditError(RuntimeError):
 def prompt_digest(text: str) -> str:
     """`sha256:<64 hex>` of the UTF-8 text: what the log stores instead of a prompt."""
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def segment_name(number: int) -> str:
-    """The file name of segment `number` (`audit-000001.jsonl` for 1)."""
-    return f"audit-{number:06d}.jsonl"
-
-
-def _canonical(record: dict[str, Any]) -> bytes:
-    return _CANONICAL.encode(record).encode("utf-8")
-
-
-def record_hash(record: dict[str, Any]) -> str:
-    """SHA-256 hex of the canonical JSON of `record` without its `hash` key."""
-    return hashlib.sha256(_canonical({k: v for k, v in record.items() if k != "hash"})).hexdigest()
 
 
 def _timestamp() -> str:
@@ -103,52 +88,6 @@ def _check_names(value: Any, where: str) -> None:
         for inner in value:
             if isinstance(inner, dict | list | tuple):
                 _check_names(inner, where)
-
-
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    record = dict(pairs)
-    if len(record) != len(pairs):
-        raise ValueError("duplicate key")
-    return record
-
-
-def _parse(line: bytes) -> dict[str, Any]:
-    """The record on one line (without its newline); ValueError when it is not a JSON object."""
-    record = json.loads(line, object_pairs_hook=_reject_duplicates)
-    if not isinstance(record, dict):
-        raise ValueError("not a JSON object")
-    return record
-
-
-def _shape_problem(record: dict[str, Any]) -> str | None:
-    """Why `record` is not shaped like an audit record, or None."""
-    seq = record.get("seq")
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
-        return "malformed record: 'seq' missing or not a positive integer"
-    for key in ("ts", "event"):
-        if not isinstance(record.get(key), str):
-            return f"malformed record: '{key}' missing or not a string"
-    for key in ("prev", "hash"):
-        if not isinstance(record.get(key), str) or not _HEX64.match(record[key]):
-            return f"malformed record: '{key}' missing or not 64 hex digits"
-    return None
-
-
-def _hash_matches(record: dict[str, Any]) -> bool:
-    try:
-        return record_hash(record) == record["hash"]
-    except ValueError:
-        return False
-
-
-def segments(directory: Path) -> list[tuple[int, Path]]:
-    """The segment files of `directory` as (number, path), in numeric order."""
-    found = []
-    for entry in directory.iterdir():
-        match = SEGMENT_PATTERN.match(entry.name)
-        if match and entry.is_file():
-            found.append((int(match.group(1)), entry))
-    return sorted(found)
 
 
 def _tail(path: Path) -> tuple[bytes | None, bytes]:
@@ -237,17 +176,17 @@ class AuditLog:
     def _complete_record(tail: bytes) -> dict[str, Any] | None:
         """The record in an unterminated last line when it is whole (only its newline is missing)."""
         try:
-            record = _parse(tail)
+            record = parse(tail)
         except ValueError:
             return None
-        return record if _shape_problem(record) is None and _hash_matches(record) else None
+        return record if shape_problem(record) is None and hash_matches(record) else None
 
     def _resume_from(self, line: bytes, path: Path) -> None:
         try:
-            record = _parse(line)
+            record = parse(line)
         except ValueError:
             record = None
-        if record is None or _shape_problem(record) is not None or not _hash_matches(record):
+        if record is None or shape_problem(record) is not None or not hash_matches(record):
             raise AuditError(f"the last record of {path} is damaged; run `rbee audit verify`")
         self._seq, self._prev = record["seq"], record["hash"]
 
@@ -280,7 +219,7 @@ class AuditLog:
             record: dict[str, Any] = {"seq": self._seq + 1, "ts": _timestamp(), "event": event,
                                       **fields, "prev": self._prev}
             try:
-                record["hash"] = hashlib.sha256(_canonical(record)).hexdigest()
+                record["hash"] = hashlib.sha256(canonical(record)).hexdigest()
             except TypeError as exc:
                 raise ValueError(f"audit fields must be JSON-serialisable: {exc}") from None
             line = _LINE.encode(record).encode("utf-8") + b"\n"
@@ -315,99 +254,3 @@ class AuditLog:
             if self._dir_fd is not None:
                 os.close(self._dir_fd)
                 self._dir_fd = None
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The outcome of `verify`."""
-
-    ok: bool
-    records: int
-    files: int
-    first_bad: str | None
-    reason: str
-    warning: str | None = None
-
-
-def _lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
-    """(line number from 1, line without newline, whether it ended with a newline)."""
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            terminated = raw.endswith(b"\n")
-            yield number, raw[:-1] if terminated else raw, terminated
-
-
-def _chain_problem(record: dict[str, Any], seq: int, prev: str, gap_hint: str) -> str | None:
-    """Why `record` does not follow the record with `seq` and hash `prev`, or None."""
-    if record["seq"] <= seq:
-        return f"sequence out of order: seq {record['seq']} after seq {seq}"
-    if record["prev"] != prev:
-        if record["seq"] > seq + 1:
-            missing = record["seq"] - seq - 1
-            return (f"chain broken: prev does not match; seq jumps from {seq} to {record['seq']} "
-                    f"({missing} record{'s' if missing > 1 else ''} missing{gap_hint})")
-        return "chain broken: prev does not match"
-    if record["seq"] != seq + 1:
-        return f"sequence out of order: expected seq {seq + 1}, found seq {record['seq']}"
-    return None
-
-
-def verify(path: Path) -> Verdict:
-    """Check every record of a directory of segments, or of one segment file.
-
-    A directory's chain must start at GENESIS with seq 1. A single file is checked on its own:
-    its first record is taken as given unless the file is segment 1. An unparseable last line
-    without a newline in the newest segment is a crash mid-write: a warning, not a failure.
-    Raises FileNotFoundError when `path` does not exist.
-    """
-    path = Path(path)
-    directory = path.is_dir()
-    if directory:
-        files = segments(path)
-        anchored = True
-    elif path.exists():
-        match = SEGMENT_PATTERN.match(path.name)
-        files = [(int(match.group(1)) if match else 0, path)]
-        anchored = bool(match) and int(match.group(1)) == 1
-    else:
-        raise FileNotFoundError(f"no audit log at {path}")
-    count = 0
-    seq, prev = 0, GENESIS
-    warning = None
-
-    def bad(where: str, reason: str) -> Verdict:
-        return Verdict(False, count, len(files), where, reason, warning)
-
-    previous_number = 0 if directory else None
-    for index, (number, segment) in enumerate(files):
-        newest = index == len(files) - 1
-        gap_hint = ""
-        if previous_number is not None and number != previous_number + 1:
-            gap_hint = f"; segment {segment_name(previous_number + 1)} is missing"
-        previous_number = number
-        for line_no, line, terminated in _lines(segment):
-            where = f"{segment.name} line {line_no}"
-            try:
-                record = _parse(line)
-            except ValueError as exc:
-                if newest and not terminated:
-                    warning = (f"the last line of {segment.name} is incomplete ({len(line)} bytes, "
-                               "a crash mid-write); it is removed when the log is next opened")
-                    break
-                return bad(where, "duplicate key" if str(exc) == "duplicate key" else "not JSON")
-            problem = _shape_problem(record)
-            if problem is not None:
-                return bad(where, problem)
-            if not _hash_matches(record):
-                return bad(where, "hash mismatch: the record was changed after it was written")
-            if count == 0 and not anchored:
-                seq, prev = record["seq"] - 1, record["prev"]
-            problem = _chain_problem(record, seq, prev, gap_hint)
-            if problem is not None:
-                return bad(where, problem)
-            gap_hint = ""
-            seq, prev = record["seq"], record["hash"]
-            count += 1
-    if count == 0:
-        return Verdict(False, 0, len(files), None, "no audit records", warning)
-    return Verdict(True, count, len(files), None, "intact", warning)

@@ -173,7 +173,7 @@ def _timing_fields() -> dict[str, tuple[Any, Any]]:
 
 def _ssh_fields() -> dict[str, tuple[Any, Any]]:
     """A schema field per SSH tunable (`ssh_<name>`, env `RBEE_SSH_<NAME>`), the queen's only."""
-    from rbee.queen.ssh import SshTimings
+    from rbee.queen.nodes.ssh import SshTimings
 
     result = {}
     for item in fields(SshTimings):

@@ -16,6 +16,7 @@ from rbee.deploy.systemd_units import (
     default_deploy_data_dir,
     default_unit_dir,
     find_rbee,
+    install_paths,
     render_units,
     tunable_environment,
 )
@@ -60,9 +61,10 @@ def register_systemd(targets: argparse._SubParsersAction) -> None:
 def settings_from(args: argparse.Namespace) -> UnitSettings:
     """The unit settings the command line asks for, with the scope's defaults."""
     config = default_config_dir(args.user)
+    rbee = args.rbee.absolute() if args.rbee else find_rbee()
     return UnitSettings(
         user=args.user,
-        rbee=args.rbee.absolute() if args.rbee else find_rbee(),
+        rbee=rbee,
         data_dir=(args.data_dir or default_deploy_data_dir(args.user)).absolute(),
         token_dir=(args.token_dir or config / "tokens").absolute(),
         worker_env_dir=config / "workers",
@@ -73,6 +75,7 @@ def settings_from(args: argparse.Namespace) -> UnitSettings:
         watchdog_s=args.watchdog_sec,
         log_dir=args.log_dir.absolute() if args.log_dir else None,
         environment=tunable_environment(),
+        install_paths=install_paths(rbee),
     )
 
 

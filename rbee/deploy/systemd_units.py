@@ -3,16 +3,19 @@
 The templates use `@{name}` placeholders (`string.Template` with `@` as delimiter, so systemd's own
 `$VAR` and `%i` stay as they are). User scope (`systemctl --user`) keeps the data dir writable
 through `ReadWritePaths=`; system scope runs every unit as one dynamic user `rbee` whose data
-lives in a `StateDirectory=` under /var/lib.
+lives in a `StateDirectory=` under /var/lib. Where the units' sandboxing would hide rbee's install
+(a virtualenv under /tmp), they bind it in read-only (`systemd_sandbox`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import stat
 import string
+import subprocess
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -20,7 +23,8 @@ from pathlib import Path
 from rbee.cli.paths import default_data_dir
 from rbee.common.exit_codes import WORKER_LOAD_FAILED
 from rbee.common.secrets import ROLES, SecretError, read_token_file
-from rbee.common.tunables import Timings, env_name, load_timings
+from rbee.common.tunables import Timings, TunableError, env_name, load_timings
+from rbee.deploy.systemd_sandbox import directives, read_only_binds
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "jobs" / "systemd"
 QUEEN_UNIT = "rbee-queen.service"
@@ -38,6 +42,14 @@ SAFE_HOST = re.compile(r"^[A-Za-z0-9.:-]+$")
 WILDCARD_HOSTS = ("0.0.0.0", "::")
 DROP = "\x00"
 """Stands for an empty block placeholder, whose line is then dropped."""
+TUNABLE_NAMES = frozenset(env_name(item.name) for item in fields(Timings))
+INSTALL_PROBE = (
+    "import importlib.util, json, os, sys; spec = importlib.util.find_spec('rbee'); "
+    "print(json.dumps({'rbee': list(spec.submodule_search_locations or []) if spec else [], "
+    "'paths': [sys.prefix, sys.base_prefix, *filter(os.path.exists, sys.path)]}))"
+)
+"""Run by rbee's Python: where it finds rbee, and its prefix, base Python and import path."""
+PROBE_TIMEOUT_S = 60
 
 
 class DeployError(Exception):
@@ -90,8 +102,45 @@ def find_rbee() -> Path:
 def tunable_environment() -> dict[str, str]:
     """The `RBEE_*` tunables set in this process's environment (checked), to pin them in the units."""
     load_timings()
-    names = (env_name(item.name) for item in fields(Timings))
-    return {name: os.environ[name] for name in names if name in os.environ}
+    return {name: os.environ[name] for name in sorted(TUNABLE_NAMES) if name in os.environ}
+
+
+def _shebang(executable: Path) -> list[str]:
+    """The words of a script's `#!` line (the interpreter and its arguments); none for a binary."""
+    with executable.open("rb") as handle:
+        first = handle.readline(4096)
+    return first[2:].decode(errors="replace").split() if first.startswith(b"#!") else []
+
+
+def _python_folders(rbee: Path, command: list[str]) -> list[Path]:
+    """Ask the Python of `rbee`'s `#!` line where it runs rbee from (`-E -P`: as in a unit, without
+    this shell's PYTHON* variables or working directory)."""
+    shown = " ".join(command)
+    try:
+        probe = subprocess.run([*command, "-E", "-P", "-c", INSTALL_PROBE], capture_output=True, text=True,
+                               timeout=PROBE_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        problem = f"the Python of {rbee} ({shown}) does not run: {exc}"
+        raise DeployError("RBEE_NOT_RUNNABLE", problem) from None
+    lines = probe.stdout.splitlines() if probe.returncode == 0 else []
+    found = json.loads(lines[-1]) if lines else {"rbee": []}
+    if not found["rbee"]:
+        reason = " ".join(probe.stderr.split()[-30:]) or "rbee is not installed in it"
+        raise DeployError("RBEE_NOT_RUNNABLE", f"the Python of {rbee} ({shown}) cannot import rbee: {reason}")
+    return [Path(item) for item in (*found["paths"], *found["rbee"])]
+
+
+def install_paths(rbee: Path) -> tuple[Path, ...]:
+    """The folders `rbee` runs from, as its own Python reports them: its prefix (the virtualenv),
+    the Python that was made from, its import path and the rbee package (an editable install's
+    source), each also with its symlinks resolved. A program that is no Python script stands for
+    itself; one that is not an executable file has none (`check_settings` refuses it)."""
+    if not (rbee.is_file() and os.access(rbee, os.X_OK)):
+        return ()
+    command = _shebang(rbee)
+    python = any(Path(word).name.startswith("python") for word in command)
+    found = _python_folders(rbee, command) if python else [rbee]
+    return tuple(dict.fromkeys(item for path in found for item in (path, path.resolve())))
 
 
 @dataclass(frozen=True)
@@ -110,6 +159,8 @@ class UnitSettings:
     watchdog_s: float = DEFAULT_WATCHDOG_S
     log_dir: Path | None = None
     environment: dict[str, str] = field(default_factory=dict)
+    install_paths: tuple[Path, ...] = ()
+    """The folders the rbee executable runs from; those the sandbox would hide are bound read-only."""
 
     @property
     def queen_url(self) -> str:
@@ -134,32 +185,63 @@ class UnitSettings:
         return load_timings(self.environment)
 
 
-def _check_path(option: str, path: Path) -> None:
+@dataclass(frozen=True)
+class SettingNames:
+    """What the operator calls each setting, for the messages of `check_values`."""
+
+    data_dir: str = "--data-dir"
+    token_dir: str = "--token-dir"
+    log_dir: str = "--log-dir"
+    rbee: str = "the rbee executable"
+    worker_env_dir: str = "the worker config dir"
+    host: str = "--host"
+    ports: str = "queen, hive and first worker ports"
+    watchdog: str = "--watchdog-sec"
+    environment: str = "the RBEE_* environment"
+
+
+def _check_path(name: str, path: Path) -> None:
     if not SAFE_PATH.match(str(path)):
-        raise DeployError("UNSAFE_PATH", f"{option} must be an absolute path of letters, digits and "
-                          ". _ + - / only (systemd would interpret other characters)")
+        raise DeployError("UNSAFE_PATH", f"{name} must be an absolute path of letters, digits and "
+                          f". _ + - / only (systemd would interpret other characters), not {str(path)!r}")
+
+
+def check_values(settings: UnitSettings, names: SettingNames = SettingNames()) -> None:
+    """Refuse values the units could not run with, each error naming the setting as `names` does:
+    the checks of `rbee deploy systemd` and of the Ansible role's `rbee_units` filter alike."""
+    paths = {names.data_dir: settings.data_dir, names.token_dir: settings.token_dir,
+             names.log_dir: settings.log_dir, names.rbee: settings.rbee,
+             names.worker_env_dir: settings.worker_env_dir}
+    for name, path in paths.items():
+        if path is not None:
+            _check_path(name, path)
+    if not SAFE_HOST.match(settings.host):
+        raise DeployError("INVALID_HOST", f"{names.host} must be an IP address or a host name, "
+                          f"not {settings.host!r}")
+    ports = {settings.queen_port, settings.hive_port, settings.worker_port_start}
+    if len(ports) != 3 or not all(1 <= p <= 65535 for p in ports):
+        raise DeployError("INVALID_PORT", f"{names.ports} must be distinct, 1 to 65535")
+    if settings.watchdog_s < 1:
+        raise DeployError("INVALID_WATCHDOG", f"{names.watchdog} must be at least 1")
+    unknown = sorted(set(settings.environment) - TUNABLE_NAMES)
+    if unknown:
+        raise DeployError("INVALID_TUNABLE", f"{names.environment}: {', '.join(unknown)} is not an rbee "
+                          "tunable (docs/configuration.md lists them)")
+    try:
+        load_timings(settings.environment)
+    except TunableError as exc:
+        raise DeployError("INVALID_TUNABLE", f"{names.environment}: {exc}") from None
+    if not settings.user and not settings.data_dir.is_relative_to(STATE_ROOT / "rbee"):
+        raise DeployError("INVALID_DATA_DIR", "system units keep their data in a StateDirectory: "
+                          f"{names.data_dir} must be /var/lib/rbee or a folder below it")
 
 
 def check_settings(settings: UnitSettings) -> None:
-    """Refuse settings the units could not run with; each error names the fix."""
-    paths = {"--data-dir": settings.data_dir, "--token-dir": settings.token_dir,
-             "--log-dir": settings.log_dir, "the rbee executable": settings.rbee,
-             "the worker config dir": settings.worker_env_dir}
-    for option, path in paths.items():
-        if path is not None:
-            _check_path(option, path)
+    """`check_values`, then what only this machine can tell: the rbee executable and the token
+    files; each error names the fix."""
+    check_values(settings)
     if not (settings.rbee.is_file() and os.access(settings.rbee, os.X_OK)):
         raise DeployError("RBEE_NOT_FOUND", f"{settings.rbee} is not an executable file")
-    if not SAFE_HOST.match(settings.host):
-        raise DeployError("INVALID_HOST", "--host must be an IP address or a host name")
-    ports = {settings.queen_port, settings.hive_port, settings.worker_port_start}
-    if len(ports) != 3 or not all(1 <= p <= 65535 for p in ports):
-        raise DeployError("INVALID_PORT", "queen, hive and first worker ports must be distinct, 1 to 65535")
-    if settings.watchdog_s < 1:
-        raise DeployError("INVALID_WATCHDOG", "--watchdog-sec must be at least 1")
-    if not settings.user and not settings.data_dir.is_relative_to(STATE_ROOT / "rbee"):
-        raise DeployError("INVALID_DATA_DIR", "system units keep their data in a StateDirectory: "
-                          "--data-dir must be /var/lib/rbee or a folder below it")
     if not settings.user:
         _check_world_executable(settings.rbee)
     check_tokens(settings)
@@ -181,9 +263,7 @@ def check_tokens(settings: UnitSettings) -> None:
 
 def _interpreter(executable: Path) -> Path | None:
     """The interpreter a script's `#!` line names (a virtualenv's python), if it has one."""
-    with executable.open("rb") as handle:
-        first = handle.readline(4096)
-    words = first[2:].decode(errors="replace").split() if first.startswith(b"#!") else []
+    words = _shebang(executable)
     return Path(words[0]) if words else None
 
 
@@ -248,6 +328,20 @@ def _seconds(value: float) -> str:
     return f"{value:g}"
 
 
+def _fill(template: UnitTemplate, values: dict[str, object]) -> str:
+    lines = template.substitute(values).splitlines()
+    return "\n".join(line for line in lines if line != DROP) + "\n"
+
+
+def _binds(template: UnitTemplate, values: dict[str, object], settings: UnitSettings) -> list[str]:
+    """`BindReadOnlyPaths=` for each install folder that the unit's own sandboxing hides."""
+    hardening = directives(_fill(template, {**values, "install_binds": DROP}))
+    binds = read_only_binds(settings.install_paths, hardening)
+    for path in binds:
+        _check_path("rbee's install folder", path)
+    return [f"BindReadOnlyPaths={path}" for path in binds]
+
+
 def render_unit(name: str, settings: UnitSettings) -> str:
     """One unit's text for this machine."""
     timings = settings.timings
@@ -284,8 +378,7 @@ def render_unit(name: str, settings: UnitSettings) -> str:
     except OSError:
         raise DeployError("UNIT_TEMPLATES_MISSING", f"cannot read {TEMPLATES_DIR / name}; rbee deploy "
                           "systemd runs from a source checkout (jobs/systemd/)") from None
-    lines = template.substitute(values).splitlines()
-    return "\n".join(line for line in lines if line != DROP) + "\n"
+    return _fill(template, {**values, "install_binds": "\n".join(_binds(template, values, settings)) or DROP})
 
 
 def render_units(settings: UnitSettings) -> dict[str, str]:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 from aiohttp import web
 
 from rbee.common.audit import AuditLog
@@ -15,12 +13,12 @@ from rbee.common.auth import Keyring, auth_middleware, reload_tokens
 from rbee.common.daemon import HEALTH, DaemonHealth, new_app, on_drain, on_reload
 from rbee.common.metrics import METRICS, DaemonMetrics, observe_requests, public_paths
 from rbee.common.tunables import Timings
+from rbee.hive.api.routes import PUBLIC_PATHS, QUIET_PATHS, add_routes
 from rbee.hive.app_keys import CATALOG, DOWNLOADER, SUPERVISOR
 from rbee.hive.catalog import ModelCatalog
 from rbee.hive.downloads import Downloader, DownloadSettings
 from rbee.hive.metrics import HiveMetrics
-from rbee.hive.queen_link import send_heartbeats
-from rbee.hive.routes import PUBLIC_PATHS, QUIET_PATHS, add_routes
+from rbee.hive.queen_link import heartbeats
 from rbee.hive.supervisor import SupervisorSettings, WorkerSupervisor
 
 
@@ -73,7 +71,7 @@ def build_app(settings: HiveSettings, timings: Timings, audit_log: AuditLog) -> 
         timings,
         audit,
     )
-    supervisor.stop_leftovers()
+    app.cleanup_ctx.append(lambda _: supervisor.leftovers_stopped())
     app[SUPERVISOR] = supervisor
     hive_metrics.watch(supervisor, downloader)
     on_reload(app, reload_tokens(settings.keyring, audit))
@@ -83,17 +81,8 @@ def build_app(settings: HiveSettings, timings: Timings, audit_log: AuditLog) -> 
     app[DOWNLOADER] = downloader
     on_drain(app, lambda: supervisor.stop_all("hive stopping"))
     if settings.queen_url:
-        app.cleanup_ctx.append(lambda _: _queen_heartbeats(settings, supervisor))
+        queen_url = settings.queen_url
+        app.cleanup_ctx.append(lambda _: heartbeats(
+            queen_url, settings.url, supervisor, lambda: settings.keyring.headers_for("queen")
+        ))
     return app
-
-
-async def _queen_heartbeats(settings: HiveSettings, supervisor: WorkerSupervisor) -> AsyncIterator[None]:
-    assert settings.queen_url is not None
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
-    task = asyncio.create_task(send_heartbeats(
-        settings.queen_url, settings.url, supervisor, session, lambda: settings.keyring.headers_for("queen")
-    ))
-    yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await session.close()

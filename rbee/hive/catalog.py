@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,8 @@ from urllib.parse import unquote, urlparse
 
 from rbee.common.errors import ApiError
 from rbee.common.validation import check_model_ref, check_path_within
-from rbee.hive.downloads import META_SUFFIX, Downloader, DownloadJob, metadata_of, read_metadata
+from rbee.hive.downloads import Downloader, DownloadJob
+from rbee.hive.downloads.files import META_SUFFIX, metadata_of, read_metadata
 from rbee.hive.model_sources import is_downloadable
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,16 @@ class ModelCatalog:
                         exc, backup.name, self.models_dir)
             self._open()
             log.warning("catalog rebuilt with %d models", self._rebuild())
+
+    def write_problem(self) -> str | None:
+        """Why a file cannot be created in the models folder or the data dir, or None when it can."""
+        for place in (self.models_dir, self.models_dir.parent):
+            try:
+                with tempfile.TemporaryFile(dir=place):
+                    pass
+            except OSError as exc:
+                return f"cannot write in {place}: {exc.strerror or exc}"
+        return None
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self._db_path, timeout=10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 
 import aiohttp
 
@@ -12,6 +13,8 @@ from rbee.common.http import Headers
 from rbee.hive.supervisor import WorkerSupervisor
 
 log = logging.getLogger(__name__)
+
+QUEEN_TIMEOUT_S = 5
 
 
 async def send_heartbeats(
@@ -43,3 +46,15 @@ async def send_heartbeats(
                 log.warning("heartbeat to the queen at %s failed: %s", queen_url, exc)
             failing = True
         await asyncio.sleep(interval)
+
+
+async def heartbeats(
+    queen_url: str, hive_url: str, supervisor: WorkerSupervisor, auth: Headers
+) -> AsyncIterator[None]:
+    """A cleanup context: heartbeats to the queen from the hive's start to its cleanup."""
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=QUEEN_TIMEOUT_S))
+    task = asyncio.create_task(send_heartbeats(queen_url, hive_url, supervisor, session, auth))
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await session.close()

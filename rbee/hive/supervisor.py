@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-import signal
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import psutil
 
 from rbee.common import log_context, processes
 from rbee.common.audit import Audit, no_audit
@@ -21,7 +18,7 @@ from rbee.common.auth import Keyring
 from rbee.common.errors import ApiError
 from rbee.common.ports import next_free_port, port_is_free
 from rbee.common.tunables import Timings
-from rbee.hive import preflight
+from rbee.hive import preflight, worker_pids
 from rbee.hive.catalog import ModelEntry
 from rbee.hive.preflight import Need
 from rbee.hive.restart_policy import RestartPolicy
@@ -204,37 +201,12 @@ class WorkerSupervisor:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _save_pids(self) -> None:
-        entries = [
-            {"worker_id": o.record.worker_id, "pid": o.record.pid}
-            for o in self._owners.values()
-            if o.record.pid
-        ]
-        self.settings.pid_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.settings.pid_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(entries))
-        os.replace(tmp, self.settings.pid_file)
+        pids = {o.record.worker_id: o.record.pid for o in self._owners.values() if o.record.pid}
+        worker_pids.save(self.settings.pid_file, pids)
 
-    def stop_leftovers(self) -> list[int]:
-        """Stop workers a previous run of this hive left behind; returns their PIDs."""
-        try:
-            entries = json.loads(self.settings.pid_file.read_text())
-        except (OSError, ValueError):
-            return []
-        stopped = []
-        for entry in entries:
-            try:
-                process = psutil.Process(int(entry["pid"]))
-                if str(entry["worker_id"]) not in process.cmdline():
-                    continue
-                log.warning("stopping worker %s (pid %d) left by a previous hive run",
-                            entry["worker_id"], process.pid)
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(self.timings.sigterm_grace_s)
-                except psutil.TimeoutExpired:
-                    process.kill()
-                stopped.append(process.pid)
-            except (psutil.Error, KeyError, TypeError, ValueError):
-                continue
-        self.settings.pid_file.unlink(missing_ok=True)
-        return stopped
+    async def leftovers_stopped(self) -> AsyncIterator[None]:
+        """A cleanup context for the hive's start: before it serves, stop the workers a previous
+        run of this hive left behind."""
+        await asyncio.to_thread(worker_pids.stop_leftovers, self.settings.pid_file,
+                                self.timings.sigterm_grace_s)
+        yield

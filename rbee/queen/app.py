@@ -17,32 +17,23 @@ from rbee.common.daemon import HEALTH, DaemonHealth, new_app, on_drain, on_reloa
 from rbee.common.log_context import forward_correlation
 from rbee.common.metrics import METRICS, DaemonMetrics, observe_requests, public_paths
 from rbee.common.tunables import Timings
-from rbee.queen.cluster_status import STATUS, StatusSources
-from rbee.queen.dispatch import Dispatcher
-from rbee.queen.hive_client import HiveClient
-from rbee.queen.hive_directory import HiveDirectory
-from rbee.queen.hive_registry import HiveRegistry
-from rbee.queen.local_hive import LocalHive
+from rbee.queen.api.keys import DISPATCHER, HIVES, LOG_RELAY, NODES, PLACEMENT, REGISTRY, STATUS, TIMINGS
+from rbee.queen.api.routes import INTERNAL_PATHS, PUBLIC_PATHS, QUIET_PATHS, add_routes
+from rbee.queen.cluster_status import StatusSources
 from rbee.queen.metrics import QueenMetrics
-from rbee.queen.node_logs import LOG_RELAY, LogRelay
-from rbee.queen.node_registry import NodeRegistry
-from rbee.queen.placement import Placement
+from rbee.queen.nodes.hive_client import HiveClient
+from rbee.queen.nodes.hive_directory import HiveDirectory
+from rbee.queen.nodes.local_hive import LocalHive
+from rbee.queen.nodes.log_relay import LogRelay
+from rbee.queen.nodes.node_registry import NodeRegistry
+from rbee.queen.nodes.node_service import NodeService, ssh_connector
+from rbee.queen.nodes.remote_hive import TUNABLE_ENV, RemoteHive, RemoteLaunch
+from rbee.queen.nodes.ssh_preflight import SshPreflight
 from rbee.queen.rate_limits import RateLimiter, client_limits, failure_throttle
-from rbee.queen.registry_routes import NODES, NodeService, ssh_connector
-from rbee.queen.remote_hive import TUNABLE_ENV, RemoteHive, RemoteLaunch
-from rbee.queen.routes import (
-    DISPATCHER,
-    HIVES,
-    INTERNAL_PATHS,
-    PLACEMENT,
-    PUBLIC_PATHS,
-    QUIET_PATHS,
-    REGISTRY,
-    TIMINGS,
-    add_routes,
-)
-from rbee.queen.ssh_preflight import SshPreflight
-from rbee.queen.worker_registry import WorkerRegistry
+from rbee.queen.routing.dispatch import Dispatcher
+from rbee.queen.routing.hive_registry import HiveRegistry
+from rbee.queen.routing.placement import Placement
+from rbee.queen.routing.worker_registry import WorkerRegistry
 
 
 @dataclass(frozen=True)

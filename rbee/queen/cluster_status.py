@@ -1,6 +1,6 @@
 """The cluster as the queen sees it now: nodes, hives, workers, models, throughput and queue
-(`GET /v2/status`, read by `rbee status` and the `/ui` page), and whether the queen can do its
-job (`GET /ready`).
+(what `GET /v2/status`, `rbee status` and the `/ui` page show), and whether the queen can do its
+job (the checks of `GET /ready`).
 
 Both only read what the queen already knows (its registries, heartbeats and its own task
 counts): asking never starts a hive or a worker.
@@ -15,16 +15,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
-
-from rbee.common.readiness import Check, ready_response
-from rbee.queen.dispatch import Dispatcher
-from rbee.queen.hive_directory import HiveDirectory
-from rbee.queen.hive_registry import HiveRegistry, HiveView
-from rbee.queen.local_hive import LOCAL_NODE
-from rbee.queen.metrics import TaskMeter
-from rbee.queen.node_registry import Node, NodeRegistry
-from rbee.queen.worker_registry import WorkerRegistry, WorkerView
+from rbee.common.readiness import Check
+from rbee.queen.nodes.hive_directory import HiveDirectory
+from rbee.queen.nodes.local_hive import LOCAL_NODE
+from rbee.queen.nodes.node_registry import Node, NodeRegistry
+from rbee.queen.routing.dispatch import Dispatcher
+from rbee.queen.routing.hive_registry import HiveRegistry, HiveView
+from rbee.queen.routing.task_meter import TaskMeter
+from rbee.queen.routing.worker_registry import WorkerRegistry, WorkerView
 
 
 @dataclass(frozen=True)
@@ -38,8 +36,6 @@ class StatusSources:
     dispatcher: Dispatcher
     meter: TaskMeter
 
-
-STATUS = web.AppKey("status", StatusSources)
 
 
 def _hive_state(view: HiveView | None, now: float) -> dict[str, Any]:
@@ -96,11 +92,6 @@ def _models(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**row, "states": dict(states[name])} for name, row in sorted(rows.items())]
 
 
-async def status(request: web.Request) -> web.Response:
-    """GET /v2/status: nodes, hives, workers, models, throughput and queue depth."""
-    return web.json_response(await snapshot(request.app[STATUS]))
-
-
 def _places(sources: StatusSources, registered: list[Node]) -> list[tuple[str, str, str]]:
     """(node name, hive URL, how the queen starts it) for every node the queen can route to."""
     local = sources.directory.local
@@ -108,10 +99,9 @@ def _places(sources: StatusSources, registered: list[Node]) -> list[tuple[str, s
     return places + [(node.spec.name, node.spec.hive_url, "ssh") for node in registered]
 
 
-async def ready(request: web.Request) -> web.Response:
-    """GET /ready: the node registry loads, a hive answers heartbeats or one can be started, and
-    the queen is not draining."""
-    sources = request.app[STATUS]
+async def readiness(sources: StatusSources) -> dict[str, Check]:
+    """The checks of `GET /ready`: the node registry loads, a hive answers heartbeats or one can
+    be started, and the queen is not draining."""
     try:
         registered = await asyncio.to_thread(sources.nodes.all)
         registry = Check(True, f"{len(registered)} node(s) registered")
@@ -127,9 +117,8 @@ async def ready(request: web.Request) -> web.Response:
         hives = Check(False, "no hive sends heartbeats and none can be started (no local hive, every "
                       "registered node stale)")
     draining = sources.dispatcher.draining
-    checks = {
+    return {
         "node_registry": registry,
         "hive_available": hives,
         "accepting": Check(not draining, "draining" if draining else "admitting tasks", "DRAINING"),
     }
-    return ready_response(request, checks)

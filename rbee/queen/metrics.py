@@ -9,86 +9,16 @@ a request body.
 from __future__ import annotations
 
 import collections
-import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from contextlib import aclosing, contextmanager
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from rbee.common.audit import Audit
-from rbee.common.metrics import DaemonMetrics, Throughput
-from rbee.queen.hive_registry import HiveRegistry
-from rbee.queen.worker_registry import WorkerRegistry
-
-
-class TaskMeter:
-    """Times the tasks the dispatcher runs and counts the tokens it relays, per worker."""
-
-    def __init__(self, base: DaemonMetrics) -> None:
-        self.queue_depth = base.gauge("queue_depth", "Tasks waiting for a worker with a free slot "
-                                      "(placement, a spawn or a model load)")
-        self.queue_wait = base.histogram("queue_wait_seconds", "From admission to a worker with a free slot")
-        self.first_token = base.histogram("time_to_first_token_seconds", "From admission to the first "
-                                          "token relayed to the client")
-        self.duration = base.histogram("task_duration_seconds", "From admission to the end of the task, by "
-                                       "outcome (completed, failed, cancelled)", ("outcome",))
-        self.tokens = base.counter("tokens_generated_total", "Tokens relayed to clients")
-        self.throughput = Throughput()
-        self.queued = 0
-        """Tasks waiting for a worker now (the queue depth)."""
-        self._per_worker: collections.defaultdict[str, Throughput] = collections.defaultdict(Throughput)
-
-    @contextmanager
-    def waiting(self) -> Iterator[None]:
-        """Count a task as queued while it waits for a worker."""
-        self.queue_depth.inc()
-        self.queued += 1
-        started = time.monotonic()
-        try:
-            yield
-        finally:
-            self.queued -= 1
-            self.queue_depth.dec()
-            self.queue_wait.observe(time.monotonic() - started)
-
-    async def observe(self, events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-        """Pass a task's events through, timing its first token and its whole run."""
-        started = time.monotonic()
-        worker_id = ""
-        waiting_for_first = True
-        outcome = "cancelled"
-        try:
-            async with aclosing(events):
-                async for event in events:
-                    kind = event.get("type")
-                    if kind == "started":
-                        worker_id = str(event.get("worker_id", ""))
-                    elif kind == "token":
-                        if waiting_for_first:
-                            self.first_token.observe(time.monotonic() - started)
-                            waiting_for_first = False
-                        self.tokens.inc()
-                        self.throughput.add()
-                        self._per_worker[worker_id].add()
-                    elif kind in ("end", "error"):
-                        outcome = "completed" if kind == "end" else "failed"
-                    yield event
-        except Exception:
-            outcome = "failed"
-            raise
-        finally:
-            self.duration.labels(outcome).observe(time.monotonic() - started)
-
-    def tokens_per_second(self, worker_id: str) -> float:
-        """Tokens per second this queen relayed from one worker over the last 10 s."""
-        window = self._per_worker.get(worker_id)
-        return window.rate() if window is not None else 0.0
-
-    def forget_others(self, live: set[str]) -> None:
-        """Drop the windows of workers that are gone."""
-        for worker_id in set(self._per_worker) - live:
-            del self._per_worker[worker_id]
+from rbee.common.metrics import DaemonMetrics
+from rbee.queen.routing.hive_registry import HiveRegistry
+from rbee.queen.routing.task_meter import TaskMeter
+from rbee.queen.routing.worker_registry import WorkerRegistry
 
 
 class QueenMetrics:

@@ -12,10 +12,11 @@ from rbee.common.auth import auth_middleware
 from rbee.common.daemon import HEALTH, NOTIFIER, DaemonHealth, new_app, on_drain, on_reload, request_stop
 from rbee.common.metrics import METRICS, DaemonMetrics, observe_requests, public_paths
 from rbee.common.tunables import Timings
+from rbee.worker.app_keys import RUNTIME, WORKER_METRICS
 from rbee.worker.faults import Faults
 from rbee.worker.hive_link import HiveLink
-from rbee.worker.metrics import WORKER_METRICS, WorkerMetrics
-from rbee.worker.routes import PUBLIC_PATHS, QUIET_PATHS, RUNTIME, add_routes
+from rbee.worker.metrics import WorkerMetrics
+from rbee.worker.routes import PUBLIC_PATHS, QUIET_PATHS, add_routes
 from rbee.worker.runtime import WorkerRuntime, WorkerSettings
 
 

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import aclosing
 from typing import Any
 
-from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from rbee.common.metrics import DaemonMetrics, Throughput
@@ -88,5 +87,3 @@ class WorkerMetrics:
         yield CounterMetricFamily(self._prefix + "tokens_generated", "Tokens generated since start",
                                   value=service.tokens_generated if service else 0)
 
-
-WORKER_METRICS = web.AppKey("worker_metrics", WorkerMetrics)

@@ -12,11 +12,9 @@ from rbee.common.errors import ApiError, read_json_object
 from rbee.common.metrics import METRICS_PATH, metrics_handler
 from rbee.common.readiness import Check, ready_response
 from rbee.common.validation import check_identifier
+from rbee.worker.app_keys import RUNTIME, WORKER_METRICS
 from rbee.worker.inference import InferenceService
-from rbee.worker.metrics import WORKER_METRICS
 from rbee.worker.runtime import WorkerRuntime
-
-RUNTIME = web.AppKey("runtime", WorkerRuntime)
 
 
 def _status(runtime: WorkerRuntime) -> dict[str, object]:

@@ -18,10 +18,10 @@ from typing import Any
 
 from rbee.common.errors import ApiError
 from rbee.common.tunables import Timings
-from rbee.queen.admission import AdmissionQueue
-from rbee.queen.hive_directory import HiveDirectory, HiveHandle
-from rbee.queen.hive_registry import HiveRegistry
-from rbee.queen.worker_registry import PENDING_STATES, ROUTABLE_STATES, WorkerRegistry, WorkerView
+from rbee.queen.nodes.hive_directory import HiveDirectory, HiveHandle
+from rbee.queen.routing.admission import AdmissionQueue
+from rbee.queen.routing.hive_registry import HiveRegistry
+from rbee.queen.routing.worker_registry import PENDING_STATES, ROUTABLE_STATES, WorkerRegistry, WorkerView
 
 log = logging.getLogger(__name__)
 READY_POLL_S = 0.1

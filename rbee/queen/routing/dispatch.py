@@ -19,9 +19,9 @@ from rbee.common.audit import Audit, no_audit, prompt_digest
 from rbee.common.deadlines import Deadline
 from rbee.common.errors import CORRELATION_HEADER, ApiError
 from rbee.common.http import Headers, no_headers, raise_for_error
-from rbee.queen.metrics import TaskMeter
-from rbee.queen.placement import Placement
-from rbee.queen.worker_registry import WorkerView
+from rbee.queen.routing.placement import Placement
+from rbee.queen.routing.task_meter import TaskMeter
+from rbee.queen.routing.worker_registry import WorkerView
 
 log = logging.getLogger(__name__)
 CANCEL_TIMEOUT_S = 2.0

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from rbee.queen.cluster_status import STATUS, snapshot
+from rbee.queen.api.keys import STATUS
+from rbee.queen.cluster_status import snapshot
 
 PAGE = Path(__file__).with_name("ui") / "index.html"
 PLACEHOLDER = "__RBEE_STATUS__"

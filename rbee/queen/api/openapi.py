@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiohttp import web
+
 from rbee import __version__
 from rbee.common.validation import (
     MAX_PROMPT_CHARS,
@@ -331,3 +333,8 @@ def document() -> dict[str, Any]:
             }},
         },
     }
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    """GET /openapi.json: the API description (for clients and schemathesis)."""
+    return web.json_response(document())

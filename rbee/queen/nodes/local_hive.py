@@ -13,7 +13,7 @@ from rbee.common import processes
 from rbee.common.auth import Keyring
 from rbee.common.errors import ApiError
 from rbee.common.secrets import ROLES
-from rbee.queen.hive_client import HiveClient
+from rbee.queen.nodes.hive_client import HiveClient
 
 log = logging.getLogger(__name__)
 HIVE_START_TIMEOUT_S = 30.0

@@ -19,10 +19,10 @@ from rbee.common.auth import Keyring
 from rbee.common.errors import ApiError
 from rbee.common.secrets import ROLES
 from rbee.common.tunables import Timings, env_name
-from rbee.queen.hive_client import HiveClient
-from rbee.queen.hive_preflight import check_hive
-from rbee.queen.node_registry import NodeSpec
-from rbee.queen.ssh import SshConnector, SshError
+from rbee.queen.nodes.hive_client import HiveClient
+from rbee.queen.nodes.hive_preflight import check_hive
+from rbee.queen.nodes.node_registry import NodeSpec
+from rbee.queen.nodes.ssh import SshConnector, SshError
 
 log = logging.getLogger(__name__)
 HIVE_START_TIMEOUT_S = 30.0

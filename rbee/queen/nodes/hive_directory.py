@@ -13,10 +13,10 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from rbee.common.errors import ApiError
-from rbee.queen.hive_client import HiveClient
-from rbee.queen.local_hive import LOCAL_NODE
-from rbee.queen.node_registry import NodeRegistry, NodeSpec
-from rbee.queen.remote_hive import RemoteHive
+from rbee.queen.nodes.hive_client import HiveClient
+from rbee.queen.nodes.local_hive import LOCAL_NODE
+from rbee.queen.nodes.node_registry import NodeRegistry, NodeSpec
+from rbee.queen.nodes.remote_hive import RemoteHive
 
 log = logging.getLogger(__name__)
 

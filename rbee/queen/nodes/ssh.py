@@ -23,7 +23,7 @@ from invoke.exceptions import CommandTimedOut
 
 from rbee.common.errors import ApiError
 from rbee.common.tunables import env_overrides
-from rbee.queen.node_registry import NodeSpec
+from rbee.queen.nodes.node_registry import NodeSpec
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ import time
 from typing import Any
 
 from rbee import __version__
-from rbee.queen.node_registry import NodeSpec, utc_now
-from rbee.queen.ssh import SshConnector, SshError, SshSession
+from rbee.queen.nodes.node_registry import NodeSpec, utc_now
+from rbee.queen.nodes.ssh import SshConnector, SshError, SshSession
 
 LATENCY_PROBES = 3
 _PROBE = "rbee-preflight"

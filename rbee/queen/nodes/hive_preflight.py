@@ -7,9 +7,9 @@ from typing import Any
 
 from rbee import __version__
 from rbee.common.errors import ApiError
-from rbee.queen.hive_client import HiveClient
-from rbee.queen.node_registry import utc_now
-from rbee.queen.ssh_preflight import compatible
+from rbee.queen.nodes.hive_client import HiveClient
+from rbee.queen.nodes.node_registry import utc_now
+from rbee.queen.nodes.ssh_preflight import compatible
 
 
 async def check_hive(client: HiveClient, node: str) -> dict[str, Any]:

@@ -1,13 +1,13 @@
-"""HTTP handlers of the hive for model downloads and removal."""
+"""`/v1/models/download` and its SSE progress stream."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from rbee.common import sse
-from rbee.common.errors import ApiError, read_json_object
+from rbee.common.errors import read_json_object
 from rbee.common.validation import check_identifier, check_model_ref
-from rbee.hive.app_keys import CATALOG, DOWNLOADER, SUPERVISOR
+from rbee.hive.app_keys import CATALOG, DOWNLOADER
 from rbee.hive.downloads import parse_sha256
 
 PROGRESS_INTERVAL_S = 0.25
@@ -32,22 +32,3 @@ async def download_progress(request: web.Request) -> web.StreamResponse:
         await sse.send_data(response, event)
     await sse.send_data(response, sse.DONE)
     return response
-
-
-async def remove_model(request: web.Request) -> web.Response:
-    """Forget a model (and delete its file when the hive downloaded or assembled it)."""
-    body = await read_json_object(request)
-    name = check_model_ref(body.get("name"), "name")
-    users = [w.worker_id for w in request.app[SUPERVISOR].list() if w.model.name == name]
-    if users:
-        raise ApiError(409, "MODEL_IN_USE", "workers are running this model; stop them first",
-                       {"workers": users})
-    entry, deleted = await request.app[CATALOG].remove(name)
-    return web.json_response({"removed": entry.name, "path": entry.path, "file_deleted": deleted})
-
-
-def add_download_routes(app: web.Application) -> None:
-    """Register the download routes (they use the app's DOWNLOADER)."""
-    app.router.add_post("/v1/models/download", start_download)
-    app.router.add_get(PROGRESS_PATH, download_progress)
-    app.router.add_post("/v1/models/remove", remove_model)

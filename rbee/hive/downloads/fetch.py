@@ -1,0 +1,297 @@
+"""Fetching one model file over HTTP(S) for its download job.
+
+Each attempt resumes the partial file with `Range` + `If-Range` (after a reset, a stall or a
+hive restart), checks the free disk space before the first byte and hashes while it writes;
+transient failures back off exponentially with jitter. The digest is compared with the SHA-256
+the job was given or the hub announced (`X-Linked-Etag`): a mismatch deletes the file and
+starts over, a final failure deletes the partial file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from rbee.common.errors import ApiError
+from rbee.common.http import raise_for_error
+from rbee.common.tunables import Timings
+from rbee.common.validation import check_model_ref
+from rbee.hive.downloads.files import (
+    GGUF_MAGIC,
+    SHA256_HEX,
+    Sink,
+    check_disk,
+    discard,
+    disk_error,
+    finalize,
+    hash_file,
+    partial_of,
+    read_validator,
+    write_validator,
+)
+from rbee.hive.downloads.job import DownloadJob
+from rbee.hive.model_sources import HubSettings, ModelSource, listing_url, only_gguf, split_hf
+
+log = logging.getLogger(__name__)
+
+FLUSH_BYTES = 1024 * 1024
+JITTER = 0.2
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+_RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class DownloadSettings:
+    """Retry, timeout and hub settings of the downloader."""
+
+    retries: int = 5
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 30.0
+    stall_timeout_s: float = 30.0
+    connect_timeout_s: float = 15.0
+    hub: HubSettings = field(default_factory=HubSettings)
+
+    @classmethod
+    def load(cls, timings: Timings, hub: HubSettings | None = None) -> DownloadSettings:
+        """From the tunables and `RBEE_HF_ENDPOINT` / `HF_TOKEN`."""
+        return cls(
+            timings.download_retries,
+            timings.download_backoff_initial_s,
+            timings.download_backoff_max_s,
+            timings.download_stall_timeout_s,
+            timings.download_connect_timeout_s,
+            hub or HubSettings.from_env(),
+        )
+
+    def delay(self, failures: int) -> float:
+        """Seconds before the next attempt after `failures` (≥1) failures in a row."""
+        base = min(self.backoff_initial_s * 2 ** (failures - 1), self.backoff_max_s)
+        return base * random.uniform(1 - JITTER, 1 + JITTER)
+
+
+class _Retry(Exception):
+    """A transient failure: try again (resuming) after a backoff."""
+
+
+class _Mismatch(Exception):
+    """The complete file's digest is not the expected one."""
+
+    def __init__(self, expected: str, actual: str) -> None:
+        super().__init__("checksum mismatch")
+        self.expected = expected
+        self.actual = actual
+
+
+class Fetcher:
+    """The HTTP side of downloads: one client session, the hub's listings, file transfers."""
+
+    def __init__(self, models_dir: Path, settings: DownloadSettings) -> None:
+        self.models_dir = models_dir
+        self.settings = settings
+        self._session: aiohttp.ClientSession | None = None
+        self.bytes_received = 0
+        """Bytes received from model sources since the hive started (for its metrics)."""
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            timeout = aiohttp.ClientTimeout(
+                total=None, connect=self.settings.connect_timeout_s, sock_read=self.settings.stall_timeout_s
+            )
+            self._session = aiohttp.ClientSession(timeout=timeout, auto_decompress=False, trust_env=True)
+        return self._session
+
+    async def close(self) -> None:
+        """Close the HTTP client."""
+        if self._session is not None:
+            await self._session.close()
+
+    async def expand(self, ref: str) -> str:
+        """`hf:org/repo` → `hf:org/repo:file` for the repository's only GGUF; other refs unchanged."""
+        if not ref.startswith("hf:") or split_hf(ref)[2] is not None:
+            return ref
+        hub = self.settings.hub
+        try:
+            async with self._client().get(listing_url(ref, hub), headers=hub.headers()) as response:
+                if response.status in (401, 403):
+                    raise _forbidden(True, response.status)
+                if response.status in (404, 410):
+                    raise _not_found(response.status)
+                await raise_for_error(response, "the hub")
+                listing = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise ApiError(502, "MODEL_DOWNLOAD_FAILED", "cannot list the repository's files on the hub",
+                           {"reason": type(exc).__name__}) from exc
+        return check_model_ref(only_gguf(ref, listing))
+
+    async def fetch(self, job: DownloadJob, source: ModelSource, target: Path) -> tuple[str, int]:
+        """Download `source` to `target`, retrying by the settings; returns (sha256, size)."""
+        partial = partial_of(target)
+        failures = mismatches = 0
+        while True:
+            job.attempt += 1
+            try:
+                sha256, size = await self._attempt(job, source, partial)
+                expected = job.expected_sha256 or job.hub_sha256
+                if expected and sha256 != expected:
+                    raise _Mismatch(expected, sha256)
+                job.state = "verifying"
+                await asyncio.to_thread(finalize, partial, target, job.ref, sha256, size)
+                return sha256, size
+            except _Retry as exc:
+                progressed = job.bytes_done > job.attempt_started[1]
+                failures = 1 if progressed else failures + 1
+                if failures > self.settings.retries:
+                    await asyncio.to_thread(discard, partial)
+                    raise ApiError(502, "MODEL_DOWNLOAD_FAILED",
+                                   f"the download failed {failures} times in a row: {exc}",
+                                   {"attempts": job.attempt, "reason": str(exc)}) from None
+                job.last_error = str(exc)
+            except _Mismatch as exc:
+                await asyncio.to_thread(discard, partial)
+                mismatches += 1
+                if mismatches > self.settings.retries:
+                    raise ApiError(502, "MODEL_CHECKSUM_MISMATCH",
+                                   "the downloaded file does not match its expected SHA-256",
+                                   {"expected_sha256": exc.expected, "actual_sha256": exc.actual,
+                                    "attempts": job.attempt}) from None
+                failures = mismatches
+                job.last_error = "checksum mismatch; the file was deleted"
+            except ApiError:
+                await asyncio.to_thread(discard, partial)
+                raise
+            delay = self.settings.delay(failures)
+            log.warning("download %s attempt %d failed (%s); retrying in %.2f s",
+                        job.id, job.attempt, job.last_error, delay)
+            job.state = "retrying"
+            await asyncio.sleep(delay)
+
+    async def _attempt(self, job: DownloadJob, source: ModelSource, partial: Path) -> tuple[str, int]:
+        offset = partial.stat().st_size if partial.exists() else 0
+        headers = {"Accept-Encoding": "identity", **source.headers}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+            validator = await asyncio.to_thread(read_validator, partial)
+            if validator:
+                headers["If-Range"] = validator
+        job.state, job.bytes_done = "connecting", offset
+        job.attempt_started = (time.monotonic(), offset)
+        try:
+            async with self._client().get(source.url, headers=headers) as response:
+                if response.status == 416 and offset:
+                    return await self._complete_or_restart(response, partial, offset)
+                offset, total = _accept(response, offset, source.from_hub)
+                job.hub_sha256 = job.hub_sha256 or _linked_sha256(response)
+                job.bytes_total, job.bytes_done = total, offset
+                check_disk(self.models_dir, None if total is None else total - offset)
+                await self._disk(job, write_validator, partial, response.headers.get("ETag"))
+                job.state = "downloading"
+                job.attempt_started = (time.monotonic(), offset)
+                return await self._receive(job, response, partial, offset)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _Retry(_describe(exc, self.settings.stall_timeout_s)) from exc
+
+    async def _complete_or_restart(
+        self, response: aiohttp.ClientResponse, partial: Path, offset: int
+    ) -> tuple[str, int]:
+        match = re.match(r"^bytes \*/(\d+)$", response.headers.get("Content-Range", ""))
+        if match and int(match.group(1)) == offset:
+            return await asyncio.to_thread(hash_file, partial), offset
+        await asyncio.to_thread(discard, partial)
+        raise _Retry("the server refused to resume; starting over")
+
+    async def _receive(
+        self, job: DownloadJob, response: aiohttp.ClientResponse, partial: Path, offset: int
+    ) -> tuple[str, int]:
+        sink: Sink = await self._disk(job, Sink, partial, offset)
+        buffer = bytearray()
+        pending: asyncio.Future[None] | None = None
+        try:
+            async for data in response.content.iter_any():
+                buffer += data
+                job.bytes_done += len(data)
+                self.bytes_received += len(data)
+                if len(buffer) >= FLUSH_BYTES:
+                    if pending is not None:
+                        await pending
+                    pending = asyncio.ensure_future(self._disk(job, sink.write, buffer))
+                    buffer = bytearray()
+        finally:
+            try:
+                if pending is not None:
+                    await pending
+                if buffer:
+                    await self._disk(job, sink.write, buffer)
+            finally:
+                await asyncio.to_thread(sink.close)
+        if job.bytes_total is not None and sink.size != job.bytes_total:
+            raise _Retry(f"the connection closed after {sink.size} of {job.bytes_total} bytes")
+        if not sink.starts_with(GGUF_MAGIC):
+            raise ApiError(502, "NOT_A_GGUF", "the downloaded file is not a GGUF model")
+        return sink.hexdigest(), sink.size
+
+    async def _disk(self, job: DownloadJob, action: Callable[..., Any], *args: Any) -> Any:
+        """Run a file operation in a thread; a full disk becomes 507 INSUFFICIENT_DISK."""
+        try:
+            return await asyncio.to_thread(action, *args)
+        except OSError as exc:
+            raise disk_error(exc, self.models_dir, job.bytes_total) from exc
+
+
+def _accept(response: aiohttp.ClientResponse, offset: int, from_hub: bool) -> tuple[int, int | None]:
+    """Check the answer to a (ranged) GET; returns (offset the body starts at, total size)."""
+    status = response.status
+    if status == 206:
+        match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+        if match is None or int(match.group(1)) != offset:
+            raise _Retry("the server answered a different range than asked for")
+        return offset, None if match.group(3) == "*" else int(match.group(3))
+    if status == 200:
+        return 0, response.content_length
+    if status in (401, 403):
+        raise _forbidden(from_hub, status)
+    if status in (404, 410):
+        raise _not_found(status)
+    if status in _RETRYABLE:
+        raise _Retry(f"the server answered HTTP {status}")
+    raise ApiError(502, "MODEL_DOWNLOAD_FAILED", f"the model server answered HTTP {status}",
+                   {"upstream_status": status})
+
+
+def _forbidden(from_hub: bool, status: int) -> ApiError:
+    hint = (" For a gated Hugging Face repository accept its terms and give the hive HF_TOKEN."
+            if from_hub else "")
+    return ApiError(403, "MODEL_DOWNLOAD_FORBIDDEN",
+                    f"the model server refused access (HTTP {status}).{hint}", {"upstream_status": status})
+
+
+def _not_found(status: int) -> ApiError:
+    return ApiError(404, "MODEL_DOWNLOAD_NOT_FOUND", f"the model server has no such file (HTTP {status})",
+                    {"upstream_status": status})
+
+
+def _linked_sha256(response: aiohttp.ClientResponse) -> str | None:
+    """The SHA-256 the Hugging Face hub announces for an LFS file (on the redirect or the answer)."""
+    for answer in (*response.history, response):
+        linked = answer.headers.get("X-Linked-Etag", "").strip('"')
+        if SHA256_HEX.fullmatch(linked):
+            return linked.lower()
+    return None
+
+
+def _describe(exc: BaseException, stall_timeout_s: float) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no data for {stall_timeout_s:g} s (stalled)"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the connection broke mid-file"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "cannot connect to the model server"
+    return f"connection failed ({type(exc).__name__})"

@@ -1,0 +1,23 @@
+"""Every `web.AppKey` of the queen: what its handlers read from the application."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from rbee.common.tunables import Timings
+from rbee.queen.cluster_status import StatusSources
+from rbee.queen.nodes.log_relay import LogRelay
+from rbee.queen.nodes.node_service import NodeService
+from rbee.queen.routing.dispatch import Dispatcher
+from rbee.queen.routing.hive_registry import HiveRegistry
+from rbee.queen.routing.placement import Placement
+from rbee.queen.routing.worker_registry import WorkerRegistry
+
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+PLACEMENT = web.AppKey("placement", Placement)
+REGISTRY = web.AppKey("registry", WorkerRegistry)
+HIVES = web.AppKey("hives", HiveRegistry)
+TIMINGS = web.AppKey("timings", Timings)
+STATUS = web.AppKey("status", StatusSources)
+LOG_RELAY = web.AppKey("log_relay", LogRelay)
+NODES = web.AppKey("nodes", NodeService)

@@ -1,0 +1,93 @@
+"""The OpenAI-compatible API: `/v1/models`, `/v1/chat/completions`, `/v1/completions`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+from aiohttp import web
+
+from rbee.common import sse
+from rbee.common.errors import ApiError, correlation_id_of, read_json_object
+from rbee.queen.api.keys import DISPATCHER, PLACEMENT, REGISTRY
+from rbee.queen.api.openai_format import OpenAIRequest, OpenAIResponder, parse_request
+from rbee.queen.api.task_stream import request_deadline, started
+from rbee.queen.routing.dispatch import Task
+
+BUILTIN_MODELS = ("default",)
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """GET /v1/models in OpenAI's shape."""
+    placement = request.app[PLACEMENT]
+    await placement.refresh()
+    names = set(BUILTIN_MODELS)
+    names.update(entry["name"] for entry in await placement.hive_models())
+    names.update(worker.model for worker in request.app[REGISTRY].all())
+    data = [{"id": n, "object": "model", "created": 0, "owned_by": "rbee"} for n in sorted(names)]
+    return web.json_response({"object": "list", "data": data})
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """POST /v1/chat/completions."""
+    return await _openai(request, parse_request(await read_json_object(request), chat=True))
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    """POST /v1/completions."""
+    return await _openai(request, parse_request(await read_json_object(request), chat=False))
+
+
+async def _openai(request: web.Request, parsed: OpenAIRequest) -> web.StreamResponse:
+    dispatcher = request.app[DISPATCHER]
+    responder = OpenAIResponder(parsed)
+    deadline = request_deadline(request)
+    task = Task(parsed.model, dispatcher.new_task_id(), parsed.worker_body, correlation_id_of(request),
+                deadline)
+    async with aclosing(dispatcher.run(task)) as run:
+        events = await started(run)
+        if parsed.stream:
+            return await _openai_stream(request, responder, events)
+        return await _openai_whole(responder, events)
+
+
+async def _openai_stream(
+    request: web.Request, responder: OpenAIResponder, events: AsyncIterator[dict[str, Any]]
+) -> web.StreamResponse:
+    response = await sse.open_stream(request)
+    first = True
+    async for event in events:
+        kind = event.get("type")
+        if kind == "started":
+            responder.prompt_tokens = event.get("prompt_tokens", 0)
+        elif kind == "token":
+            await sse.send_data(response, responder.chunk(event["token"], first))
+            first = False
+        elif kind == "end":
+            await sse.send_data(response, responder.final_chunk(event["stop_reason"]))
+            if responder.request.include_usage:
+                await sse.send_data(response, responder.usage_chunk(event["tokens_out"]))
+        elif kind == "error":
+            error = {"code": event["code"], "message": event["message"]}
+            await sse.send_data(response, {"error": error})
+    await sse.send_data(response, sse.DONE)
+    return response
+
+
+async def _openai_whole(
+    responder: OpenAIResponder, events: AsyncIterator[dict[str, Any]]
+) -> web.Response:
+    parts: list[str] = []
+    async for event in events:
+        kind = event.get("type")
+        if kind == "started":
+            responder.prompt_tokens = event.get("prompt_tokens", 0)
+        elif kind == "token":
+            parts.append(event["token"])
+        elif kind == "end":
+            answer = responder.complete("".join(parts), event["stop_reason"], event["tokens_out"])
+            return web.json_response(answer)
+        elif kind == "error":
+            raise ApiError(503, event["code"], event["message"])
+    raise ApiError(503, "WORKER_CRASHED", "the worker stopped before finishing the answer")

@@ -1,0 +1,1 @@
+"""The task path: admission, placement, dispatch, and the worker and hive registries."""
