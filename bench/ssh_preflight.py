@@ -20,8 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from rbee.common.tunables import SshTimings
 from rbee.queen.nodes.node_registry import NodeSpec
-from rbee.queen.nodes.ssh import KnownHosts, SshConnector, SshTimings
+from rbee.queen.nodes.ssh import KnownHosts, SshConnector
 from rbee.queen.nodes.ssh_preflight import SshPreflight
 from rbee.testing.sshd import Sshd, generate_key
 

@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from rbee.cli.paths import default_data_dir
+from rbee.common.config_env import default_data_dir
 from rbee.common.ports import ephemeral_port
 from rbee.testing.cluster import Daemon
 

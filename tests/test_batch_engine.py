@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from rbee.common.validation import SamplingParams
+from rbee.common.wire_requests import SamplingParams
 from rbee.testing.tiny_model import build_tiny_gguf
 from rbee.worker.batch_engine import PREFILL_TOKENS_WHILE_DECODING, BatchEngine
 from rbee.worker.faults import Faults

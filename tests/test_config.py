@@ -20,8 +20,7 @@ from rbee.common.config_schema import DAEMONS, NO_ENV, OPTIONS, RELOADABLE, env_
 from rbee.common.errors import ApiError
 from rbee.common.secrets import ROLES
 from rbee.common.secrets import env_name as token_variable
-from rbee.common.tunables import Timings
-from rbee.queen.nodes.ssh import SshTimings
+from rbee.common.tunables import SshTimings, Timings
 from rbee.queen.rate_limits import RateLimiter
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from rbee.common.errors import ApiError
-from rbee.common.tunables import TunableError
+from rbee.common.tunables import DownloadSettings, HubSettings, TunableError
 from rbee.hive.catalog import ModelCatalog
-from rbee.hive.downloads import Downloader, DownloadSettings, parse_sha256
+from rbee.hive.downloads import Downloader, parse_sha256
 from rbee.hive.downloads.files import partial_of
-from rbee.hive.model_sources import HubSettings, locate
+from rbee.hive.model_sources import locate
 from rbee.testing.file_server import Fault, FileServer
 
 FAST = {"retries": 2, "backoff_initial_s": 0.01, "backoff_max_s": 0.05, "stall_timeout_s": 1.0}

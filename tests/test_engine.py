@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from rbee.common.validation import SamplingParams
+from rbee.common.wire_requests import SamplingParams
 from rbee.testing.tiny_model import build_tiny_gguf
 from rbee.worker import engine
 

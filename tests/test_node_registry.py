@@ -13,12 +13,12 @@ from aiohttp import web
 from rbee import __version__
 from rbee.cli.setup import SetupFailed, default_key, format_table
 from rbee.common.errors import ApiError
-from rbee.common.tunables import TunableError
+from rbee.common.tunables import SshTimings, TunableError, load_ssh_timings
 from rbee.queen.api import openapi
 from rbee.queen.api.routes import add_routes
 from rbee.queen.nodes.node_registry import Node, NodeExists, NodeRegistry, NodeSpec
-from rbee.queen.nodes.node_spec_checks import parse_spec
-from rbee.queen.nodes.ssh import KnownHosts, SshConnector, SshError, SshTimings, load_ssh_timings
+from rbee.queen.nodes.node_spec_checks import NodeAdd
+from rbee.queen.nodes.ssh import KnownHosts, SshConnector, SshError
 from rbee.queen.nodes.ssh_preflight import SshPreflight, compatible
 from rbee.testing.sshd import Sshd, generate_key
 
@@ -86,8 +86,8 @@ def _body(key_file: Path, **changes) -> dict:
     return {"name": "Gpu-1", "ssh_host": "127.0.0.1", "ssh_user": "rbee", "ssh_key": str(key_file), **changes}
 
 
-def test_parse_spec_defaults(key_file: Path) -> None:
-    spec = parse_spec(_body(key_file))
+def test_a_node_body_fills_in_the_defaults(key_file: Path) -> None:
+    spec = NodeAdd.parse(_body(key_file)).spec()
     assert (spec.name, spec.ssh_port, spec.install_path) == ("gpu-1", 22, "/opt/rbee")
     assert spec.rbee_command == "/opt/rbee/bin/rbee"
 
@@ -98,9 +98,9 @@ def test_parse_spec_defaults(key_file: Path) -> None:
     {"ssh_key": "/nonexistent/key"}, {"ssh_key": "/"}, {"install_path": "opt/rbee"},
     {"install_path": "/opt/../etc"}, {"install_path": "/opt/rb ee"}, {"install_path": "/opt/$(id)"},
 ])
-def test_parse_spec_refuses(key_file: Path, changes: dict) -> None:
+def test_a_bad_node_body_is_refused_without_echoing_it(key_file: Path, changes: dict) -> None:
     with pytest.raises(ApiError) as caught:
-        parse_spec(_body(key_file, **changes))
+        NodeAdd.parse(_body(key_file, **changes))
     assert caught.value.status == 400
     for value in changes.values():
         if isinstance(value, str) and len(value) > 3:
@@ -110,7 +110,7 @@ def test_parse_spec_refuses(key_file: Path, changes: dict) -> None:
 def test_key_readable_by_others_is_refused(key_file: Path) -> None:
     key_file.chmod(0o644)
     with pytest.raises(ApiError, match="chmod 600"):
-        parse_spec(_body(key_file))
+        NodeAdd.parse(_body(key_file))
 
 
 def test_ssh_timings_from_environment() -> None:

@@ -8,24 +8,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from rbee.common.errors import ApiError
+from rbee.common.request_body import RequestBody
 from rbee.common.validation import (
     MAX_MODEL_REF_CHARS,
     MAX_NODE_NAME_CHARS,
     MAX_PROMPT_CHARS,
-    check_device_id,
     check_int,
     check_model_ref,
     check_node_name,
     check_path_within,
     check_port,
-    check_slots,
     check_text,
 )
+from rbee.common.wire_requests import SpawnRequest, TaskRequest
+from rbee.queen.api import openapi
+from rbee.queen.api.openai_requests import ChatCompletionRequest, CompletionRequest
 
 PROPERTY = settings(max_examples=150, deadline=None)
 
@@ -242,17 +245,22 @@ def test_check_int_accepts_exactly_its_closed_range(value, low, width):
         _refusal(lambda v: check_int("n", v, low, high), value)
 
 
+def _spawn_field(name: str) -> Callable[[Any], Any]:
+    return lambda value: getattr(SpawnRequest.parse({"model": "default", name: value}), name)
+
+
 @PROPERTY
 @given(
-    st.sampled_from([(check_port, 1, 65535), (check_device_id, 0, 63), (check_slots, 1, 64)]),
+    st.sampled_from([(lambda v: check_port("n", v), 1, 65535), (_spawn_field("device"), 0, 63),
+                     (_spawn_field("slots"), 1, 64)]),
     st.integers(-70000, 70000),
 )
 def test_port_device_id_and_slots_accept_exactly_their_ranges(check_and_range, value):
     check, low, high = check_and_range
     if low <= value <= high:
-        assert check("n", value) == value
+        assert check(value) == value
     else:
-        _refusal(lambda v: check("n", v), value)
+        _refusal(check, value)
 
 
 @PROPERTY
@@ -345,3 +353,71 @@ def test_check_path_within_accepts_plain_names_below_its_base(sandbox, names):
 @given(_inserted(st.text(_ALNUM + "/_.-", max_size=20), st.sampled_from(ASCII_CONTROLS)))
 def test_check_path_within_refuses_nul_and_control_characters(sandbox, text):
     _refusal(lambda v: check_path_within("path", sandbox, v), text)
+
+
+_INFERENCE_BODIES: list[tuple[type[RequestBody], dict[str, Any]]] = [
+    (TaskRequest, {"model": "default", "prompt": "Once"}),
+    (CompletionRequest, {"model": "default", "prompt": "Once"}),
+    (ChatCompletionRequest, {"model": "default", "messages": [{"role": "user", "content": "Hi"}]}),
+]
+_EDGES = [0, 1, 2, -1, 0.0, 1.0, 2.0, -0.0, 5e-324, 1.0000000000000002, 0.9999999999999999, 8192, 8193,
+          2**31 - 1, 2**31]
+_JSON_VALUES = st.one_of(
+    st.sampled_from(_EDGES),
+    st.floats(-3, 3, allow_nan=False),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(-(2**53), 2**53),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=3),
+    st.lists(st.integers(0, 1), max_size=1),
+)
+
+
+def _documented(model: type[RequestBody]) -> jsonschema_rs.Validator:
+    """A validator of `model`'s body as the served OpenAPI document describes it."""
+    document = openapi.document()
+    return jsonschema_rs.Draft202012Validator(
+        {"$ref": f"#/components/schemas/{model.__name__}", "components": document["components"]}
+    )
+
+
+_VALIDATORS = {model: _documented(model) for model, _ in _INFERENCE_BODIES}
+
+
+def _accepted(model: type[RequestBody], body: dict[str, Any]) -> bool:
+    try:
+        model.parse(body)
+    except ApiError:
+        return False
+    return True
+
+
+@PROPERTY
+@given(st.sampled_from(_INFERENCE_BODIES), st.sampled_from(["top_p", "temperature"]), _JSON_VALUES)
+def test_the_openapi_schema_of_a_number_field_accepts_exactly_what_the_queen_accepts(route, field, value):
+    model, base = route
+    body = {**base, field: value}
+    assert _VALIDATORS[model].is_valid(body) == _accepted(model, body)
+
+
+@PROPERTY
+@given(st.sampled_from(_INFERENCE_BODIES), st.sampled_from(["max_tokens", "seed"]), _JSON_VALUES)
+def test_the_openapi_schema_of_an_integer_field_accepts_what_the_queen_accepts_but_whole_floats(
+    route, field, value
+):
+    """JSON Schema counts `1.0` as an integer; the queen, as before, takes only `1`."""
+    model, base = route
+    body = {**base, field: value}
+    if isinstance(value, float) and value.is_integer():
+        assert not _accepted(model, body)
+    else:
+        assert _VALIDATORS[model].is_valid(body) == _accepted(model, body)
+
+
+@PROPERTY
+@given(st.sampled_from(_INFERENCE_BODIES), st.floats(-0.5, 1.5, allow_nan=False))
+def test_the_openapi_schema_of_top_p_accepts_exactly_the_closed_range_the_queen_accepts(route, top_p):
+    model, base = route
+    body = {**base, "top_p": top_p}
+    assert _VALIDATORS[model].is_valid(body) == _accepted(model, body) == (0 <= top_p <= 1)

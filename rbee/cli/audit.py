@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from rbee.cli.paths import default_data_dir
 from rbee.common.audit_verify import verify
+from rbee.common.config_env import default_data_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:

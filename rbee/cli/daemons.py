@@ -8,31 +8,26 @@ subcommands leave unset flags out of their namespace (`argument_default=SUPPRESS
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from aiohttp import web
 from pydantic import BaseModel
 
-from rbee.cli.paths import default_data_dir
 from rbee.common.audit import Audit, AuditError, AuditLog, no_audit
 from rbee.common.auth import Keyring, check_bind_policy
 from rbee.common.config import ConfigError, ConfigSource
 from rbee.common.config_reload import ConfigReloader, LiveTimings
-from rbee.common.config_schema import (
-    DEFAULT_HIVE_PORT as DEFAULT_HIVE_PORT,  # re-exported: rbee.cli.models imports it from here
-)
 from rbee.common.config_schema import PEERS, timings_of
 from rbee.common.daemon import serve
-from rbee.common.exit_codes import WORKER_LOAD_FAILED
+from rbee.common.defaults import BACKENDS, ENGINES
 from rbee.common.logging_setup import setup_logging
-from rbee.common.secrets import SecretError
 from rbee.common.tunables import Timings
 
-WILDCARD_HOSTS = ("0.0.0.0", "::")
 LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
-CHILDREN = {"queen": ("hive", "worker"), "hive": ("worker",), "worker": ()}
-"""The daemons each one starts, which inherit its log format and metrics exposure."""
+Build = Callable[[Timings, AuditLog], web.Application | Awaitable[web.Application]]
+"""Builds a daemon's application from its live timings and its audit log."""
 
 
 def _common(parser: argparse.ArgumentParser, peers: tuple[str, ...]) -> None:
@@ -52,17 +47,16 @@ def _common(parser: argparse.ArgumentParser, peers: tuple[str, ...]) -> None:
 
 
 def _configured(daemon: str, args: argparse.Namespace) -> tuple[ConfigSource, BaseModel]:
-    """The daemon's settings from flags, environment and config file; exit 1 listing the problems."""
-    source = ConfigSource.from_args(daemon, args, os.environ)
+    """The daemon's settings from flags, environment and config file, exported to the daemons it
+    starts, with its logging set up; exit 1 listing the problems."""
+    source = ConfigSource.from_args(daemon, args)
     try:
         config = source.resolve()
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
-    source.export_tunables(config, os.environ)
-    for child in CHILDREN[daemon]:
-        os.environ.setdefault(f"RBEE_{child.upper()}_LOG_FORMAT", config.log_format)
-        os.environ.setdefault(f"RBEE_{child.upper()}_METRICS_PUBLIC", str(config.metrics_public).lower())
+    source.export(config)
+    setup_logging(daemon, config.log_level, config.log_format, getattr(config, "worker_id", None))
     return source, config
 
 
@@ -73,26 +67,26 @@ def _reloader(
     return ConfigReloader(source, config, timings, audit) if source.file is not None else None
 
 
-def _keyring(config: BaseModel, role: str, name: str) -> Keyring:
-    """Load the daemon's tokens and apply the bind policy; exit 1 with the reason on a problem."""
+def _keyring(config: BaseModel, role: str) -> Keyring:
+    """Load the daemon's tokens and apply the bind policy (SecretError on a problem)."""
     files = {role: config.token_file, **{peer: getattr(config, f"{peer}_token_file") for peer in PEERS[role]}}
     keyring = Keyring(role, files)
-    try:
-        keyring.load()
-        check_bind_policy(keyring, config.host, name)
-    except SecretError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
+    keyring.load()
+    check_bind_policy(keyring, config.host, role)
     return keyring
 
 
-def _audit_log(data_dir: Path, timings: Timings) -> AuditLog:
-    """Open the daemon's audit log under its data dir; exit 1 with the reason when it cannot."""
+def _serve_audited(source: ConfigSource, config: BaseModel, data_dir: Path, build: Build) -> None:
+    """Open the audit log under `data_dir` (exit 1 with the reason when it cannot), build the
+    application with the live timings and serve it until stopped."""
+    timings = LiveTimings(timings_of(config))
     try:
-        return AuditLog(data_dir / "audit", timings.audit_max_bytes, bool(timings.audit_fsync))
+        audit_log = AuditLog(data_dir / "audit", timings.audit_max_bytes, bool(timings.audit_fsync))
     except (AuditError, OSError) as exc:
         print(f"error: cannot open the audit log in {data_dir / 'audit'}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+    serve(build(timings, audit_log), config.host, config.port, source.daemon,
+          _reloader(source, config, timings, audit_log.append))
 
 
 def _queen_options(parser: argparse.ArgumentParser) -> None:
@@ -151,10 +145,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     worker.add_argument("--slots")
     worker.add_argument("--ctx-size")
     worker.add_argument("--threads")
-    worker.add_argument("--backend", choices=["cpu", "cuda", "metal"],
+    worker.add_argument("--backend", choices=BACKENDS,
                         help="where the model runs; a GPU backend the engine lacks is an error")
     worker.add_argument("--device", metavar="N", help="GPU index for a GPU backend (default 0)")
-    worker.add_argument("--engine", choices=["batched", "simple"],
+    worker.add_argument("--engine", choices=ENGINES,
                         help="batched (default): one context, the active requests decoded together; "
                         "simple: one context and thread per slot")
     worker.set_defaults(func=run_worker)
@@ -162,35 +156,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_queen(args: argparse.Namespace, start_hive: bool | None = None) -> int:
     """Serve the queen until stopped."""
-    from rbee.queen.app import QueenSettings, build_app
+    from rbee.queen.app import build_app
+    from rbee.queen.settings import QueenSettings
 
     source, config = _configured("queen", args)
-    setup_logging("queen", config.log_level, config.log_format)
-    settings = QueenSettings(
-        host=config.host,
-        port=config.port,
-        hive_port=config.hive_port,
-        data_dir=config.data_dir or default_data_dir(),
-        worker_port_start=config.worker_port_start,
-        worker_slots=config.worker_slots,
-        worker_ctx_size=config.worker_ctx_size,
-        start_hive=(config.start_hive if start_hive is None else start_hive) and config.local_hive,
-        keyring=_keyring(config, "queen", "queen"),
-        local_hive=config.local_hive,
-        manage_local_hive=not config.external_hive,
-        advertise_url=config.advertise_url or f"http://{_reachable(config.host)}:{config.port}",
-        metrics_public=config.metrics_public,
-    )
-    timings = LiveTimings(timings_of(config))
-    audit_log = _audit_log(settings.data_dir, timings)
-    serve(build_app(settings, timings, audit_log), config.host, config.port, "queen",
-          _reloader(source, config, timings, audit_log.append))
+    settings = QueenSettings.from_config(config, _keyring(config, "queen"), start_hive)
+    _serve_audited(source, config, settings.data_dir, lambda timings, log: build_app(settings, timings, log))
     return 0
-
-
-def _reachable(host: str) -> str:
-    """The address others use for a daemon bound to `host`: itself, or loopback for a wildcard."""
-    return "127.0.0.1" if host in WILDCARD_HOSTS else host
 
 
 def run_up(args: argparse.Namespace) -> int:
@@ -200,28 +172,14 @@ def run_up(args: argparse.Namespace) -> int:
 
 def run_hive(args: argparse.Namespace) -> int:
     """Serve a hive until stopped (or print this node's backends)."""
-    from rbee.hive.app import HiveSettings, build_app
+    from rbee.hive.app import build_app
+    from rbee.hive.settings import HiveSettings
 
     if args.action == "backends":
         return print_backends()
-
     source, config = _configured("hive", args)
-    setup_logging("hive", config.log_level, config.log_format)
-    settings = HiveSettings(
-        host=config.host,
-        port=config.port,
-        data_dir=config.data_dir or default_data_dir() / "hive",
-        worker_port_start=config.worker_port_start,
-        ctx_size=config.ctx_size,
-        queen_url=config.queen_url,
-        keyring=_keyring(config, "hive", "hive"),
-        advertise_host=config.advertise_host or _reachable(config.host),
-        metrics_public=config.metrics_public,
-    )
-    timings = LiveTimings(timings_of(config))
-    audit_log = _audit_log(settings.data_dir, timings)
-    serve(build_app(settings, timings, audit_log), config.host, config.port, "hive",
-          _reloader(source, config, timings, audit_log.append))
+    settings = HiveSettings.from_config(config, _keyring(config, "hive"))
+    _serve_audited(source, config, settings.data_dir, lambda timings, log: build_app(settings, timings, log))
     return 0
 
 
@@ -237,33 +195,12 @@ def print_backends() -> int:
 
 def run_worker(args: argparse.Namespace) -> int:
     """Serve a worker until stopped; exit WORKER_LOAD_FAILED when its model failed to load."""
-    from rbee.worker.app import build_app
-    from rbee.worker.app_keys import RUNTIME
-    from rbee.worker.engine import engine_offloads_to_gpu
-    from rbee.worker.faults import load_faults
-    from rbee.worker.runtime import WorkerSettings
+    from rbee.worker.app import build_app, exit_code
+    from rbee.worker.settings import WorkerSettings
 
     source, config = _configured("worker", args)
-    setup_logging("worker", config.log_level, config.log_format, config.worker_id)
-    settings = WorkerSettings(
-        worker_id=config.worker_id,
-        model_path=config.model,
-        host=config.host,
-        port=config.port,
-        slots=config.slots,
-        ctx_size=config.ctx_size,
-        threads=config.threads,
-        hive_url=config.hive_url,
-        keyring=_keyring(config, "worker", "worker"),
-        backend=config.backend,
-        device=config.device,
-        engine=config.engine,
-    )
-    if settings.backend != "cpu" and not engine_offloads_to_gpu():
-        print(f"error: the installed llama-cpp-python has no {settings.backend} support; "
-              "refusing to fall back to the CPU", file=sys.stderr)
-        return 1
+    settings = WorkerSettings.from_config(config, _keyring(config, "worker"))
     timings = LiveTimings(timings_of(config))
-    app = build_app(settings, timings, load_faults(), config.metrics_public)
+    app = build_app(settings, timings)
     serve(app, config.host, config.port, "worker", _reloader(source, config, timings, no_audit))
-    return WORKER_LOAD_FAILED if app[RUNTIME].phase == "failed" else 0
+    return exit_code(app)

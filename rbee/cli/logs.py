@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 
 import aiohttp
 
+from rbee.cli.failures import CommandFailed, reaching
 from rbee.cli.queen_access import queen_options, queen_target
 from rbee.common import sse
 from rbee.common.http import raise_for_error
-from rbee.common.secrets import SecretError
 from rbee.common.validation import check_node_name
 
 EXIT_INTERRUPTED = 130
@@ -39,24 +38,17 @@ async def _print_logs(queen: str, headers: dict[str, str], params: dict[str, str
 
 
 def run_logs(args: argparse.Namespace) -> int:
-    """Print the logs; exit 1 on error, 130 after Ctrl+C (an ApiError goes to `main`)."""
-    try:
-        queen, headers = queen_target(args)
-    except SecretError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    """Print the logs; exit 130 after Ctrl+C (errors end in `main`)."""
+    queen, headers = queen_target(args)
     params = {"node": check_node_name("--node", args.node), "lines": str(args.lines),
               "follow": "true" if args.follow else "false"}
     if args.source is not None:
         params["source"] = args.source
     try:
-        asyncio.run(_print_logs(queen, headers, params))
+        with reaching("queen", queen):
+            asyncio.run(_print_logs(queen, headers, params))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        print(f"error: cannot reach the queen at {queen} ({exc}); is `rbee up` running?", file=sys.stderr)
-        return 1
     except sse.StreamTruncated:
-        print("error: the log stream ended early (the queen or the hive stopped)", file=sys.stderr)
-        return 1
+        raise CommandFailed("the log stream ended early (the queen or the hive stopped)") from None
     return 0

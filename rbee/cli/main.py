@@ -1,7 +1,8 @@
 """The `rbee` command: subcommands for operators and daemon entry points.
 
 `rbee --version` answers before the command tree (and aiohttp with it) is imported: the queen's
-SSH preflight runs it on every node it adds.
+SSH preflight runs it on every node it adds. Every command's errors end here: `error: …` on
+stderr, exit 1, or 2 for a bad setting in the environment.
 """
 
 from __future__ import annotations
@@ -39,17 +40,18 @@ def main(argv: list[str] | None = None) -> int:
     if argv == ["--version"]:
         print(VERSION_LINE)
         return 0
+    from rbee.cli.failures import CommandFailed
     from rbee.common.errors import ApiError
+    from rbee.common.secrets import SecretError
     from rbee.common.tunables import TunableError
-    from rbee.worker.faults import FaultsRefused
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ApiError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+    except (ApiError, CommandFailed, SecretError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
-    except (TunableError, FaultsRefused) as exc:
+    except TunableError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -11,15 +11,15 @@ from typing import Any
 import aiohttp
 from tqdm import tqdm
 
-from rbee.cli.daemons import DEFAULT_HIVE_PORT
-from rbee.common import sse
-from rbee.common.errors import ApiError
+from rbee.cli.failures import CommandFailed, reaching
+from rbee.common import sse, wire
+from rbee.common.defaults import HIVE_PORT
 from rbee.common.http import get_json, post_json, raise_for_error
-from rbee.common.secrets import SecretError, load_token
+from rbee.common.secrets import load_token
 from rbee.common.validation import check_http_url, check_model_ref
 from rbee.hive.downloads import parse_sha256
 
-DEFAULT_HIVE_URL = f"http://127.0.0.1:{DEFAULT_HIVE_PORT}"
+DEFAULT_HIVE_URL = f"http://127.0.0.1:{HIVE_PORT}"
 EXIT_INTERRUPTED = 130
 
 
@@ -51,13 +51,9 @@ def _hive_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace, work: Any) -> int:
-    """Run one hive call with the CLI's error handling; `work(session, hive)` does the call."""
-    try:
-        hive = check_http_url("--hive", args.hive).rstrip("/")
-        token = load_token("hive", args.token_file)
-    except SecretError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    """Run one hive call (`work(session, hive)`); its errors end in `main`, but for Ctrl+C."""
+    hive = check_http_url("--hive", args.hive).rstrip("/")
+    token = load_token("hive", args.token_file)
     headers = {"Authorization": f"Bearer {token.value}"} if token else {}
 
     async def call() -> int:
@@ -66,17 +62,10 @@ def _run(args: argparse.Namespace, work: Any) -> int:
             return await work(session, hive)
 
     try:
-        return asyncio.run(call())
-    except ApiError as exc:
-        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
-        return 1
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        print(f"error: cannot reach the hive at {hive} ({type(exc).__name__}); is it running?",
-              file=sys.stderr)
-        return 1
+        with reaching("hive", hive):
+            return asyncio.run(call())
     except sse.StreamTruncated:
-        print("error: the hive closed the progress stream before the download ended", file=sys.stderr)
-        return 1
+        raise CommandFailed("the hive closed the progress stream before the download ended") from None
     except KeyboardInterrupt:
         print("\nstopped following the download; the hive carries on (run the command again to "
               "follow it)", file=sys.stderr)
@@ -93,35 +82,37 @@ def run_download(args: argparse.Namespace) -> int:
     async def work(session: aiohttp.ClientSession, hive: str) -> int:
         job = await post_json(session, f"{hive}/v1/models/download", body, "hive")
         final = await _follow(session, hive, job)
-        print(f"{final['model']} -> {final['path']} ({final['bytes_total']} bytes, sha256 {final['sha256']})")
+        print(f"{final.model} -> {final.path} ({final.bytes_total} bytes, sha256 {final.sha256})")
         return 0
 
     return _run(args, work)
 
 
-async def _follow(session: aiohttp.ClientSession, hive: str, job: dict[str, Any]) -> dict[str, Any]:
+async def _follow(session: aiohttp.ClientSession, hive: str, job: dict[str, Any]) -> wire.DownloadDone:
     url = f"{hive}/v1/models/download/progress"
     async with session.get(url, params={"id": job["id"]}) as response:
         await raise_for_error(response, "hive")
         with tqdm(desc=job["model"].rsplit("/", 1)[-1][:40], total=job.get("bytes_total"), unit="B",
                   unit_scale=True, unit_divisor=1024, file=sys.stderr, mininterval=0.2) as bar:
-            async for event in sse.iter_events(response):
+            async for received in sse.iter_events(response):
+                event = wire.parse_download_event(received)
+                if isinstance(event, wire.DownloadFailed):
+                    bar.refresh()
+                    raise event.to_api_error()
                 _show(bar, event)
-                if event["type"] == "done":
+                if isinstance(event, wire.DownloadDone):
                     return event
-                if event["type"] == "error":
-                    raise ApiError(event["status"], event["code"], event["message"], event.get("details"))
     raise sse.StreamTruncated("progress stream ended without a result")
 
 
-def _show(bar: tqdm, event: dict[str, Any]) -> None:
-    total = event.get("bytes_total")
+def _show(bar: tqdm, event: wire.DownloadProgress | wire.DownloadDone) -> None:
+    total = event.bytes_total
     if total and bar.total != total:
         bar.total = total
-    bar.n = event.get("bytes_done", bar.n)
-    state = event.get("state", "")
+    bar.n = event.bytes_done
+    state = event.state
     if state == "retrying":
-        bar.set_postfix_str(f"retrying after attempt {event.get('attempt')}: {event.get('last_error', '')}",
+        bar.set_postfix_str(f"retrying after attempt {event.attempt}: {event.last_error or ''}",
                             refresh=False)
     elif state in ("downloading", "done"):
         bar.set_postfix_str("", refresh=False)

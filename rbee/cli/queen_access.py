@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rbee.common.defaults import QUEEN_PORT
 from rbee.common.secrets import load_token
 from rbee.common.validation import check_http_url
 
-DEFAULT_QUEEN_URL = "http://127.0.0.1:8080"
+DEFAULT_QUEEN_URL = f"http://127.0.0.1:{QUEEN_PORT}"
 
 
 def queen_options(parser: argparse.ArgumentParser) -> None:

@@ -5,23 +5,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from rbee.cli.failures import CommandFailed, reaching
 from rbee.cli.queen_access import queen_options, queen_target
-from rbee.common.errors import ApiError
-from rbee.common.secrets import SecretError
+from rbee.common.defaults import HIVE_PORT
 from rbee.common.validation import check_node_name, check_port
-from rbee.queen.nodes.node_registry import DEFAULT_HIVE_PORT, DEFAULT_INSTALL_PATH, DEFAULT_SSH_PORT
+from rbee.queen.nodes.node_registry import DEFAULT_INSTALL_PATH, DEFAULT_SSH_PORT
 
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
 
 
-class SetupFailed(Exception):
-    """The queen refused, or could not be reached."""
+class SetupFailed(CommandFailed):
+    """The queen refused, or the node cannot be set up as asked."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="private key the queen uses (default: ~/.ssh/id_ed25519, id_ecdsa or id_rsa)")
     add.add_argument("--install-path", default=DEFAULT_INSTALL_PATH,
                      help="rbee's prefix on the node; the queen runs <install-path>/bin/rbee")
-    add.add_argument("--hive-port", type=int, default=DEFAULT_HIVE_PORT, help="port of the node's hive")
+    add.add_argument("--hive-port", type=int, default=HIVE_PORT, help="port of the node's hive")
     add.add_argument("--hive-data-dir", default="",
                      help="the hive's data dir on the node (default <install-path>/var/hive)")
     add.add_argument("--update", action="store_true", help="replace a node of the same name")
@@ -84,19 +83,12 @@ def _add_body(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None) -> Any:
-    try:
-        queen, headers = queen_target(args)
-    except SecretError as exc:
-        raise SetupFailed(str(exc)) from None
+    queen, headers = queen_target(args)
     timeout = aiohttp.ClientTimeout(total=None, connect=5)
-    url = f"{queen}{path}"
-    try:
+    with reaching("queen", queen):
         async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
-            async with session.request(method, url, json=body) as response:
+            async with session.request(method, f"{queen}{path}", json=body) as response:
                 raw = await response.read()
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise SetupFailed(f"cannot reach the queen at {args.queen} ({type(exc).__name__}); "
-                          "is `rbee queen` running?") from None
     try:
         answer = json.loads(raw)
     except ValueError:
@@ -108,12 +100,8 @@ async def _call(args: argparse.Namespace, method: str, path: str, body: dict[str
 
 
 def _run(coro_factory) -> int:
-    try:
-        asyncio.run(coro_factory())
-        return 0
-    except (SetupFailed, ApiError) as exc:
-        print(f"error: {exc.message if isinstance(exc, ApiError) else exc}", file=sys.stderr)
-        return 1
+    asyncio.run(coro_factory())
+    return 0
 
 
 def run_add(args: argparse.Namespace) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from typing import Any
 
 import aiohttp
@@ -14,13 +13,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from rbee.cli.failures import reaching
 from rbee.cli.queen_access import queen_options, queen_target
 from rbee.common.http import get_json
-from rbee.common.secrets import SecretError
+from rbee.common.wire import WorkerState
 
 FOLDED_COLUMNS = frozenset({"Model", "Hive URL"})
-STATE_STYLES = {"idle": "green", "fresh": "green", "busy": "yellow", "loading": "yellow",
-                "stale": "red", "crashed": "red", "unhealthy": "red", "failed": "red"}
+STATE_STYLES = {WorkerState.IDLE: "green", WorkerState.BUSY: "yellow", WorkerState.LOADING: "yellow",
+                WorkerState.CRASHED: "red", WorkerState.UNHEALTHY: "red", WorkerState.FAILED: "red",
+                "fresh": "green", "stale": "red"}
+"""Colours of worker states and of hive states (`fresh`, `stale`)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,17 +39,10 @@ async def _fetch(queen: str, headers: dict[str, str]) -> dict[str, Any]:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    """Print the status; exit 1 when the queen cannot be asked (an ApiError goes to `main`)."""
-    try:
-        queen, headers = queen_target(args)
-    except SecretError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    try:
+    """Print the status (errors end in `main`)."""
+    queen, headers = queen_target(args)
+    with reaching("queen", queen):
         status = asyncio.run(_fetch(queen, headers))
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        print(f"error: cannot reach the queen at {queen} ({exc}); is `rbee up` running?", file=sys.stderr)
-        return 1
     if args.json:
         print(json.dumps(status, indent=2))
     else:

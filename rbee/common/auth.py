@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from rbee.common.audit import Audit, no_audit
+from rbee.common.child_commands import token_flags
 from rbee.common.errors import ApiError, Handler
 from rbee.common.secrets import ROLES, LoadedToken, SecretError, load_token
 
@@ -86,13 +87,7 @@ class Keyring:
 
     def child_args(self, child_role: str, roles: Iterable[str]) -> list[str]:
         """Token-file flags for a child daemon: paths only, never tokens, on its command line."""
-        args: list[str] = []
-        for role in roles:
-            path = self._files.get(role)
-            if path is not None:
-                flag = "--token-file" if role == child_role else f"--{role}-token-file"
-                args += [flag, str(path)]
-        return args
+        return token_flags(child_role, {role: self._files.get(role) for role in roles})
 
     def matches(self, presented: str) -> bool:
         """Constant-time comparison of a presented token with the own token."""

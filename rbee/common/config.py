@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import re
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from rbee.common.config_schema import PATH_KEYS, env_names, schema, tunable_keys
+from rbee.common.config_schema import CHILDREN, PATH_KEYS, env_names, flag, schema, tunable_keys
 from rbee.common.config_yaml import FileUnusable, Problem, Section, read_section
 
 CODE = "CONFIG_INVALID"
@@ -47,8 +48,11 @@ class ConfigSource:
     """The environment the daemon started with (not the tunables it exported since)."""
 
     @classmethod
-    def from_args(cls, daemon: str, args: argparse.Namespace, environ: Mapping[str, str]) -> ConfigSource:
-        """The sources of a daemon started with `args` (parsed with SUPPRESS defaults) in `environ`."""
+    def from_args(
+        cls, daemon: str, args: argparse.Namespace, environ: Mapping[str, str] = os.environ
+    ) -> ConfigSource:
+        """The sources of a daemon started with `args` (parsed with SUPPRESS defaults) in `environ`
+        (default: this process's environment)."""
         given = vars(args)
         keys = schema(daemon).model_fields
         config = given.get("config")
@@ -81,7 +85,7 @@ class ConfigSource:
             if self.environ.get(name):
                 values[key], origins[key] = self.environ[name], f"environment {name}"
         for key, value in self.flags.items():
-            values[key], origins[key] = value, _flag(key)
+            values[key], origins[key] = value, flag(key)
         try:
             config = schema(self.daemon).model_validate(values)
         except ValidationError as exc:
@@ -113,7 +117,7 @@ class ConfigSource:
         kind = error["type"]
         if kind == "missing":
             env = env_names(self.daemon).get(key)
-            message = f"required: give {_flag(key)}{f', {env}' if env else ''} or `{key}:` in the config file"
+            message = f"required: give {flag(key)}{f', {env}' if env else ''} or `{key}:` in the config file"
         elif kind == "extra_forbidden":
             close = difflib.get_close_matches(key, list(schema(self.daemon).model_fields), n=1)
             message = "unknown key" + (f" (did you mean `{close[0]}`?)" if close else "")
@@ -122,6 +126,16 @@ class ConfigSource:
         else:
             message = error["msg"]
         return Problem(origins.get(key, ""), f"{self.daemon}.{key}", message)
+
+    def export(self, config: BaseModel, environ: MutableMapping[str, str] = os.environ) -> None:
+        """Set what the daemons this one starts inherit through `environ` (default: this process's
+        environment): the tunables the file changed (`export_tunables`), and this daemon's log format
+        and metrics exposure as theirs unless their own variables are set."""
+        self.export_tunables(config, environ)
+        for child in CHILDREN[self.daemon]:
+            names = env_names(child)
+            environ.setdefault(names["log_format"], config.log_format)
+            environ.setdefault(names["metrics_public"], str(config.metrics_public).lower())
 
     def export_tunables(self, config: BaseModel, environ: MutableMapping[str, str]) -> None:
         """Set `RBEE_*` in `environ` for each tunable the file changed, so the daemons this one starts
@@ -139,8 +153,10 @@ class ConfigSource:
                 environ[name] = str(value)
 
 
-def _flag(key: str) -> str:
-    return "--" + key.replace("_", "-")
+def inherited_option(daemon: str, key: str) -> str | None:
+    """The value of option `key` that the `daemon`s this process starts inherit from its environment
+    (for example `RBEE_WORKER_ENGINE`); None when the variable is unset or empty."""
+    return os.environ.get(env_names(daemon)[key]) or None
 
 
 def check_file(path: Path, daemon: str | None = None) -> str:

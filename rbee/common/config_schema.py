@@ -25,17 +25,18 @@ from pydantic import (
     create_model,
 )
 
+from rbee.common import defaults
 from rbee.common.errors import ApiError
-from rbee.common.tunables import ZERO_ALLOWED, Timings, env_name
+from rbee.common.tunables import SHARED, Group, SshTimings, Timings, tunables
 from rbee.common.validation import MAX_DEVICE_ID, MAX_SLOTS, check_http_url, check_identifier, check_node_name
 
 DAEMONS = ("queen", "hive", "worker")
-DEFAULT_QUEEN_PORT = 8080
-DEFAULT_HIVE_PORT = 9200
-DEFAULT_WORKER_PORT = 8081
-DEFAULT_CTX_SIZE = 2048
 PEERS = {"queen": ("hive", "worker"), "hive": ("queen", "worker"), "worker": ("hive",)}
 """The daemons each daemon calls, so holds a token for."""
+CHILDREN = {"queen": ("hive", "worker"), "hive": ("worker",), "worker": ()}
+"""The daemons each one starts, which inherit its log format and metrics exposure."""
+GROUPS = {"queen": (*SHARED, SshTimings), "hive": SHARED, "worker": SHARED}
+"""The groups of tunables (`rbee.common.tunables`) of each daemon."""
 PATH_KEYS = frozenset({"data_dir", "model", "token_file", "queen_token_file", "hive_token_file",
                        "worker_token_file"})
 """Keys holding a file or folder; relative paths in a config file start at the file's folder."""
@@ -113,12 +114,12 @@ class QueenOptions(_Options):
 
     hive_token_file: FilePath | None = None
     worker_token_file: FilePath | None = None
-    port: Port = DEFAULT_QUEEN_PORT
-    hive_port: Port = DEFAULT_HIVE_PORT
+    port: Port = defaults.QUEEN_PORT
+    hive_port: Port = defaults.HIVE_PORT
     data_dir: FilePath | None = None
-    worker_port_start: Port = DEFAULT_WORKER_PORT
+    worker_port_start: Port = defaults.WORKER_PORT_START
     worker_slots: Slots = 2
-    worker_ctx_size: Positive = DEFAULT_CTX_SIZE
+    worker_ctx_size: Positive = defaults.CTX_SIZE
     local_hive: bool = True
     advertise_url: HttpUrl | None = None
     start_hive: bool = False
@@ -130,10 +131,10 @@ class HiveOptions(_Options):
 
     queen_token_file: FilePath | None = None
     worker_token_file: FilePath | None = None
-    port: Port = DEFAULT_HIVE_PORT
+    port: Port = defaults.HIVE_PORT
     data_dir: FilePath | None = None
-    worker_port_start: Port = DEFAULT_WORKER_PORT
-    ctx_size: Positive = DEFAULT_CTX_SIZE
+    worker_port_start: Port = defaults.WORKER_PORT_START
+    ctx_size: Positive = defaults.CTX_SIZE
     queen_url: HttpUrl | None = None
     advertise_host: Annotated[str, AfterValidator(_rule(check_node_name))] | None = None
 
@@ -147,47 +148,31 @@ class WorkerOptions(_Options):
     worker_id: Annotated[str, AfterValidator(_rule(check_identifier))]
     hive_url: HttpUrl | None = None
     slots: Slots = 1
-    ctx_size: Positive = DEFAULT_CTX_SIZE
+    ctx_size: Positive = defaults.CTX_SIZE
     threads: Positive | None = None
-    backend: Literal["cpu", "cuda", "metal"] = "cpu"
+    backend: Literal[defaults.BACKENDS] = defaults.BACKENDS[0]
     device: Annotated[int, Number, Field(ge=0, le=MAX_DEVICE_ID)] | None = None
-    engine: Literal["batched", "simple"] = "batched"
+    engine: Literal[defaults.ENGINES] = defaults.DEFAULT_ENGINE
 
 
 OPTIONS: dict[str, type[_Options]] = {"queen": QueenOptions, "hive": HiveOptions, "worker": WorkerOptions}
 
 
-def _tunable(kind: type, default: float, low: float, below: float | None = None) -> tuple[Any, Any]:
-    return Annotated[kind, Number, Field(ge=low, lt=below)], default
-
-
-def _timing_fields() -> dict[str, tuple[Any, Any]]:
-    """A schema field per `Timings` tunable, with the bounds `load_timings` enforces."""
-    result = {}
-    for item in fields(Timings):
-        kind = int if item.type in ("int", int) else float
-        low = 0 if item.name in ZERO_ALLOWED else (1 if kind is int else 1e-3)
-        result[item.name] = _tunable(kind, item.default, low, 1 if item.name == "restart_jitter" else None)
-    return result
-
-
-def _ssh_fields() -> dict[str, tuple[Any, Any]]:
-    """A schema field per SSH tunable (`ssh_<name>`, env `RBEE_SSH_<NAME>`), the queen's only."""
-    from rbee.queen.nodes.ssh import SshTimings
-
-    result = {}
-    for item in fields(SshTimings):
-        kind = int if item.type in ("int", int) else float
-        low = 0 if item.name == "retries" else (1 if kind is int else 1e-3)
-        result[f"ssh_{item.name}"] = _tunable(kind, item.default, low)
-    return result
+def _tunable_fields(daemon: str) -> dict[str, tuple[Any, Any]]:
+    """A schema field per tunable of `daemon`, with its bounds and default from `tunables`."""
+    return {t.key: (Annotated[t.kind, Number, Field(ge=t.ge, lt=t.lt, description=t.unit)], t.default)
+            for group in GROUPS[daemon] for t in tunables(group)}
 
 
 @cache
 def schema(daemon: str) -> type[BaseModel]:
     """The model validating one daemon's whole configuration (options and tunables)."""
-    tunables = {**_timing_fields(), **(_ssh_fields() if daemon == "queen" else {})}
-    return create_model(f"{daemon.capitalize()}Config", __base__=OPTIONS[daemon], **tunables)
+    return create_model(f"{daemon.capitalize()}Config", __base__=OPTIONS[daemon], **_tunable_fields(daemon))
+
+
+def flag(key: str) -> str:
+    """The command-line flag of a key (`worker_port_start`: `--worker-port-start`)."""
+    return "--" + key.replace("_", "-")
 
 
 def tunable_keys(daemon: str) -> list[str]:
@@ -200,9 +185,15 @@ def env_names(daemon: str) -> dict[str, str]:
     """The environment variable of each key of `daemon` that has one."""
     names = {key: f"RBEE_{daemon}_{key}".upper() for key in OPTIONS[daemon].model_fields
              if (daemon, key) not in NO_ENV}
-    return {**names, **{key: env_name(key) for key in tunable_keys(daemon)}}
+    return {**names, **{t.key: t.variable for group in GROUPS[daemon] for t in tunables(group)}}
 
 
-def timings_of(config: BaseModel) -> Timings:
-    """The `Timings` a validated configuration sets."""
-    return Timings(**{item.name: getattr(config, item.name) for item in fields(Timings)})
+def same_named(config: BaseModel, target: type) -> dict[str, Any]:
+    """The values of `config` for the fields of dataclass `target` that are named like one of its keys."""
+    keys = type(config).model_fields
+    return {item.name: getattr(config, item.name) for item in fields(target) if item.name in keys}
+
+
+def timings_of(config: BaseModel, group: type[Group] = Timings) -> Group:
+    """The tunables of `group` (by default `Timings`) a validated configuration sets."""
+    return group(**{t.name: getattr(config, t.key) for t in tunables(group)})

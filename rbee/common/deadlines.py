@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from rbee.common import wire
 from rbee.common.errors import ApiError
 
 HEADER = "X-Request-Deadline"
@@ -39,7 +40,7 @@ class Deadline:
 
 def expired() -> ApiError:
     """The error for work whose deadline passed."""
-    return ApiError(504, "DEADLINE_EXCEEDED", "the request deadline has passed")
+    return wire.deadline_exceeded().to_api_error(504)
 
 
 def parse(text: str) -> Deadline:

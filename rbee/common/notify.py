@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 
 import sdnotify
 
+from rbee.common.config_env import environment
+
 log = logging.getLogger(__name__)
 MICROSECONDS = 1_000_000
 
@@ -21,7 +23,7 @@ class Notifier:
     """Sends sd_notify messages to the service manager, if there is one."""
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
-        environ = os.environ if environ is None else environ
+        environ = environment() if environ is None else environ
         self.enabled = bool(environ.get("NOTIFY_SOCKET"))
         self._notifier = sdnotify.SystemdNotifier() if self.enabled else None
         usec = environ.get("WATCHDOG_USEC", "")

@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from rbee.common.config_env import environment
+
 log = logging.getLogger(__name__)
 
 ROLES = ("queen", "hive", "worker")
@@ -127,7 +129,7 @@ class LoadedToken:
 
 def load_token(role: str, file: Path | None, environ: Mapping[str, str] | None = None) -> LoadedToken | None:
     """`role`'s token from the first source that has one, or None when no source does."""
-    environ = os.environ if environ is None else environ
+    environ = environment() if environ is None else environ
     if file is not None:
         return LoadedToken(read_token_file(file), f"file {file}")
     credentials = environ.get(CREDENTIALS_ENV)

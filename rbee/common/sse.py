@@ -10,6 +10,7 @@ import aiohttp
 from aiohttp import web
 
 from rbee.common.errors import CORRELATION_HEADER, correlation_id_of
+from rbee.common.wire import WireEvent
 
 DONE = "[DONE]"
 DONE_BYTES = DONE.encode()
@@ -46,9 +47,12 @@ class Event(dict[str, Any]):
         self.raw = raw
 
 
-async def send_data(response: web.StreamResponse, payload: dict[str, Any] | str) -> None:
-    """Write one `data:` event: a received `Event` as it came, another dict as compact JSON."""
-    if isinstance(payload, Event):
+async def send_data(response: web.StreamResponse, payload: WireEvent | dict[str, Any] | str) -> None:
+    """Write one `data:` event: a typed event as `WireEvent.encode` gives it, a received `Event`
+    as it came, another dict as compact JSON."""
+    if isinstance(payload, WireEvent):
+        data = payload.encode()
+    elif isinstance(payload, Event):
         data = payload.raw
     elif isinstance(payload, str):
         data = payload.encode()

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rbee.common.tunables import Timings, TunableError, load_timings
+from rbee.common.tunables import Timings, TunableError, load_timings, shared_environment
 from rbee.deploy.nomad_hcl import (
     NomadError,
     blocks,
@@ -298,7 +298,8 @@ def _check_stop(task: dict[str, Any], defaults: dict[str, Any], where: str, repo
                    f"kill_signal `{signal}` does not make rbee drain; use SIGTERM")
     env = {key: str(resolve(value, defaults)) for body in blocks(task, "env") for key, value in body.items()}
     try:
-        timings = load_timings({key: value for key, value in env.items() if key.startswith("RBEE_")})
+        tunables = shared_environment({key: value for key, value in env.items() if key.startswith("RBEE_")})
+        timings = load_timings(tunables)
     except TunableError as exc:
         report.add(where, "BAD_TUNABLE", str(exc))
         timings = Timings()

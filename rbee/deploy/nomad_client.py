@@ -11,9 +11,8 @@ validate, placements no node can take, an evaluation that fails or does not fini
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import nomad
 import requests
 from nomad.api import exceptions as nomad_errors
 
+from rbee.common.config_env import environment
 from rbee.common.secrets import SecretError, read_token_file
 from rbee.deploy.nomad_hcl import NomadError
 
@@ -74,9 +74,9 @@ class Deployed:
     allocations: tuple[Allocation, ...]
 
 
-def nomad_address(given: str | None, environ: dict[str, str] | None = None) -> str:
+def nomad_address(given: str | None, environ: Mapping[str, str] | None = None) -> str:
     """The agent's base URL: `given`, else $NOMAD_ADDR, else the local agent; checked for shape."""
-    environ = dict(os.environ) if environ is None else environ
+    environ = environment() if environ is None else environ
     address = (given or environ.get("NOMAD_ADDR") or DEFAULT_ADDRESS).rstrip("/")
     parts = urlsplit(address)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query:
@@ -113,7 +113,7 @@ class NomadDeployer:
         self.eval_timeout_s = eval_timeout_s
         self.poll_s = poll_s
         self._client = nomad.Nomad(address=address, token=token, timeout=REQUEST_TIMEOUT_S,
-                                   verify=os.environ.get("NOMAD_CACERT") or True)
+                                   verify=environment().get("NOMAD_CACERT") or True)
         self._has_token = bool(self._client.token)
 
     # -- the steps ------------------------------------------------------------------------------

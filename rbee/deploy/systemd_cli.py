@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from rbee.common.tunables import TunableError
+from rbee.common.defaults import HIVE_PORT, QUEEN_PORT, WORKER_PORT_START
+from rbee.common.tunables import TunableError, shared_environment
 from rbee.deploy import systemd_install
 from rbee.deploy.systemd_units import (
     DEFAULT_WATCHDOG_S,
@@ -18,7 +19,6 @@ from rbee.deploy.systemd_units import (
     find_rbee,
     install_paths,
     render_units,
-    tunable_environment,
 )
 
 
@@ -41,9 +41,9 @@ def register_systemd(targets: argparse._SubParsersAction) -> None:
                         help="the rbee executable the units run (default: the one next to this Python)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address the queen binds to (the hive and its workers stay on 127.0.0.1)")
-    parser.add_argument("--queen-port", type=int, default=8080)
-    parser.add_argument("--hive-port", type=int, default=9200)
-    parser.add_argument("--worker-port-start", type=int, default=8081,
+    parser.add_argument("--queen-port", type=int, default=QUEEN_PORT)
+    parser.add_argument("--hive-port", type=int, default=HIVE_PORT)
+    parser.add_argument("--worker-port-start", type=int, default=WORKER_PORT_START,
                         help="first port of the workers the hive starts")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="the queen's data dir; the hive uses its hive/ folder (default: "
@@ -74,7 +74,7 @@ def settings_from(args: argparse.Namespace) -> UnitSettings:
         worker_port_start=args.worker_port_start,
         watchdog_s=args.watchdog_sec,
         log_dir=args.log_dir.absolute() if args.log_dir else None,
-        environment=tunable_environment(),
+        environment=shared_environment(),
         install_paths=install_paths(rbee),
     )
 

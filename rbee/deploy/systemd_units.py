@@ -17,13 +17,14 @@ import stat
 import string
 import subprocess
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from rbee.cli.paths import default_data_dir
+from rbee.common.config_env import default_data_dir, user_config_dir
+from rbee.common.defaults import HIVE_PORT, QUEEN_PORT, WILDCARD_HOSTS, WORKER_PORT_START
 from rbee.common.exit_codes import WORKER_LOAD_FAILED
 from rbee.common.secrets import ROLES, SecretError, read_token_file
-from rbee.common.tunables import Timings, TunableError, env_name, load_timings
+from rbee.common.tunables import SHARED_VARIABLES, Timings, TunableError, load_timings, shared_environment
 from rbee.deploy.systemd_sandbox import directives, read_only_binds
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "jobs" / "systemd"
@@ -39,10 +40,8 @@ START_TIMEOUT_S = 60
 STOP_MARGIN_S = 10
 SAFE_PATH = re.compile(r"^/[A-Za-z0-9._+/-]*$")
 SAFE_HOST = re.compile(r"^[A-Za-z0-9.:-]+$")
-WILDCARD_HOSTS = ("0.0.0.0", "::")
 DROP = "\x00"
 """Stands for an empty block placeholder, whose line is then dropped."""
-TUNABLE_NAMES = frozenset(env_name(item.name) for item in fields(Timings))
 INSTALL_PROBE = (
     "import importlib.util, json, os, sys; spec = importlib.util.find_spec('rbee'); "
     "print(json.dumps({'rbee': list(spec.submodule_search_locations or []) if spec else [], "
@@ -65,11 +64,6 @@ class UnitTemplate(string.Template):
     """`@{name}` placeholders; `@@` is a literal `@`."""
 
     delimiter = "@"
-
-
-def user_config_dir() -> Path:
-    """`$XDG_CONFIG_HOME`, else `~/.config`: where a user manager reads units (`%E`)."""
-    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
 
 
 def default_unit_dir(user: bool) -> Path:
@@ -97,12 +91,6 @@ def find_rbee() -> Path:
         raise DeployError("RBEE_NOT_FOUND", "no `rbee` executable next to this Python or on PATH; "
                           "install rbee (pip install .) first")
     return Path(found).absolute()
-
-
-def tunable_environment() -> dict[str, str]:
-    """The `RBEE_*` tunables set in this process's environment (checked), to pin them in the units."""
-    load_timings()
-    return {name: os.environ[name] for name in sorted(TUNABLE_NAMES) if name in os.environ}
 
 
 def _shebang(executable: Path) -> list[str]:
@@ -153,9 +141,9 @@ class UnitSettings:
     token_dir: Path
     worker_env_dir: Path
     host: str = "127.0.0.1"
-    queen_port: int = 8080
-    hive_port: int = 9200
-    worker_port_start: int = 8081
+    queen_port: int = QUEEN_PORT
+    hive_port: int = HIVE_PORT
+    worker_port_start: int = WORKER_PORT_START
     watchdog_s: float = DEFAULT_WATCHDOG_S
     log_dir: Path | None = None
     environment: dict[str, str] = field(default_factory=dict)
@@ -223,12 +211,12 @@ def check_values(settings: UnitSettings, names: SettingNames = SettingNames()) -
         raise DeployError("INVALID_PORT", f"{names.ports} must be distinct, 1 to 65535")
     if settings.watchdog_s < 1:
         raise DeployError("INVALID_WATCHDOG", f"{names.watchdog} must be at least 1")
-    unknown = sorted(set(settings.environment) - TUNABLE_NAMES)
+    unknown = sorted(set(settings.environment) - SHARED_VARIABLES)
     if unknown:
         raise DeployError("INVALID_TUNABLE", f"{names.environment}: {', '.join(unknown)} is not an rbee "
                           "tunable (docs/configuration.md lists them)")
     try:
-        load_timings(settings.environment)
+        shared_environment(settings.environment)
     except TunableError as exc:
         raise DeployError("INVALID_TUNABLE", f"{names.environment}: {exc}") from None
     if not settings.user and not settings.data_dir.is_relative_to(STATE_ROOT / "rbee"):

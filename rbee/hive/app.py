@@ -3,45 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from pathlib import Path
 
 from aiohttp import web
 
 from rbee.common.audit import AuditLog
-from rbee.common.auth import Keyring, auth_middleware, reload_tokens
+from rbee.common.auth import auth_middleware, reload_tokens
 from rbee.common.daemon import HEALTH, DaemonHealth, new_app, on_drain, on_reload
 from rbee.common.metrics import METRICS, DaemonMetrics, observe_requests, public_paths
 from rbee.common.tunables import Timings
 from rbee.hive.api.routes import PUBLIC_PATHS, QUIET_PATHS, add_routes
 from rbee.hive.app_keys import CATALOG, DOWNLOADER, SUPERVISOR
 from rbee.hive.catalog import ModelCatalog
-from rbee.hive.downloads import Downloader, DownloadSettings
+from rbee.hive.downloads import Downloader
 from rbee.hive.metrics import HiveMetrics
 from rbee.hive.queen_link import heartbeats
-from rbee.hive.supervisor import SupervisorSettings, WorkerSupervisor
-
-
-@dataclass(frozen=True)
-class HiveSettings:
-    """What `rbee hive` was started with."""
-
-    host: str
-    port: int
-    data_dir: Path
-    worker_port_start: int
-    ctx_size: int
-    queen_url: str | None
-    keyring: Keyring
-    advertise_host: str = "127.0.0.1"
-    """The address the queen and the workers use to reach this hive and its workers."""
-    metrics_public: bool = False
-    """Serve /metrics without a token."""
-
-    @property
-    def url(self) -> str:
-        """How the queen and the workers reach this hive."""
-        return f"http://{self.advertise_host}:{self.port}"
+from rbee.hive.settings import HiveSettings
+from rbee.hive.supervisor import WorkerSupervisor
 
 
 def build_app(settings: HiveSettings, timings: Timings, audit_log: AuditLog) -> web.Application:
@@ -55,22 +32,10 @@ def build_app(settings: HiveSettings, timings: Timings, audit_log: AuditLog) -> 
     ])
     app[METRICS] = metrics
     app.on_cleanup.append(lambda _: asyncio.to_thread(audit_log.close))
-    downloader = Downloader(settings.data_dir / "models", DownloadSettings.load(timings))
+    downloader = Downloader(settings.data_dir / "models", settings.downloads)
     app.on_cleanup.append(lambda _: downloader.close())
     app[CATALOG] = ModelCatalog(settings.data_dir, downloader)
-    supervisor = WorkerSupervisor(
-        SupervisorSettings(
-            hive_url=settings.url,
-            data_dir=settings.data_dir,
-            worker_host=settings.host,
-            advertise_host=settings.advertise_host,
-            worker_port_start=settings.worker_port_start,
-            ctx_size=settings.ctx_size,
-            keyring=settings.keyring,
-        ),
-        timings,
-        audit,
-    )
+    supervisor = WorkerSupervisor(settings.supervision, timings, audit)
     app.cleanup_ctx.append(lambda _: supervisor.leftovers_stopped())
     app[SUPERVISOR] = supervisor
     hive_metrics.watch(supervisor, downloader)

@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from rbee.common.audit import Audit
 from rbee.common.metrics import DaemonMetrics
+from rbee.common.wire import WorkerState
 from rbee.hive.downloads import Downloader
 from rbee.hive.supervisor import WorkerSupervisor
 
@@ -79,7 +80,7 @@ class HiveMetrics:
         for record in supervisor.list():
             states[(record.state, record.model.name)] += 1
             slots[record.model.name] += record.slots
-            if record.state in ("idle", "busy"):
+            if record.state in (WorkerState.IDLE, WorkerState.BUSY):
                 busy[record.model.name] += record.slots - record.slots_free
         workers = GaugeMetricFamily(prefix + "workers", "Workers this hive owns, by state and model",
                                     labels=("state", "model"))

@@ -8,46 +8,19 @@ goes to the hub only, never to `https://` URLs of other hosts, and is never logg
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from rbee.common.errors import ApiError
-from rbee.common.tunables import TunableError
+from rbee.common.tunables import HubSettings
 from rbee.common.validation import invalid
 
-HF_ENDPOINT_ENV = "RBEE_HF_ENDPOINT"
-HF_TOKEN_ENV = "HF_TOKEN"
-DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 DEFAULT_FILE_NAME = "model.gguf"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
 _MAX_LISTED_FILES = 20
-
-
-@dataclass(frozen=True)
-class HubSettings:
-    """The Hugging Face endpoint and the token sent to it."""
-
-    endpoint: str = DEFAULT_HF_ENDPOINT
-    token: str | None = field(default=None, repr=False)
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> HubSettings:
-        """`RBEE_HF_ENDPOINT` (checked) and `HF_TOKEN` from the environment."""
-        environ = os.environ if environ is None else environ
-        endpoint = environ.get(HF_ENDPOINT_ENV, DEFAULT_HF_ENDPOINT).rstrip("/")
-        parts = urlsplit(endpoint)
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-            raise TunableError(f"{HF_ENDPOINT_ENV} must be an http(s) URL such as {DEFAULT_HF_ENDPOINT}")
-        return cls(endpoint, environ.get(HF_TOKEN_ENV) or None)
-
-    def headers(self) -> dict[str, str]:
-        """The Authorization header for the hub ({} without a token)."""
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
 
 @dataclass(frozen=True)

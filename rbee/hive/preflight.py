@@ -21,13 +21,11 @@ from pathlib import Path
 
 import psutil
 
+from rbee.common.defaults import DEFAULT_ENGINE
 from rbee.common.errors import ApiError
 from rbee.hive import backends, gpus
 from rbee.hive.gguf_header import GgufError, read_metadata
 
-WORKER_ENGINE_ENV = "RBEE_WORKER_ENGINE"
-"""The worker option (config key `engine`) a hive's workers inherit from its environment."""
-DEFAULT_ENGINE = "batched"
 MIB = 1024 * 1024
 BASE_BYTES = 128 * MIB
 COMPUTE_BYTES_PER_SLOT = 32 * MIB
@@ -77,7 +75,8 @@ def kv_bytes_per_token(model_path: Path) -> int:
 
 
 def estimate(
-    model_path: Path, ctx_size: int, slots: int, backend: str, device: int | None, engine: str = "batched"
+    model_path: Path, ctx_size: int, slots: int, backend: str, device: int | None,
+    engine: str = DEFAULT_ENGINE,
 ) -> Need:
     """What a worker of `model_path` with `slots` slots of `ctx_size` tokens will need."""
     weights = int(model_path.stat().st_size * WEIGHTS_FACTOR)

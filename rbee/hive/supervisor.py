@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,11 +13,17 @@ from typing import Any
 from rbee.common import log_context, processes
 from rbee.common.audit import Audit, no_audit
 from rbee.common.auth import Keyring
+from rbee.common.child_commands import worker_command
+from rbee.common.config import inherited_option
+from rbee.common.config_schema import WorkerOptions
+from rbee.common.defaults import DEFAULT_ENGINE
 from rbee.common.errors import ApiError
 from rbee.common.ports import next_free_port, port_is_free
 from rbee.common.tunables import Timings
+from rbee.common.wire import WorkerState
 from rbee.hive import preflight, worker_pids
 from rbee.hive.catalog import ModelEntry
+from rbee.hive.owner_messages import Heartbeat, Ready, Reload, Spawned, Stop
 from rbee.hive.preflight import Need
 from rbee.hive.restart_policy import RestartPolicy
 from rbee.hive.worker_owner import WorkerOwner, WorkerRecord
@@ -52,10 +56,10 @@ class SupervisorSettings:
         return self.data_dir / "workers.json"
 
 
-def _backend_args(need: Need | None) -> list[str]:
+def _backend_options(need: Need | None) -> dict[str, Any]:
     if need is None or need.backend == "cpu":
-        return []
-    return ["--backend", need.backend, *(["--device", str(need.device)] if need.device is not None else [])]
+        return {}
+    return {"backend": need.backend, **({"device": need.device} if need.device is not None else {})}
 
 
 class WorkerSupervisor:
@@ -68,6 +72,8 @@ class WorkerSupervisor:
         self.policy = RestartPolicy(timings)
         self.draining = False
         self._owners: dict[str, WorkerOwner] = {}
+        self._spawned: dict[str, Spawned] = {}
+        """The latest process started for each worker (its pid for the pid file, its port taken)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._port_lock = asyncio.Lock()
 
@@ -107,11 +113,10 @@ class WorkerSupervisor:
         need = await asyncio.to_thread(self._preflight, model, slots, backend, device)
         record = WorkerRecord(f"w-{uuid.uuid4().hex[:10]}", model, 0, slots, need=need,
                               host=self.settings.advertise_host)
-        process = await self._launch(record)
-        owner = WorkerOwner(record, self._launch, self.policy, self.timings, self._audit)
+        spawned = await self._launch(record)
+        owner = WorkerOwner(record, spawned, self._launch, self.policy, self.timings, self._audit)
         self._owners[record.worker_id] = owner
-        self._save_pids()
-        task = asyncio.create_task(self._own(owner, process), name=f"owner-{record.worker_id}",
+        task = asyncio.create_task(self._own(owner), name=f"owner-{record.worker_id}",
                                    context=log_context.only(worker_id=record.worker_id))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -119,7 +124,7 @@ class WorkerSupervisor:
 
     def _preflight(self, model: ModelEntry, slots: int, backend: str, device: int | None) -> Need:
         need = preflight.estimate(Path(model.path), self.settings.ctx_size, slots, backend, device,
-                                  os.environ.get(preflight.WORKER_ENGINE_ENV, preflight.DEFAULT_ENGINE))
+                                  inherited_option("worker", "engine") or DEFAULT_ENGINE)
         try:
             return preflight.check(need, self.settings.data_dir)
         except ApiError as err:
@@ -127,81 +132,81 @@ class WorkerSupervisor:
             self._audit("worker.refused", model=model.name, code=err.code, **err.details)
             raise
 
-    async def _own(self, owner: WorkerOwner, process: asyncio.subprocess.Process) -> None:
+    async def _own(self, owner: WorkerOwner) -> None:
         try:
-            await owner.run(process)
+            await owner.run()
         finally:
             self._owners.pop(owner.record.worker_id, None)
+            self._spawned.pop(owner.record.worker_id, None)
             self._save_pids()
             log.info("worker %s left the registry in state %s",
                      owner.record.worker_id, owner.record.state)
             self._audit("worker.removed", worker_id=owner.record.worker_id, state=owner.record.state,
                         exit_code=owner.record.last_exit_code)
 
-    async def _launch(self, record: WorkerRecord) -> asyncio.subprocess.Process:
+    async def _launch(self, record: WorkerRecord) -> Spawned:
+        """Start a process of the worker on the record's port when still free, else the next
+        free one; the record is its owner's to update."""
         async with self._port_lock:
-            taken = {o.record.port for o in self._owners.values() if o.record is not record}
+            taken = {s.port for worker_id, s in self._spawned.items() if worker_id != record.worker_id}
             host = self.settings.worker_host
-            if not (record.port and record.port not in taken and port_is_free(record.port, host)):
-                record.port = next_free_port(self.settings.worker_port_start, taken, host)
-            args = [
-                sys.executable, "-m", "rbee", "worker",
-                "--model", record.model.path,
-                "--host", self.settings.worker_host,
-                "--port", str(record.port),
-                "--worker-id", record.worker_id,
-                "--hive-url", self.settings.hive_url,
-                "--slots", str(record.slots),
-                "--ctx-size", str(self.settings.ctx_size),
-                *self.settings.keyring.child_args("worker", ("hive", "worker")),
-                *_backend_args(record.need),
-            ]
+            port = record.port
+            if not (port and port not in taken and port_is_free(port, host)):
+                port = next_free_port(self.settings.worker_port_start, taken, host)
+            options = WorkerOptions(
+                model=record.model.path, host=self.settings.worker_host, port=port,
+                worker_id=record.worker_id, hive_url=self.settings.hive_url, slots=record.slots,
+                ctx_size=self.settings.ctx_size, **_backend_options(record.need),
+            )
+            args = worker_command(options, self.settings.keyring.child_args("worker", ("hive", "worker")))
             limit = record.need.address_space_limit if record.need else None
             process = await processes.spawn(args, self.settings.logs_dir / f"{record.worker_id}.log", limit)
-        record.pid = process.pid
+            spawned = self._spawned[record.worker_id] = Spawned(process, port)
         log.info("spawned worker %s (pid %d) for %s on port %d",
-                 record.worker_id, process.pid, record.model.name, record.port)
+                 record.worker_id, process.pid, record.model.name, port)
         self._audit("worker.spawn", worker_id=record.worker_id, pid=process.pid, model=record.model.name,
-                    port=record.port, restarts=record.restarts)
+                    port=port, restarts=record.restarts)
         self._save_pids()
-        return process
+        return spawned
 
     def report_ready(self, worker_id: str, port: int) -> WorkerRecord:
         """Pass a worker's ready callback to its owner."""
         owner = self._owner(worker_id)
         if owner.record.port != port:
             raise ApiError(404, "WORKER_NOT_FOUND", "this hive does not own that worker")
-        owner.post("ready")
+        owner.post(Ready())
         return owner.record
 
-    def heartbeat(self, worker_id: str, body: dict[str, Any]) -> WorkerRecord:
-        """Pass a worker's heartbeat to its owner."""
+    def heartbeat(self, worker_id: str, report: Mapping[str, Any]) -> WorkerRecord:
+        """Pass a worker's heartbeat (its validated `state`, `slots_free` and `decode_stalled`)
+        to its owner."""
         owner = self._owner(worker_id)
-        owner.post("heartbeat", body)
+        owner.post(Heartbeat(WorkerState(report["state"]), report["slots_free"],
+                             bool(report.get("decode_stalled", False))))
         return owner.record
 
     def stop(self, worker_id: str, reason: str) -> WorkerRecord:
         """Ask a worker's owner to drain and stop it for good."""
         owner = self._owner(worker_id)
-        owner.post("stop", reason)
+        owner.post(Stop(reason))
         self._audit("worker.stop", worker_id=worker_id, reason=reason)
         return owner.record
 
     def reload_all(self) -> None:
         """Pass a SIGHUP on to every running worker (through its owner), to re-read tokens."""
         for owner in self._owners.values():
-            owner.post("reload")
+            owner.post(Reload())
 
     async def stop_all(self, reason: str) -> None:
         """Stop every worker (each drains, then SIGTERM → grace → SIGKILL) and wait."""
         self.draining = True
         for owner in list(self._owners.values()):
-            owner.post("stop", reason)
+            owner.post(Stop(reason))
             self._audit("worker.stop", worker_id=owner.record.worker_id, reason=reason)
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _save_pids(self) -> None:
-        pids = {o.record.worker_id: o.record.pid for o in self._owners.values() if o.record.pid}
+        pids = {worker_id: spawned.pid for worker_id, spawned in self._spawned.items()}
         worker_pids.save(self.settings.pid_file, pids)
 
     async def leftovers_stopped(self) -> AsyncIterator[None]:

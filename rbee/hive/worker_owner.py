@@ -1,7 +1,8 @@
 """The single owner of one worker's lifecycle: start, watch, kill when hung, restart by policy.
 
-All changes to a worker's record happen in the owner's task; other code only posts
-messages (ready callback, heartbeat, stop request) to its inbox.
+All changes to a worker's record happen in the owner (its constructor and its task); other
+code only posts messages (`rbee.hive.owner_messages`: ready callback, heartbeat, stop,
+reload) to its inbox.
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ from rbee.common import processes
 from rbee.common.audit import Audit, no_audit
 from rbee.common.exit_codes import WORKER_LOAD_FAILED
 from rbee.common.tunables import Timings
+from rbee.common.wire import WorkerState
 from rbee.hive.catalog import ModelEntry
+from rbee.hive.owner_messages import Heartbeat, OwnerMessage, Ready, Reload, Spawned, Stop
 from rbee.hive.preflight import Need
 from rbee.hive.restart_policy import RestartPolicy
 
 log = logging.getLogger(__name__)
 
-Launcher = Callable[["WorkerRecord"], Awaitable[asyncio.subprocess.Process]]
+Launcher = Callable[["WorkerRecord"], Awaitable[Spawned]]
+"""Starts a process of the worker (port: the record's when still free, else the next free one)."""
 
 
 @dataclass(eq=False)
@@ -36,7 +40,7 @@ class WorkerRecord:
     port: int
     slots: int
     pid: int = 0
-    state: str = "loading"
+    state: WorkerState = WorkerState.LOADING
     started_at: float = field(default_factory=time.time)
     ready_at: float | None = None
     restarts: int = 0
@@ -89,50 +93,54 @@ class _Hung:
     reason: str
 
 
-@dataclass(frozen=True)
-class _Stop:
-    reason: str
-
-
 class WorkerOwner:
     """Runs one worker process after another until it is stopped or its breaker opens."""
 
     def __init__(
         self,
         record: WorkerRecord,
+        spawned: Spawned,
         launch: Launcher,
         policy: RestartPolicy,
         timings: Timings,
         audit: Audit = no_audit,
     ) -> None:
+        """Own `record`, whose worker's first process is `spawned`."""
         self.record = record
         self._audit = audit
         self._launch = launch
         self._policy = policy
         self._timings = timings
-        self._inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._inbox: asyncio.Queue[OwnerMessage] = asyncio.Queue()
         self._stop_reason: str | None = None
         self._idle_since = time.monotonic()
+        self._first = self._take(spawned)
 
-    def post(self, kind: str, payload: Any = None) -> None:
-        """Deliver a message (`ready`, `heartbeat`, `stop`, `reload`) to the owner task."""
-        if kind == "stop" and self._stop_reason is None:
-            self._stop_reason = payload
-        self._inbox.put_nowait((kind, payload))
+    def post(self, message: OwnerMessage) -> None:
+        """Deliver a message to the owner task."""
+        if isinstance(message, Stop) and self._stop_reason is None:
+            self._stop_reason = message.reason
+        self._inbox.put_nowait(message)
 
-    async def run(self, process: asyncio.subprocess.Process) -> None:
+    def _take(self, spawned: Spawned) -> asyncio.subprocess.Process:
+        """Record a process of the worker that just started."""
+        record = self.record
+        record.port, record.pid = spawned.port, spawned.pid
+        record.state = WorkerState.LOADING
+        record.started_at = time.time()
+        return spawned.process
+
+    async def run(self) -> None:
         """Own the worker, whose first process is already started, until it stops for good."""
         record = self.record
+        process = self._first
         while True:
-            record.pid = process.pid
-            record.state = "loading"
-            record.started_at = time.time()
             outcome = await self._supervise(process)
-            if isinstance(outcome, _Stop):
+            if isinstance(outcome, Stop):
                 await self._stop(process, outcome.reason)
                 return
             if isinstance(outcome, _Hung):
-                record.state = "unhealthy"
+                record.state = WorkerState.UNHEALTHY
                 record.last_kill_reason = outcome.reason
                 log.warning("worker %s (pid %d) is hung: %s; killing it",
                             record.worker_id, process.pid, outcome.reason)
@@ -142,9 +150,9 @@ class WorkerOwner:
                 )
             else:
                 code = outcome.code
-                if code == 0 or (record.state == "loading" and code == WORKER_LOAD_FAILED):
+                if code == 0 or (record.state == WorkerState.LOADING and code == WORKER_LOAD_FAILED):
                     record.last_exit_code = code
-                    record.state = "stopped" if code == 0 else "failed"
+                    record.state = WorkerState.STOPPED if code == 0 else WorkerState.FAILED
                     log.info("worker %s exited with code %d; not restarting it",
                              record.worker_id, code)
                     return
@@ -152,18 +160,18 @@ class WorkerOwner:
                             record.worker_id, process.pid, code)
                 self._audit("worker.crashed", worker_id=record.worker_id, pid=process.pid, exit_code=code)
             record.last_exit_code = code
-            record.state = "crashed"
+            record.state = WorkerState.CRASHED
             if not await self._wait_before_restart():
                 return
-            process = await self._launch(record)
+            process = self._take(await self._launch(record))
 
     async def _wait_before_restart(self) -> bool:
         record = self.record
         if self._stop_reason is not None:
-            record.state = "stopped"
+            record.state = WorkerState.STOPPED
             return False
         if not self._policy.try_restart(record.model.name):
-            record.state = "failed"
+            record.state = WorkerState.FAILED
             log.error("worker %s not restarted: %s crashed %d times within %.0fs (circuit open)",
                       record.worker_id, record.model.name, self._timings.max_restarts,
                       self._timings.restart_window_s)
@@ -172,7 +180,7 @@ class WorkerOwner:
         log.info("restarting worker %s in %.2fs (restart %d)",
                  record.worker_id, delay, record.restarts + 1)
         if await self._stop_requested_within(delay):
-            record.state = "stopped"
+            record.state = WorkerState.STOPPED
             return False
         record.restarts += 1
         record.last_restart_at = time.time()
@@ -182,24 +190,24 @@ class WorkerOwner:
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
             try:
-                kind, _ = await asyncio.wait_for(self._inbox.get(), left)
+                message = await asyncio.wait_for(self._inbox.get(), left)
             except TimeoutError:
                 return False
-            if kind == "stop":
+            if isinstance(message, Stop):
                 return True
         return False
 
     async def _stop(self, process: asyncio.subprocess.Process, reason: str) -> None:
         record = self.record
-        record.state = "draining"
+        record.state = WorkerState.DRAINING
         log.info("stopping worker %s (pid %d): %s", record.worker_id, process.pid, reason)
         budget = self._timings.drain_budget_s + self._timings.sigterm_grace_s
         record.last_exit_code = await processes.terminate(
             process, budget, f"worker {record.worker_id}"
         )
-        record.state = "stopped"
+        record.state = WorkerState.STOPPED
 
-    async def _supervise(self, process: asyncio.subprocess.Process) -> _Exited | _Hung | _Stop:
+    async def _supervise(self, process: asyncio.subprocess.Process) -> _Exited | _Hung | Stop:
         """Watch one process until it exits, hangs or is asked to stop."""
         exited = asyncio.ensure_future(process.wait())
         message = asyncio.ensure_future(self._inbox.get())
@@ -210,10 +218,7 @@ class WorkerOwner:
                 if exited.done():
                     return _Exited(exited.result())
                 if message.done():
-                    kind, payload = message.result()
-                    if kind == "reload" and process.returncode is None:
-                        process.send_signal(signal.SIGHUP)
-                    verdict = self._handle(kind, payload)
+                    verdict = self._handle(message.result(), process)
                     if verdict is not None:
                         return verdict
                     message = asyncio.ensure_future(self._inbox.get())
@@ -223,39 +228,43 @@ class WorkerOwner:
         finally:
             message.cancel()
 
-    def _handle(self, kind: str, payload: Any) -> _Hung | _Stop | None:
+    def _handle(self, message: OwnerMessage, process: asyncio.subprocess.Process) -> _Hung | Stop | None:
         record = self.record
         now = time.monotonic()
-        if kind == "stop":
-            return _Stop(payload)
-        if kind == "ready" and record.state == "loading":
-            record.state = "idle"
-            record.ready_at = time.time()
-            record.slots_free = record.slots
-            record.last_heartbeat_at = now
-            self._idle_since = now
-            log.info("worker %s ready after %.2fs", record.worker_id, record.ready_at - record.started_at)
-        elif kind == "heartbeat" and record.state not in ("loading", "unhealthy"):
-            record.last_heartbeat_at = now
-            record.slots_free = payload["slots_free"]
-            if payload["state"] != record.state:
-                record.state = payload["state"]
+        match message:
+            case Stop():
+                return message
+            case Reload():
+                if process.returncode is None:
+                    process.send_signal(signal.SIGHUP)
+            case Ready() if record.state == WorkerState.LOADING:
+                record.state = WorkerState.IDLE
+                record.ready_at = time.time()
+                record.slots_free = record.slots
+                record.last_heartbeat_at = now
                 self._idle_since = now
-            if payload.get("decode_stalled"):
-                return _Hung("decode loop stalled")
+                log.info("worker %s ready after %.2fs", record.worker_id, record.ready_at - record.started_at)
+            case Heartbeat() if record.state not in (WorkerState.LOADING, WorkerState.UNHEALTHY):
+                record.last_heartbeat_at = now
+                record.slots_free = message.slots_free
+                if message.state != record.state:
+                    record.state = message.state
+                    self._idle_since = now
+                if message.decode_stalled:
+                    return _Hung("decode loop stalled")
         return None
 
-    def _check_timers(self) -> _Hung | _Stop | None:
+    def _check_timers(self) -> _Hung | Stop | None:
         record = self.record
         timings = self._timings
         now = time.monotonic()
-        if record.state == "loading":
+        if record.state == WorkerState.LOADING:
             if time.time() - record.started_at > timings.loading_timeout_s:
                 return _Hung(f"still loading after {timings.loading_timeout_s:g}s")
             return None
         silent = now - (record.last_heartbeat_at or now)
         if silent > timings.stale_after_s:
             return _Hung(f"missed {timings.stale_after_missed} heartbeats ({silent:.1f}s silent)")
-        if record.state == "idle" and now - self._idle_since > timings.idle_unload_s:
-            return _Stop(f"idle for {timings.idle_unload_s:g}s")
+        if record.state == WorkerState.IDLE and now - self._idle_since > timings.idle_unload_s:
+            return Stop(f"idle for {timings.idle_unload_s:g}s")
         return None

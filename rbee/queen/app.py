@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
 from rbee.common.audit import AuditLog
-from rbee.common.auth import Keyring, auth_middleware, reload_tokens
+from rbee.common.auth import auth_middleware, reload_tokens
 from rbee.common.daemon import HEALTH, DaemonHealth, new_app, on_drain, on_reload
 from rbee.common.log_context import forward_correlation
 from rbee.common.metrics import METRICS, DaemonMetrics, observe_requests, public_paths
@@ -27,36 +24,14 @@ from rbee.queen.nodes.local_hive import LocalHive
 from rbee.queen.nodes.log_relay import LogRelay
 from rbee.queen.nodes.node_registry import NodeRegistry
 from rbee.queen.nodes.node_service import NodeService, ssh_connector
-from rbee.queen.nodes.remote_hive import TUNABLE_ENV, RemoteHive, RemoteLaunch
+from rbee.queen.nodes.remote_hive import RemoteHive, RemoteLaunch
 from rbee.queen.nodes.ssh_preflight import SshPreflight
 from rbee.queen.rate_limits import RateLimiter, client_limits, failure_throttle
 from rbee.queen.routing.dispatch import Dispatcher
 from rbee.queen.routing.hive_registry import HiveRegistry
 from rbee.queen.routing.placement import Placement
 from rbee.queen.routing.worker_registry import WorkerRegistry
-
-
-@dataclass(frozen=True)
-class QueenSettings:
-    """What `rbee queen` (or `rbee up`) was started with."""
-
-    host: str
-    port: int
-    hive_port: int
-    data_dir: Path
-    worker_port_start: int
-    worker_slots: int
-    worker_ctx_size: int
-    start_hive: bool
-    keyring: Keyring
-    local_hive: bool = True
-    """Serve node `localhost` from a hive on this machine."""
-    manage_local_hive: bool = True
-    """Start the local hive when it does not answer (False: systemd or another supervisor runs it)."""
-    advertise_url: str = ""
-    """The URL hives on other nodes send heartbeats to."""
-    metrics_public: bool = False
-    """Serve /metrics without a token."""
+from rbee.queen.settings import QueenSettings
 
 
 async def build_app(settings: QueenSettings, timings: Timings, audit_log: AuditLog) -> web.Application:
@@ -83,15 +58,13 @@ async def build_app(settings: QueenSettings, timings: Timings, audit_log: AuditL
     hive_auth = lambda: keyring.headers_for("hive")  # noqa: E731
     local = LocalHive(HiveClient(f"http://127.0.0.1:{settings.hive_port}", session, hive_auth), settings)
     ssh = ssh_connector(settings.data_dir)
-    launch = RemoteLaunch(settings.advertise_url, keyring, settings.worker_ctx_size,
-                          {name: os.environ[name] for name in TUNABLE_ENV if name in os.environ})
+    launch = RemoteLaunch(settings.advertise_url, keyring, settings.worker_ctx_size, settings.hive_tunables)
     nodes = NodeRegistry(settings.data_dir / "nodes.sqlite")
-    hive_grace = timings.drain_budget_s + 2 * timings.sigterm_grace_s
     directory = HiveDirectory(
         local if settings.local_hive else None,
         nodes,
         lambda spec: RemoteHive(spec, HiveClient(spec.hive_url, session, hive_auth), ssh, launch),
-        hive_grace,
+        timings.hive_stop_grace_s,
     )
     on_reload(app, reload_tokens(keyring, audit))
     on_reload(app, directory.reload)

@@ -14,7 +14,7 @@ slot count costs KV cache memory, not threads or copies of the weights.
 from __future__ import annotations
 
 import asyncio
-import codecs
+import functools
 import logging
 import os
 import queue
@@ -24,11 +24,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from rbee.common.validation import SamplingParams
+from rbee.common.wire import StopReason
+from rbee.common.wire_requests import SamplingParams
 from rbee.worker import engine
 from rbee.worker.faults import Faults
 from rbee.worker.generation import Job, LoadSpec, Outcome, Progress
-from rbee.worker.stop_matcher import StopMatcher
+from rbee.worker.token_rules import TokenRules
 
 log = logging.getLogger(__name__)
 BATCH_TOKENS = 512
@@ -52,21 +53,15 @@ class _Sequence:
     seq_id: int
     job: Job
     done: Future[Outcome]
-    budget: int
+    rules: TokenRules
     sampler: Any = None
     pending: list[int] = field(init=False)
     """Tokens still to decode: the rest of the prompt, then the last sampled token."""
     position: int = 0
-    produced: int = 0
     logits_at: int = -1
     """Index in the current batch of the token whose logits this sequence samples from."""
-    decoder: codecs.IncrementalDecoder = field(
-        default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace")
-    )
-    matcher: StopMatcher = field(init=False)
 
     def __post_init__(self) -> None:
-        self.matcher = StopMatcher(self.job.stops)
         self.pending = list(self.job.prompt_tokens)
 
     @property
@@ -192,11 +187,11 @@ class BatchEngine:
         try:
             while self._admit(block=not self._active):
                 for seq in [s for s in self._active.values() if s.job.cancel.is_set()]:
-                    self._finish(seq, "cancelled")
+                    self._finish(seq, StopReason.CANCELLED)
                 if self._active:
                     self._guarded_step()
             for seq in list(self._active.values()):
-                self._finish(seq, "cancelled")
+                self._finish(seq, StopReason.CANCELLED)
         finally:
             self._free()
 
@@ -226,12 +221,13 @@ class BatchEngine:
         if not done.set_running_or_notify_cancel():
             return
         self._faults.on_generation_start()
-        budget = min(job.params.max_tokens, self.context_tokens - len(job.prompt_tokens))
-        seq = _Sequence(slot, job, done, budget)
+        is_end = functools.partial(engine.is_end_of_generation, self._model.vocab)
+        rules = TokenRules(job, self.context_tokens, is_end, self._model.detokenize, self._faults.on_token)
+        seq = _Sequence(slot, job, done, rules)
         if job.cancel.is_set():
-            self._finish(seq, "cancelled")
-        elif budget <= 0:
-            self._finish(seq, "max_tokens")
+            self._finish(seq, StopReason.CANCELLED)
+        elif rules.budget <= 0:
+            self._finish(seq, StopReason.MAX_TOKENS)
         else:
             try:
                 seq.sampler = _sampler(job.params)
@@ -295,27 +291,17 @@ class BatchEngine:
 
     def _accept(self, seq: _Sequence, token: int) -> None:
         """Hand out a sampled token, or end the sequence on it."""
-        if not seq.job.params.ignore_eos and engine.is_end_of_generation(self._model.vocab, token):
-            self._finish(seq, "eos")
-            return
-        self._faults.on_token(seq.produced)
-        seq.job.emit(seq.produced, seq.matcher.feed(seq.decoder.decode(self._model.detokenize([token]))))
-        seq.produced += 1
-        if seq.matcher.stopped:
-            self._finish(seq, "stop")
-        elif seq.produced >= seq.budget:
-            self._finish(seq, "max_tokens")
-        else:
+        stop_reason = seq.rules.accept(token)
+        if stop_reason is None:
             seq.pending.append(token)
+        else:
+            self._finish(seq, stop_reason)
 
-    def _finish(self, seq: _Sequence, stop_reason: str) -> None:
+    def _finish(self, seq: _Sequence, stop_reason: StopReason) -> None:
         """End a sequence: release held-back text (unless cancelled), free its cells, settle."""
-        if stop_reason != "cancelled":
-            tail = seq.matcher.feed(seq.decoder.decode(b"", final=True)) + seq.matcher.flush()
-            if tail:
-                seq.job.emit(seq.produced, tail)
+        outcome = seq.rules.finish(stop_reason)
         self._drop(seq)
-        seq.done.set_result(Outcome(tokens_out=seq.produced, stop_reason=stop_reason))
+        seq.done.set_result(outcome)
 
     def _drop(self, seq: _Sequence) -> None:
         """Forget a sequence and clear its KV cells."""

@@ -6,17 +6,18 @@ Generation runs in a slot's own thread, never on the event loop.
 
 from __future__ import annotations
 
-import codecs
+import functools
 import os
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
-from rbee.common.validation import SamplingParams
-from rbee.worker.generation import EmitToken, Outcome
-from rbee.worker.stop_matcher import StopMatcher
+from rbee.common.wire import StopReason
+from rbee.common.wire_requests import SamplingParams
+from rbee.worker.generation import EmitToken, Job, Outcome
+from rbee.worker.token_rules import TokenRules
 
 _LOAD_LOCK = threading.Lock()
 
@@ -113,38 +114,28 @@ def generate(
     stops: tuple[str, ...],
     cancel: threading.Event,
     emit: EmitToken,
+    on_token: Callable[[int], None] | None = None,
 ) -> Outcome:
     """Generate until max tokens, end of generation, a stop sequence or cancellation.
 
     `emit` is called once per generated token with the text it releases (possibly empty:
-    a partial UTF-8 sequence or a possible stop sequence is held back). Text is detokenized
-    one token at a time, so the cost per token stays constant however long the output grows.
+    a partial UTF-8 sequence or a possible stop sequence is held back), `on_token` (when given)
+    just before. Text is detokenized one token at a time, so the cost per token stays constant
+    however long the output grows.
     """
     context.set_seed(params.seed if params.seed is not None else random.randrange(2**31))
-    budget = min(params.max_tokens, context.n_ctx() - len(prompt_tokens))
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    matcher = StopMatcher(stops)
-    count = 0
-    stop_reason = "max_tokens"
-    if budget > 0:
+    job = Job(prompt_tokens, params, stops, cancel, emit)
+    is_end = functools.partial(is_end_of_generation, context._model.vocab)
+    rules = TokenRules(job, context.n_ctx(), is_end, context.detokenize, on_token)
+    stop_reason = StopReason.MAX_TOKENS
+    if rules.budget > 0:
         for token in context.generate(
             prompt_tokens, temp=params.temperature, top_p=params.top_p, reset=True
         ):
             if cancel.is_set():
-                stop_reason = "cancelled"
+                stop_reason = StopReason.CANCELLED
                 break
-            if not params.ignore_eos and is_end_of_generation(context._model.vocab, token):
-                stop_reason = "eos"
+            if (ended := rules.accept(token)) is not None:
+                stop_reason = ended
                 break
-            emit(count, matcher.feed(decoder.decode(context.detokenize([token]))))
-            count += 1
-            if matcher.stopped:
-                stop_reason = "stop"
-                break
-            if count >= budget:
-                break
-    if stop_reason != "cancelled":
-        tail = matcher.feed(decoder.decode(b"", final=True)) + matcher.flush()
-        if tail:
-            emit(count, tail)
-    return Outcome(tokens_out=count, stop_reason=stop_reason)
+    return rules.finish(stop_reason)

@@ -24,13 +24,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from rbee.common.tunables import TunableError
+
 ALLOW_ENV = "RBEE_ALLOW_FAULTS"
 FAULTS_ENV = "RBEE_FAULTS"
 FAULT_EXIT_CODE = 3
 STALL_S = 3600.0
 
 
-class FaultsRefused(RuntimeError):
+class FaultsRefused(TunableError):
     """Faults were asked for without being explicitly allowed, or are malformed."""
 
 
@@ -82,9 +84,8 @@ def _parse_int(spec: str, value: str) -> int:
         raise FaultsRefused(f"fault {spec!r} needs a whole number") from exc
 
 
-def load_faults(environ: Mapping[str, str] | None = None) -> Faults:
-    """Parse `RBEE_FAULTS`; refuse them unless `RBEE_ALLOW_FAULTS=1`."""
-    environ = os.environ if environ is None else environ
+def load_faults(environ: Mapping[str, str]) -> Faults:
+    """Parse `RBEE_FAULTS` of `environ`; refuse them unless `RBEE_ALLOW_FAULTS=1`."""
     specs = [s.strip() for s in environ.get(FAULTS_ENV, "").split(",") if s.strip()]
     if not specs:
         return Faults()

@@ -13,7 +13,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol
 
-from rbee.common.validation import SamplingParams
+from rbee.common.wire import StopReason
+from rbee.common.wire_requests import SamplingParams
 
 EmitToken = Callable[[int, str], None]
 Progress = Callable[[float], None]
@@ -24,7 +25,7 @@ class Outcome:
     """How a generation ended."""
 
     tokens_out: int
-    stop_reason: str
+    stop_reason: StopReason
 
 
 @dataclass(frozen=True)

@@ -6,20 +6,14 @@ import asyncio
 import logging
 import threading
 import time
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rbee.common import wire
 from rbee.common.deadlines import Deadline
 from rbee.common.errors import ApiError
-from rbee.common.validation import (
-    SamplingParams,
-    check_identifier,
-    parse_messages,
-    parse_prompt,
-    parse_sampling,
-)
+from rbee.common.wire_requests import ChatInference, PromptInference, SamplingParams, parse_inference
 from rbee.worker.chat_prompt import render_chat
 from rbee.worker.generation import Engine, Job, Outcome
 from rbee.worker.slots import Slot, SlotPool
@@ -66,22 +60,22 @@ class InferenceService:
         self.tokens_generated += 1
         self._last_progress = time.monotonic()
         if text:
-            task.events.put_nowait({"type": "token", "token": text, "index": index})
+            task.events.put_nowait(wire.Token(text, index))
 
     @property
     def active_count(self) -> int:
         """Requests currently generating."""
         return len(self._active)
 
-    def admit(self, body: dict[str, Any], deadline: Deadline | None = None) -> Task:
+    def admit(self, body: Mapping[str, Any], deadline: Deadline | None = None) -> Task:
         """Validate a request body and claim a slot for it (503 when none is free)."""
-        task_id = check_identifier("task_id", body.get("task_id") or uuid.uuid4().hex)
+        params = parse_inference(body)
+        task_id = params.task_id
         if task_id in self._active:
             raise ApiError(409, "TASK_EXISTS", "a task with this id is already running")
-        params = parse_sampling(body)
         slot = self.pool.acquire(task_id)
         try:
-            prompt_tokens, stops = self._prompt_tokens(body)
+            prompt_tokens, stops = self._prompt_tokens(params)
         except BaseException:
             self.pool.release(slot)
             raise
@@ -128,12 +122,13 @@ class InferenceService:
         task.expired = True
         task.cancel.set()
 
-    def _prompt_tokens(self, body: dict[str, Any]) -> tuple[list[int], tuple[str, ...]]:
-        if "messages" in body:
+    def _prompt_tokens(self, request: PromptInference | ChatInference) -> tuple[list[int], tuple[str, ...]]:
+        if isinstance(request, ChatInference):
             bos, eos = self.engine.special_texts()
-            chat = render_chat(parse_messages(body), self.engine.chat_template, bos, eos)
+            messages = [message.model_dump() for message in request.messages]
+            chat = render_chat(messages, self.engine.chat_template, bos, eos)
             return self.engine.tokenize(chat.text, chat.parse_special), chat.stops
-        return self.engine.tokenize(parse_prompt(body), False), ()
+        return self.engine.tokenize(request.prompt, False), ()
 
     def cancel(self, task_id: str) -> bool:
         """Ask a running task to stop; False when no such task runs."""
@@ -148,38 +143,27 @@ class InferenceService:
         for task in self._active.values():
             task.cancel.set()
 
-    async def stream(self, task: Task) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, task: Task) -> AsyncIterator[wire.TaskEvent]:
         """Yield the task's started, token and end/error events.
 
         Callers set `task.cancel` however they stop reading; the slot itself is released when
         the engine has finished the generation, however the request ends.
         """
-        yield {
-            "type": "started",
-            "task_id": task.task_id,
-            "worker_id": self.worker_id,
-            "slot": task.slot.index,
-            "prompt_tokens": len(task.prompt_tokens),
-            "deadline": task.deadline.header if task.deadline else None,
-        }
+        yield wire.Started(task.task_id, self.worker_id, task.slot.index, len(task.prompt_tokens),
+                           task.deadline.header if task.deadline else None)
         while (item := await task.events.get()) is not _FINISHED:
             yield item
         yield self._final_event(task)
 
-    def _final_event(self, task: Task) -> dict[str, Any]:
+    def _final_event(self, task: Task) -> wire.End | wire.Error:
         assert task.future is not None
         error = task.future.exception()
         if error is not None:
             log.error("generation failed for task %s: %r", task.task_id, error)
-            return {"type": "error", "code": "GENERATION_FAILED", "message": "generation failed"}
+            return wire.generation_failed()
         if task.expired:
-            return {"type": "error", "code": "DEADLINE_EXCEEDED", "message": "the request deadline passed"}
+            return wire.deadline_exceeded()
         outcome = task.future.result()
         duration = time.monotonic() - task.started_at
-        return {
-            "type": "end",
-            "tokens_out": outcome.tokens_out,
-            "stop_reason": outcome.stop_reason,
-            "duration_ms": round(duration * 1000, 1),
-            "tokens_per_second": round(outcome.tokens_out / duration, 2) if duration else 0.0,
-        }
+        return wire.End(outcome.tokens_out, outcome.stop_reason, round(duration * 1000, 1),
+                        round(outcome.tokens_out / duration, 2) if duration else 0.0)

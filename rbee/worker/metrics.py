@@ -8,16 +8,15 @@ import os
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import aclosing
-from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from rbee.common.metrics import DaemonMetrics, Throughput
+from rbee.common.wire import End, Error, TaskEvent, Token, WorkerState
 from rbee.worker.runtime import WorkerRuntime
 
-STATES = ("loading", "idle", "busy", "draining", "failed")
-STOP_REASONS = frozenset({"max_tokens", "eos", "stop", "cancelled", "error"})
-"""`end` events' stop reasons; a generation may also end in an `error` event or a client that left."""
+STATES = (WorkerState.LOADING, WorkerState.IDLE, WorkerState.BUSY, WorkerState.DRAINING, WorkerState.FAILED)
+"""The states a worker itself can be in (the others are its hive's view)."""
 
 
 class WorkerMetrics:
@@ -35,29 +34,25 @@ class WorkerMetrics:
                                         "reason, error, or client_gone)", ("outcome",))
         base.scraped(self._collect)
 
-    def observe(self, events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    def observe(self, events: AsyncIterator[TaskEvent]) -> AsyncIterator[TaskEvent]:
         """Pass one request's events through, timing its first token and the whole generation from
         now (call it right after admitting the request)."""
         return self._observe(events, time.monotonic())
 
-    async def _observe(
-        self, events: AsyncIterator[dict[str, Any]], started: float
-    ) -> AsyncIterator[dict[str, Any]]:
+    async def _observe(self, events: AsyncIterator[TaskEvent], started: float) -> AsyncIterator[TaskEvent]:
         waiting_for_first = True
-        outcome = "client_gone"
+        outcome: str = "client_gone"
         try:
             async with aclosing(events):
                 async for event in events:
-                    kind = event.get("type")
-                    if kind == "token":
+                    if isinstance(event, Token):
                         if waiting_for_first:
                             self.first_token.observe(time.monotonic() - started)
                             waiting_for_first = False
                         self.throughput.add()
-                    elif kind == "end":
-                        reason = event.get("stop_reason")
-                        outcome = reason if reason in STOP_REASONS else "error"
-                    elif kind == "error":
+                    elif isinstance(event, End):
+                        outcome = event.stop_reason
+                    elif isinstance(event, Error):
                         outcome = "error"
                     yield event
         finally:

@@ -6,7 +6,7 @@ from contextlib import aclosing
 
 from aiohttp import web
 
-from rbee.common import deadlines, log_context, sse
+from rbee.common import deadlines, log_context, sse, wire
 from rbee.common.daemon import request_stop
 from rbee.common.errors import ApiError, read_json_object
 from rbee.common.metrics import METRICS_PATH, metrics_handler
@@ -14,7 +14,7 @@ from rbee.common.readiness import Check, ready_response
 from rbee.common.validation import check_identifier
 from rbee.worker.app_keys import RUNTIME, WORKER_METRICS
 from rbee.worker.inference import InferenceService
-from rbee.worker.runtime import WorkerRuntime
+from rbee.worker.runtime import Phase, WorkerRuntime
 
 
 def _status(runtime: WorkerRuntime) -> dict[str, object]:
@@ -31,7 +31,7 @@ def _status(runtime: WorkerRuntime) -> dict[str, object]:
 
 
 def _service(runtime: WorkerRuntime) -> InferenceService:
-    if runtime.phase == "draining":
+    if runtime.phase is Phase.DRAINING:
         raise ApiError(503, "DRAINING", "this worker is shutting down", headers={"Retry-After": "1"})
     if runtime.service is None:
         raise ApiError(503, "NOT_READY", "the model is still loading", headers={"Retry-After": "1"})
@@ -52,7 +52,7 @@ async def ready(request: web.Request) -> web.Response:
     stalled = runtime.decode_stalled()
     checks = {
         "model_loaded": Check(service is not None, f"{runtime.state}, {runtime.progress:.0%} loaded"),
-        "accepting": Check(runtime.phase != "draining", f"phase {runtime.phase}", "DRAINING"),
+        "accepting": Check(runtime.phase is not Phase.DRAINING, f"phase {runtime.phase}", "DRAINING"),
         "slot_usable": Check(free > 0 and not stalled, "the decode loop is stalled" if stalled
                              else f"{free} of {runtime.settings.slots} slots free"),
     }
@@ -65,14 +65,12 @@ async def loading_progress(request: web.Request) -> web.StreamResponse:
     response = await sse.open_stream(request)
     while True:
         changed = runtime.changed
-        await sse.send_data(
-            response, {"type": "loading", "state": runtime.state, "progress": runtime.progress}
-        )
-        if runtime.phase != "loading":
+        await sse.send_data(response, wire.LoadingProgress(runtime.state, runtime.progress))
+        if runtime.phase is not Phase.LOADING:
             break
         await changed.wait()
-    final = "ready" if runtime.phase == "ready" else "failed"
-    await sse.send_data(response, {"type": final})
+    final = wire.LoadingReady() if runtime.phase is Phase.READY else wire.LoadingFailed()
+    await sse.send_data(response, final)
     await sse.send_data(response, sse.DONE)
     return response
 

@@ -7,15 +7,16 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from enum import StrEnum
 
-from rbee.common.auth import Keyring
 from rbee.common.notify import Notifier
 from rbee.common.tunables import Timings
+from rbee.common.wire import WorkerState
 from rbee.worker.batch_engine import BatchEngine
 from rbee.worker.faults import Faults
 from rbee.worker.generation import LoadSpec
 from rbee.worker.inference import InferenceService
+from rbee.worker.settings import WorkerSettings
 from rbee.worker.simple_engine import SimpleEngine
 from rbee.worker.slots import SlotPool
 
@@ -23,23 +24,14 @@ log = logging.getLogger(__name__)
 ENGINE_CLASSES = {"batched": BatchEngine, "simple": SimpleEngine}
 
 
-@dataclass(frozen=True)
-class WorkerSettings:
-    """What `rbee worker` was started with."""
+class Phase(StrEnum):
+    """The worker's lifecycle step: while `ready` its state is idle or busy, otherwise the
+    worker state of the same name."""
 
-    worker_id: str
-    model_path: str
-    host: str
-    port: int
-    slots: int
-    ctx_size: int
-    threads: int | None
-    hive_url: str | None
-    keyring: Keyring
-    backend: str = "cpu"
-    device: int | None = None
-    engine: str = "batched"
-    """`batched` (one context, sequences decoded together) or `simple` (a context per slot)."""
+    LOADING = "loading"
+    READY = "ready"
+    DRAINING = "draining"
+    FAILED = "failed"
 
 
 class WorkerRuntime:
@@ -58,7 +50,7 @@ class WorkerRuntime:
         self.timings = timings
         self.faults = faults
         self._stop = stop
-        self.phase = "loading"
+        self.phase = Phase.LOADING
         self.progress = 0.0
         """Share of the model loaded, 0.0 to 1.0."""
         self.service: InferenceService | None = None
@@ -66,11 +58,11 @@ class WorkerRuntime:
         self.loaded = asyncio.Event()
 
     @property
-    def state(self) -> str:
+    def state(self) -> WorkerState:
         """loading, idle, busy, draining or failed."""
-        if self.service is None or self.phase != "ready":
-            return self.phase
-        return "busy" if self.service.active_count else "idle"
+        if self.service is None or self.phase is not Phase.READY:
+            return WorkerState(self.phase)
+        return WorkerState.BUSY if self.service.active_count else WorkerState.IDLE
 
     def status_line(self) -> str:
         """One line for systemd's STATUS=."""
@@ -108,12 +100,12 @@ class WorkerRuntime:
             engine = await ENGINE_CLASSES[settings.engine].load(spec, self.faults, self._loaded_share)
         except Exception as exc:
             log.error("loading %s failed: %s", settings.model_path, exc)
-            self.phase = "failed"
+            self.phase = Phase.FAILED
             self._mark_changed()
             self._stop()
             return
         self.service = InferenceService(settings.worker_id, SlotPool.of_size(settings.slots), engine)
-        self.phase = "ready"
+        self.phase = Phase.READY
         self._mark_changed()
         self.loaded.set()
         self._notifier.ready(self.status_line())
@@ -122,8 +114,8 @@ class WorkerRuntime:
 
     async def drain(self) -> None:
         """Refuse new work, let running generations finish within the budget, cancel the rest."""
-        if self.phase == "ready":
-            self.phase = "draining"
+        if self.phase is Phase.READY:
+            self.phase = Phase.DRAINING
             self._mark_changed()
         service = self.service
         if service is None:

@@ -60,14 +60,9 @@ class SimpleEngine:
         return self._executors[slot].submit(self._run, self._contexts[slot], job)
 
     def _run(self, context: Any, job: Job) -> Outcome:
-        faults = self._faults
-
-        def emit(index: int, text: str) -> None:
-            faults.on_token(index)
-            job.emit(index, text)
-
-        faults.on_generation_start()
-        return engine.generate(context, job.prompt_tokens, job.params, job.stops, job.cancel, emit)
+        self._faults.on_generation_start()
+        return engine.generate(context, job.prompt_tokens, job.params, job.stops, job.cancel, job.emit,
+                               self._faults.on_token)
 
     def shutdown(self) -> None:
         """Stop the slot threads (after their current generation returns)."""

@@ -6,9 +6,9 @@ from aiohttp import web
 
 from rbee.common import sse
 from rbee.common.errors import read_json_object
-from rbee.common.validation import check_identifier, check_model_ref
+from rbee.common.validation import check_identifier
+from rbee.common.wire_requests import ModelDownload
 from rbee.hive.app_keys import CATALOG, DOWNLOADER
-from rbee.hive.downloads import parse_sha256
 
 PROGRESS_INTERVAL_S = 0.25
 PROGRESS_PATH = "/v1/models/download/progress"
@@ -16,10 +16,8 @@ PROGRESS_PATH = "/v1/models/download/progress"
 
 async def start_download(request: web.Request) -> web.Response:
     """Start (or join) the download of an `hf:`/`https://` model; 202 with the job, 200 when present."""
-    body = await read_json_object(request)
-    ref = check_model_ref(body.get("model"))
-    sha256 = parse_sha256(body.get("sha256"))
-    job = await request.app[CATALOG].download(ref, sha256)
+    body = ModelDownload.parse(await read_json_object(request))
+    job = await request.app[CATALOG].download(body.model, body.sha256)
     answer = {**job.to_wire(), "progress_url": f"{PROGRESS_PATH}?id={job.id}"}
     return web.json_response(answer, status=200 if job.finished else 202)
 

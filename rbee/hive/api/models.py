@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from rbee.common.errors import ApiError, read_json_object
-from rbee.common.validation import check_model_ref
+from rbee.common.wire_requests import ModelRemove
 from rbee.hive.app_keys import CATALOG, SUPERVISOR
 
 
@@ -17,8 +17,7 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def remove_model(request: web.Request) -> web.Response:
     """Forget a model (and delete its file when the hive downloaded or assembled it)."""
-    body = await read_json_object(request)
-    name = check_model_ref(body.get("name"), "name")
+    name = ModelRemove.parse(await read_json_object(request)).name
     users = [w.worker_id for w in request.app[SUPERVISOR].list() if w.model.name == name]
     if users:
         raise ApiError(409, "MODEL_IN_USE", "workers are running this model; stop them first",

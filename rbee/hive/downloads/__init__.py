@@ -5,8 +5,7 @@ models folder, `fetch` the HTTP transfer and its retries, `downloader` the runni
 """
 
 from rbee.hive.downloads.downloader import Downloader
-from rbee.hive.downloads.fetch import DownloadSettings
 from rbee.hive.downloads.files import parse_sha256
 from rbee.hive.downloads.job import DownloadJob
 
-__all__ = ["DownloadJob", "DownloadSettings", "Downloader", "parse_sha256"]
+__all__ = ["DownloadJob", "Downloader", "parse_sha256"]

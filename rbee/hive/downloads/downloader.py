@@ -12,8 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rbee.common.errors import ApiError
+from rbee.common.tunables import DownloadSettings
 from rbee.common.validation import check_path_within
-from rbee.hive.downloads.fetch import DownloadSettings, Fetcher
+from rbee.hive.downloads.fetch import Fetcher
 from rbee.hive.downloads.files import recorded
 from rbee.hive.downloads.job import DownloadJob
 from rbee.hive.model_sources import locate

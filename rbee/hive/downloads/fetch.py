@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +21,10 @@ import aiohttp
 
 from rbee.common.errors import ApiError
 from rbee.common.http import raise_for_error
-from rbee.common.tunables import Timings
-from rbee.common.validation import check_model_ref
+from rbee.common.tunables import DownloadSettings
+from rbee.common.validation import SHA256_HEX, check_model_ref
 from rbee.hive.downloads.files import (
     GGUF_MAGIC,
-    SHA256_HEX,
     Sink,
     check_disk,
     discard,
@@ -39,43 +36,13 @@ from rbee.hive.downloads.files import (
     write_validator,
 )
 from rbee.hive.downloads.job import DownloadJob
-from rbee.hive.model_sources import HubSettings, ModelSource, listing_url, only_gguf, split_hf
+from rbee.hive.model_sources import ModelSource, listing_url, only_gguf, split_hf
 
 log = logging.getLogger(__name__)
 
 FLUSH_BYTES = 1024 * 1024
-JITTER = 0.2
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 _RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
-
-
-@dataclass(frozen=True)
-class DownloadSettings:
-    """Retry, timeout and hub settings of the downloader."""
-
-    retries: int = 5
-    backoff_initial_s: float = 1.0
-    backoff_max_s: float = 30.0
-    stall_timeout_s: float = 30.0
-    connect_timeout_s: float = 15.0
-    hub: HubSettings = field(default_factory=HubSettings)
-
-    @classmethod
-    def load(cls, timings: Timings, hub: HubSettings | None = None) -> DownloadSettings:
-        """From the tunables and `RBEE_HF_ENDPOINT` / `HF_TOKEN`."""
-        return cls(
-            timings.download_retries,
-            timings.download_backoff_initial_s,
-            timings.download_backoff_max_s,
-            timings.download_stall_timeout_s,
-            timings.download_connect_timeout_s,
-            hub or HubSettings.from_env(),
-        )
-
-    def delay(self, failures: int) -> float:
-        """Seconds before the next attempt after `failures` (≥1) failures in a row."""
-        base = min(self.backoff_initial_s * 2 ** (failures - 1), self.backoff_max_s)
-        return base * random.uniform(1 - JITTER, 1 + JITTER)
 
 
 class _Retry(Exception):

@@ -12,29 +12,23 @@ import errno
 import hashlib
 import json
 import os
-import re
 import shutil
 import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from rbee.common.errors import ApiError
-from rbee.common.validation import invalid
+from rbee.common.validation import check_sha256
 
 GGUF_MAGIC = b"GGUF"
 PARTIAL_SUFFIX = ".partial"
 META_SUFFIX = ".rbee.json"
-SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 _HASH_BLOCK = 4 * 1024 * 1024
 
 
 def parse_sha256(value: Any, field_name: str = "sha256") -> str | None:
     """An optional hex SHA-256 digest, returned in lower case."""
-    if value is None:
-        return None
-    if not isinstance(value, str) or not SHA256_HEX.fullmatch(value):
-        raise invalid(field_name, "must be 64 hexadecimal characters")
-    return value.lower()
+    return None if value is None else check_sha256(field_name, value)
 
 
 def partial_of(target: Path) -> Path:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rbee.common import wire
 from rbee.common.errors import ApiError
 
 
@@ -61,13 +62,13 @@ class DownloadJob:
             wire.update(path=str(self.path), sha256=self.sha256)
         return wire
 
-    def event(self) -> dict[str, Any]:
+    def event(self) -> wire.DownloadEvent:
         """The progress-stream event for the current state."""
         if self.error is not None:
             err = self.error
-            return {"type": "error", "id": self.id, "model": self.ref, "status": err.status,
-                    "code": err.code, "message": err.message, "details": err.details}
-        return {"type": "done" if self.state == "done" else "progress", **self.to_wire()}
+            return wire.DownloadFailed(self.id, self.ref, err.status, err.code, err.message, err.details)
+        kind = wire.DownloadDone if self.state == "done" else wire.DownloadProgress
+        return kind.from_wire(self.to_wire())
 
     async def wait(self) -> Path:
         """The downloaded file's path once done; raises the job's error when it failed."""
@@ -77,12 +78,12 @@ class DownloadJob:
         assert self.path is not None
         return self.path
 
-    async def watch(self, interval: float) -> AsyncIterator[dict[str, Any]]:
+    async def watch(self, interval: float) -> AsyncIterator[wire.DownloadEvent]:
         """Events at most every `interval` seconds while something changes, then the final one."""
         last: dict[str, Any] | None = None
         while True:
             event = self.event()
-            comparable = {k: v for k, v in event.items() if k != "bytes_per_s"}
+            comparable = {k: v for k, v in event.to_wire().items() if k != "bytes_per_s"}
             if comparable != last:
                 yield event
                 last = comparable

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Any
 
 from aiohttp import web
 
-from rbee.common import sse
-from rbee.common.errors import ApiError, correlation_id_of, read_json_object
+from rbee.common import sse, wire
+from rbee.common.errors import correlation_id_of, read_json_object
 from rbee.queen.api.keys import DISPATCHER, PLACEMENT, REGISTRY
 from rbee.queen.api.openai_format import OpenAIRequest, OpenAIResponder, parse_request
 from rbee.queen.api.task_stream import request_deadline, started
@@ -53,41 +52,40 @@ async def _openai(request: web.Request, parsed: OpenAIRequest) -> web.StreamResp
 
 
 async def _openai_stream(
-    request: web.Request, responder: OpenAIResponder, events: AsyncIterator[dict[str, Any]]
+    request: web.Request, responder: OpenAIResponder, events: AsyncIterator[wire.TaskEvent]
 ) -> web.StreamResponse:
     response = await sse.open_stream(request)
     first = True
     async for event in events:
-        kind = event.get("type")
-        if kind == "started":
-            responder.prompt_tokens = event.get("prompt_tokens", 0)
-        elif kind == "token":
-            await sse.send_data(response, responder.chunk(event["token"], first))
-            first = False
-        elif kind == "end":
-            await sse.send_data(response, responder.final_chunk(event["stop_reason"]))
-            if responder.request.include_usage:
-                await sse.send_data(response, responder.usage_chunk(event["tokens_out"]))
-        elif kind == "error":
-            error = {"code": event["code"], "message": event["message"]}
-            await sse.send_data(response, {"error": error})
+        match event:
+            case wire.Token():
+                await sse.send_data(response, responder.chunk(event.token, first))
+                first = False
+            case wire.Started():
+                responder.prompt_tokens = event.prompt_tokens
+            case wire.End():
+                await sse.send_data(response, responder.final_chunk(event.stop_reason))
+                if responder.request.include_usage:
+                    await sse.send_data(response, responder.usage_chunk(event.tokens_out))
+            case wire.Error():
+                await sse.send_data(response, {"error": {"code": event.code, "message": event.message}})
     await sse.send_data(response, sse.DONE)
     return response
 
 
 async def _openai_whole(
-    responder: OpenAIResponder, events: AsyncIterator[dict[str, Any]]
+    responder: OpenAIResponder, events: AsyncIterator[wire.TaskEvent]
 ) -> web.Response:
     parts: list[str] = []
     async for event in events:
-        kind = event.get("type")
-        if kind == "started":
-            responder.prompt_tokens = event.get("prompt_tokens", 0)
-        elif kind == "token":
-            parts.append(event["token"])
-        elif kind == "end":
-            answer = responder.complete("".join(parts), event["stop_reason"], event["tokens_out"])
-            return web.json_response(answer)
-        elif kind == "error":
-            raise ApiError(503, event["code"], event["message"])
-    raise ApiError(503, "WORKER_CRASHED", "the worker stopped before finishing the answer")
+        match event:
+            case wire.Token():
+                parts.append(event.token)
+            case wire.Started():
+                responder.prompt_tokens = event.prompt_tokens
+            case wire.End():
+                answer = responder.complete("".join(parts), event.stop_reason, event.tokens_out)
+                return web.json_response(answer)
+            case wire.Error():
+                raise event.to_api_error(503)
+    raise wire.worker_crashed().to_api_error(503)

@@ -7,15 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from rbee.common.validation import (
-    SamplingParams,
-    check_bool,
-    check_model_ref,
-    invalid,
-    parse_messages,
-    parse_prompt,
-    parse_sampling,
-)
+from rbee.queen.api.openai_requests import ChatCompletionRequest, CompletionRequest
 
 FINISH_REASONS = {"max_tokens": "length", "eos": "stop", "stop": "stop", "cancelled": "stop"}
 
@@ -33,30 +25,8 @@ class OpenAIRequest:
 
 def parse_request(body: dict[str, Any], chat: bool) -> OpenAIRequest:
     """Validate an OpenAI request body and build the worker's task body."""
-    model = check_model_ref(body.get("model"))
-    if body.get("n", 1) != 1:
-        raise invalid("n", "must be 1")
-    if body.get("max_tokens") is None and body.get("max_completion_tokens") is not None:
-        body = {**body, "max_tokens": body["max_completion_tokens"]}
-    params: SamplingParams = parse_sampling(body)
-    if chat:
-        worker_body: dict[str, Any] = {"messages": parse_messages(body)}
-    else:
-        prompt = body.get("prompt")
-        if isinstance(prompt, list) and len(prompt) == 1:
-            prompt = prompt[0]
-        worker_body = {"prompt": parse_prompt({"prompt": prompt})}
-    stream = check_bool("stream", body.get("stream", False))
-    options = body.get("stream_options") or {}
-    if not isinstance(options, dict):
-        raise invalid("stream_options", "must be an object")
-    return OpenAIRequest(
-        chat=chat,
-        model=model,
-        worker_body={**worker_body, **params.to_wire()},
-        stream=stream,
-        include_usage=bool(options.get("include_usage", False)),
-    )
+    parsed = (ChatCompletionRequest if chat else CompletionRequest).parse(body)
+    return OpenAIRequest(chat, parsed.model, parsed.worker_body(), parsed.stream, parsed.include_usage)
 
 
 @dataclass

@@ -1,19 +1,22 @@
-"""The queen's OpenAPI 3.1 document, served at `/openapi.json` and checked by schemathesis."""
+"""The queen's OpenAPI 3.1 document, served at `/openapi.json` and checked by schemathesis.
+
+Paths and responses are declared here; every request body's schema is generated from its
+pydantic model, so the document states exactly what the handlers accept.
+"""
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 
 from rbee import __version__
-from rbee.common.validation import (
-    MAX_PROMPT_CHARS,
-    MAX_SEED,
-    MAX_STOP_CHARS,
-    MAX_STOP_SEQUENCES,
-    MAX_TOKENS_LIMIT,
-)
+from rbee.common.wire_requests import HiveHeartbeat, NodeRemove, TaskRequest, WorkerRef
+from rbee.queen.api.openai_requests import ChatCompletionRequest, CompletionRequest
+from rbee.queen.nodes.node_spec_checks import NodeAdd
 
 JSON = "application/json"
 SSE = "text/event-stream"
@@ -43,58 +46,6 @@ _ERROR = {
                 "correlation_id": {"type": "string", "format": "uuid"},
             },
         }
-    },
-}
-_STOP = {
-    "oneOf": [
-        {"type": "string", "minLength": 1, "maxLength": MAX_STOP_CHARS},
-        {"type": "array", "maxItems": MAX_STOP_SEQUENCES,
-         "items": {"type": "string", "minLength": 1, "maxLength": MAX_STOP_CHARS}},
-    ]
-}
-_SAMPLING = {
-    "max_tokens": {"type": "integer", "minimum": 1, "maximum": MAX_TOKENS_LIMIT},
-    "temperature": {"type": "number", "minimum": 0, "maximum": 2},
-    "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-    "seed": {"type": "integer", "minimum": 0, "maximum": MAX_SEED},
-    "stop": _STOP,
-}
-_MODEL_REF = {"type": "string", "minLength": 1, "maxLength": 512,
-              "description": "catalog name, hf:org/repo[:file], file:///abs.gguf or https URL"}
-_PROMPT = {"type": "string", "minLength": 1, "maxLength": MAX_PROMPT_CHARS}
-_TASK = {
-    "type": "object",
-    "required": ["model", "prompt"],
-    "properties": {
-        "node": {"type": "string", "maxLength": 63},
-        "model": _MODEL_REF,
-        "prompt": _PROMPT,
-        **_SAMPLING,
-    },
-}
-_COMPLETION = {
-    "type": "object",
-    "required": ["model", "prompt"],
-    "properties": {"model": _MODEL_REF, "prompt": _PROMPT, "stream": {"type": "boolean"}, **_SAMPLING},
-}
-_CHAT = {
-    "type": "object",
-    "required": ["model", "messages"],
-    "properties": {
-        "model": _MODEL_REF,
-        "stream": {"type": "boolean"},
-        "messages": {
-            "type": "array", "minItems": 1, "maxItems": 256,
-            "items": {
-                "type": "object",
-                "required": ["role", "content"],
-                "properties": {
-                    "role": {"enum": ["system", "user", "assistant"]},
-                    "content": {"type": "string", "maxLength": MAX_PROMPT_CHARS},
-                },
-            },
-        },
-        **_SAMPLING,
     },
 }
 _WORKERS = {
@@ -151,15 +102,6 @@ _LOG_PARAMETERS = [
     {"name": "source", "in": "query", "schema": {"type": "string", "maxLength": 63},
      "description": "only this log: `hive` or a worker id"},
 ]
-_HEARTBEAT = {
-    "type": "object",
-    "required": ["hive_url", "workers"],
-    "properties": {
-        "hive_url": {"type": "string", "format": "uri"},
-        "version": {"type": "string"},
-        "workers": {"type": "array", "items": {"type": "object"}},
-    },
-}
 
 
 _NODE_NAME = {"type": "string", "minLength": 1, "maxLength": 253}
@@ -177,11 +119,6 @@ _NODE_FIELDS = {
     "hive_data_dir": {"type": "string", "maxLength": 4096,
                       "description": "the hive's data dir on the node (default <install_path>/var/hive)"},
 }
-_NODE_ADD = {
-    "type": "object",
-    "required": ["name", "ssh_host", "ssh_user", "ssh_key"],
-    "properties": {**_NODE_FIELDS, "update": {"type": "boolean"}, "accept_new_host_key": {"type": "boolean"}},
-}
 _NODE = {
     "type": "object",
     "required": [*_NODE_FIELDS, "added_at", "preflight"],
@@ -194,7 +131,6 @@ _HIVE_PREFLIGHT = {"type": ["object", "null"],
 _NODE_LIST = {"type": "object", "required": ["nodes"],
               "properties": {"nodes": {"type": "array", "items": {
                   **_NODE, "properties": {**_NODE["properties"], "hive": _HIVE_PREFLIGHT}}}}}
-_NODE_REMOVE = {"type": "object", "required": ["name"], "properties": {"name": _NODE_NAME}}
 _NODE_REMOVED = {"type": "object", "required": ["removed"], "properties": {"removed": {"type": "string"}}}
 
 
@@ -206,8 +142,24 @@ def _errors(*statuses: str) -> dict[str, Any]:
     }
 
 
-def _body(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"required": True, "content": {JSON: {"schema": schema}}}
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (
+    TaskRequest, CompletionRequest, ChatCompletionRequest, WorkerRef, HiveHeartbeat, NodeAdd, NodeRemove,
+)
+"""The request bodies of the queen's routes, whose schemas go to `components/schemas`."""
+_SCHEMA_REF = "#/components/schemas/{model}"
+
+
+@cache
+def request_schemas() -> dict[str, Any]:
+    """The JSON schemas of every request model and of the models they hold, by name."""
+    models = [(model, "validation") for model in REQUEST_MODELS]
+    _, schemas = models_json_schema(models, ref_template=_SCHEMA_REF)
+    return schemas["$defs"]
+
+
+def _body(model: type[BaseModel]) -> dict[str, Any]:
+    ref = {"$ref": _SCHEMA_REF.format(model=model.__name__)}
+    return {"required": True, "content": {JSON: {"schema": ref}}}
 
 
 def _ok(description: str, content: dict[str, Any], status: str = "200") -> dict[str, Any]:
@@ -226,7 +178,7 @@ def document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "rbee queen", "version": __version__},
         "components": {
-            "schemas": {"Error": _ERROR},
+            "schemas": {"Error": _ERROR, **request_schemas()},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": auth,
@@ -277,19 +229,19 @@ def document() -> dict[str, Any]:
             }},
             "/v1/completions": {"post": {
                 "summary": "OpenAI text completion, streaming or not",
-                "requestBody": _body(_COMPLETION),
+                "requestBody": _body(CompletionRequest),
                 "responses": {**_ok("completion", {JSON: {"schema": {"type": "object"}}, **_STREAM}),
                               **_errors(*_TASK_ERRORS)},
             }},
             "/v1/chat/completions": {"post": {
                 "summary": "OpenAI chat completion, streaming or not",
-                "requestBody": _body(_CHAT),
+                "requestBody": _body(ChatCompletionRequest),
                 "responses": {**_ok("completion", {JSON: {"schema": {"type": "object"}}, **_STREAM}),
                               **_errors(*_TASK_ERRORS)},
             }},
             "/v2/tasks": {"post": {
                 "summary": "run a prompt, streaming rbee's native events",
-                "requestBody": _body(_TASK),
+                "requestBody": _body(TaskRequest),
                 "responses": {**_ok("native event stream", _STREAM), **_errors(*_TASK_ERRORS)},
             }},
             "/v2/tasks/{task_id}": {"delete": {
@@ -304,14 +256,13 @@ def document() -> dict[str, Any]:
             }},
             "/v2/workers/shutdown": {"post": {
                 "summary": "drain and stop one worker",
-                "requestBody": _body({"type": "object", "required": ["worker_id"],
-                                      "properties": {"worker_id": {"type": "string", "maxLength": 63}}}),
+                "requestBody": _body(WorkerRef),
                 "responses": {**_ok("stopping", {JSON: {"schema": {"type": "object"}}}, "202"),
                               **_errors("400", "401", "404", "413", "429", "503")},
             }},
             "/v2/registry/beehives/add": {"post": {
                 "summary": "register a node after an SSH preflight (update: replace one of that name)",
-                "requestBody": _body(_NODE_ADD),
+                "requestBody": _body(NodeAdd),
                 "responses": {**_ok("registered", {JSON: {"schema": _NODE_ADDED}}, "201"),
                               **_errors("400", "401", "409", "413", "422", "429", "503", "504")},
             }},
@@ -321,13 +272,13 @@ def document() -> dict[str, Any]:
             }},
             "/v2/registry/beehives/remove": {"post": {
                 "summary": "forget a node",
-                "requestBody": _body(_NODE_REMOVE),
+                "requestBody": _body(NodeRemove),
                 "responses": {**_ok("removed", {JSON: {"schema": _NODE_REMOVED}}),
                               **_errors("400", "401", "404", "413", "429")},
             }},
             "/v2/heartbeat": {"post": {
                 "summary": "a hive reports itself and its workers (internal)",
-                "requestBody": _body(_HEARTBEAT),
+                "requestBody": _body(HiveHeartbeat),
                 "responses": {**_ok("recorded", {JSON: {"schema": {"type": "object"}}}),
                               **_errors("400", "401", "413")},
             }},

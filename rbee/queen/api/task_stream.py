@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 from aiohttp import web
 
-from rbee.common import deadlines
+from rbee.common import deadlines, wire
 from rbee.common.deadlines import Deadline
-from rbee.common.errors import ApiError
 from rbee.queen.api.keys import TIMINGS
 
 
@@ -21,18 +19,16 @@ def request_deadline(request: web.Request) -> Deadline:
     return deadline
 
 
-async def started(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+async def started(events: AsyncIterator[wire.TaskEvent]) -> AsyncIterator[wire.TaskEvent]:
     """`events` once its first has arrived: failures to start surface here as ApiError, before
     a response is opened."""
     first = await anext(events, None)
     if first is None:
-        raise ApiError(503, "WORKER_CRASHED", "the worker ended the task without an answer")
+        raise wire.worker_crashed().to_api_error(503)
     return _chain(first, events)
 
 
-async def _chain(
-    first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]
-) -> AsyncIterator[dict[str, Any]]:
+async def _chain(first: wire.TaskEvent, rest: AsyncIterator[wire.TaskEvent]) -> AsyncIterator[wire.TaskEvent]:
     yield first
     async for event in rest:
         yield event

@@ -8,15 +8,8 @@ from aiohttp import web
 
 from rbee.common import sse
 from rbee.common.errors import correlation_id_of, read_json_object
-from rbee.common.validation import (
-    BACKENDS,
-    check_choice,
-    check_identifier,
-    check_model_ref,
-    check_node_name,
-    parse_prompt,
-    parse_sampling,
-)
+from rbee.common.validation import check_identifier
+from rbee.common.wire_requests import TaskRequest
 from rbee.queen.api.keys import DISPATCHER
 from rbee.queen.api.task_stream import request_deadline, started
 from rbee.queen.routing.dispatch import Task
@@ -24,21 +17,16 @@ from rbee.queen.routing.dispatch import Task
 
 async def create_task(request: web.Request) -> web.StreamResponse:
     """POST /v2/tasks: run a prompt and stream native events."""
-    body = await read_json_object(request)
-    node = check_node_name("node", body["node"]) if body.get("node") is not None else None
-    model = check_model_ref(body.get("model"))
-    worker_body = {"prompt": parse_prompt(body), **parse_sampling(body).to_wire()}
+    body = TaskRequest.parse(await read_json_object(request))
     dispatcher = request.app[DISPATCHER]
     task_id = dispatcher.new_task_id()
     deadline = request_deadline(request)
-    backend = check_choice("backend", body.get("backend", "cpu"), BACKENDS)
-    task = Task(model, task_id, worker_body, correlation_id_of(request), deadline, backend, node)
+    task = Task(body.model, task_id, body.worker_body(), correlation_id_of(request), deadline, body.backend,
+                body.node)
     async with aclosing(dispatcher.run(task)) as run:
         events = await started(run)
         response = await sse.open_stream(request)
         async for event in events:
-            if event.get("type") == "started":
-                event = {**event, "task_id": task_id, "model": model}
             await sse.send_data(response, event)
         await sse.send_data(response, sse.DONE)
     return response

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from aiohttp import web
 
-from rbee.common.errors import ApiError, read_json_object
-from rbee.common.validation import check_http_url, check_identifier
+from rbee.common.errors import read_json_object
+from rbee.common.wire_requests import HiveHeartbeat, WorkerRef
 from rbee.queen.api.keys import HIVES, PLACEMENT, REGISTRY
 
 
@@ -32,24 +31,14 @@ async def list_workers(request: web.Request) -> web.Response:
 
 async def shutdown_worker(request: web.Request) -> web.Response:
     """POST /v2/workers/shutdown: drain one worker and stop it (202)."""
-    body = await read_json_object(request)
-    worker_id = check_identifier("worker_id", body.get("worker_id"))
-    record = await request.app[PLACEMENT].stop_worker(worker_id)
+    body = WorkerRef.parse(await read_json_object(request))
+    record = await request.app[PLACEMENT].stop_worker(body.worker_id)
     return web.json_response(record, status=202)
 
 
 async def hive_heartbeat(request: web.Request) -> web.Response:
     """POST /v2/heartbeat: a hive reports itself and every worker it owns."""
-    body = await read_json_object(request)
-    hive_url = check_http_url("hive_url", body.get("hive_url"))
-    workers = body.get("workers")
-    if not isinstance(workers, list) or not all(_is_worker_report(w) for w in workers):
-        raise ApiError(400, "INVALID_REQUEST", "'workers' must be a list of worker records")
-    request.app[HIVES].heard_from(hive_url, str(body.get("version", "")))
-    request.app[REGISTRY].sync(hive_url, workers)
+    body = HiveHeartbeat.parse(await read_json_object(request))
+    request.app[HIVES].heard_from(body.hive_url, body.version)
+    request.app[REGISTRY].sync(body.hive_url, [worker.model_dump() for worker in body.workers])
     return web.json_response({"ok": True})
-
-
-def _is_worker_report(item: Any) -> bool:
-    keys = {"worker_id": str, "model": str, "url": str, "slots": int, "state": str}
-    return isinstance(item, dict) and all(isinstance(item.get(k), t) for k, t in keys.items())

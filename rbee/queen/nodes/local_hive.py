@@ -5,18 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 from pathlib import Path
 from typing import Protocol
 
 from rbee.common import processes
 from rbee.common.auth import Keyring
+from rbee.common.child_commands import hive_command
+from rbee.common.config_schema import HiveOptions
+from rbee.common.defaults import HIVE_START_TIMEOUT_S
 from rbee.common.errors import ApiError
 from rbee.common.secrets import ROLES
 from rbee.queen.nodes.hive_client import HiveClient
 
 log = logging.getLogger(__name__)
-HIVE_START_TIMEOUT_S = 30.0
 LOCAL_NODE = "localhost"
 
 
@@ -60,24 +61,20 @@ class LocalHive:
                     f"the local hive (pid {self._process.pid}) runs but does not answer; see hive.log",
                     headers={"Retry-After": "1"})
             if self._process is None or self._process.returncode is not None:
-                self._process = await processes.spawn(
-                    [
-                        sys.executable, "-m", "rbee", "hive",
-                        "--port", str(self._settings.hive_port),
-                        "--data-dir", str(self._data_dir),
-                        "--worker-port-start", str(self._settings.worker_port_start),
-                        "--ctx-size", str(self._settings.worker_ctx_size),
-                        "--queen-url", f"http://127.0.0.1:{self._settings.port}",
-                        *self._settings.keyring.child_args("hive", ROLES),
-                    ],
-                    self._data_dir / "logs" / "hive.log",
-                )
+                self._process = await processes.spawn(self._command(), self._data_dir / "logs" / "hive.log")
                 log.info(
                     "started local hive (pid %d) on port %d",
                     self._process.pid,
                     self._settings.hive_port,
                 )
             await self._wait_alive()
+
+    def _command(self) -> list[str]:
+        settings = self._settings
+        options = HiveOptions(port=settings.hive_port, data_dir=self._data_dir,
+                              worker_port_start=settings.worker_port_start, ctx_size=settings.worker_ctx_size,
+                              queen_url=f"http://127.0.0.1:{settings.port}")
+        return hive_command(options, settings.keyring.child_args("hive", ROLES))
 
     async def _wait_alive(self) -> None:
         process = self._process

@@ -12,12 +12,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from rbee.common.defaults import HIVE_PORT
+
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 DEFAULT_SSH_PORT = 22
 DEFAULT_INSTALL_PATH = "/opt/rbee"
-DEFAULT_HIVE_PORT = 9200
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodes (
     name TEXT PRIMARY KEY,
@@ -47,7 +48,7 @@ class NodeSpec:
     ssh_user: str
     ssh_key: str
     install_path: str
-    hive_port: int = DEFAULT_HIVE_PORT
+    hive_port: int = HIVE_PORT
     hive_data_dir: str = ""
     """Where the node's hive keeps models, logs and tokens; empty = `<install_path>/var/hive`."""
 

@@ -14,8 +14,9 @@ from typing import Any
 
 from rbee.common.audit import Audit
 from rbee.common.errors import ApiError
+from rbee.common.tunables import load_ssh_timings
 from rbee.queen.nodes.node_registry import Node, NodeExists, NodeRegistry, NodeSpec, utc_now
-from rbee.queen.nodes.ssh import KnownHosts, SshConnector, SshError, load_ssh_timings
+from rbee.queen.nodes.ssh import KnownHosts, SshConnector, SshError
 from rbee.queen.nodes.ssh_preflight import SshPreflight
 
 

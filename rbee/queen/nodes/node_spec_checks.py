@@ -1,4 +1,4 @@
-"""Validation of a node's registration: SSH user, key file, absolute paths, ports."""
+"""A node's registration (`POST /v2/registry/beehives/add`): SSH user, key file, absolute paths, ports."""
 
 from __future__ import annotations
 
@@ -6,18 +6,23 @@ import os
 import re
 import stat
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Annotated, Any
 
-from rbee.common.validation import MAX_PATH_CHARS, check_node_name, check_port, invalid
-from rbee.queen.nodes.node_registry import DEFAULT_HIVE_PORT, DEFAULT_INSTALL_PATH, DEFAULT_SSH_PORT, NodeSpec
+from pydantic import Field, StrictBool
+
+from rbee.common.defaults import HIVE_PORT
+from rbee.common.request_body import RequestBody
+from rbee.common.request_fields import DefaultWhen, NodeName, Port, checked
+from rbee.common.validation import MAX_PATH_CHARS, invalid
+from rbee.queen.nodes.node_registry import DEFAULT_INSTALL_PATH, DEFAULT_SSH_PORT, NodeSpec
 
 _SSH_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./+@-]*$")
 
 
-def _check_ssh_user(value: Any) -> str:
+def _check_ssh_user(field_name: str, value: Any) -> str:
     if not isinstance(value, str) or not _SSH_USER.fullmatch(value):
-        raise invalid("ssh_user", "must be a POSIX user name (lower-case letters, digits, '_', '-')")
+        raise invalid(field_name, "must be a POSIX user name (lower-case letters, digits, '_', '-')")
     return value
 
 
@@ -32,29 +37,45 @@ def _check_abs_path(field_name: str, value: Any) -> str:
     return value.rstrip("/") or "/"
 
 
-def _check_key_file(value: Any) -> str:
+def _check_key_file(field_name: str, value: Any) -> str:
     """The private key: an existing regular file on the queen's machine, not readable by others."""
-    path = _check_abs_path("ssh_key", value)
+    path = _check_abs_path(field_name, value)
     try:
         info = os.stat(path)
     except OSError:
-        raise invalid("ssh_key", "must be an existing file on the queen's machine") from None
+        raise invalid(field_name, "must be an existing file on the queen's machine") from None
     if not stat.S_ISREG(info.st_mode):
-        raise invalid("ssh_key", "must be a regular file")
+        raise invalid(field_name, "must be a regular file")
     if info.st_mode & 0o077:
-        raise invalid("ssh_key", "must not be readable by group or others (chmod 600)")
+        raise invalid(field_name, "must not be readable by group or others (chmod 600)")
     return path
 
 
-def parse_spec(body: dict[str, Any]) -> NodeSpec:
-    """A validated NodeSpec from an add request."""
-    return NodeSpec(
-        name=check_node_name("name", body.get("name")),
-        ssh_host=check_node_name("ssh_host", body.get("ssh_host")),
-        ssh_port=check_port("ssh_port", body.get("ssh_port", DEFAULT_SSH_PORT)),
-        ssh_user=_check_ssh_user(body.get("ssh_user")),
-        ssh_key=_check_key_file(body.get("ssh_key")),
-        install_path=_check_abs_path("install_path", body.get("install_path", DEFAULT_INSTALL_PATH)),
-        hive_port=check_port("hive_port", body.get("hive_port", DEFAULT_HIVE_PORT)),
-        hive_data_dir=_check_abs_path("hive_data_dir", data) if (data := body.get("hive_data_dir")) else "",
-    )
+_PATH = Field(min_length=1, max_length=MAX_PATH_CHARS, pattern=_SAFE_PATH.pattern)
+AbsPath = Annotated[str, _PATH, checked(_check_abs_path)]
+KeyFile = Annotated[str, _PATH, checked(_check_key_file),
+                    Field(description="absolute path of a private key file on the queen's machine")]
+
+
+class NodeAdd(RequestBody):
+    """`POST /v2/registry/beehives/add`: how the queen reaches a node; `update` replaces a node of
+    that name, `accept_new_host_key` trusts a host key seen for the first time."""
+
+    name: NodeName
+    ssh_host: NodeName
+    ssh_port: Port = DEFAULT_SSH_PORT
+    ssh_user: Annotated[str, Field(pattern=_SSH_USER.pattern), checked(_check_ssh_user)]
+    ssh_key: KeyFile
+    install_path: Annotated[AbsPath, Field(description="rbee's prefix on the node; the queen runs "
+                                                       "<install_path>/bin/rbee")] = DEFAULT_INSTALL_PATH
+    hive_port: Annotated[Port, Field(description="port of the node's hive")] = HIVE_PORT
+    hive_data_dir: Annotated[AbsPath, DefaultWhen((None, "")),
+                             Field(description="the hive's data dir on the node (default "
+                                               "<install_path>/var/hive)")] = ""
+    update: StrictBool = False
+    accept_new_host_key: StrictBool = False
+
+    def spec(self) -> NodeSpec:
+        """The node as the registry stores it."""
+        return NodeSpec(self.name, self.ssh_host, self.ssh_port, self.ssh_user, self.ssh_key,
+                        self.install_path, self.hive_port, self.hive_data_dir)

@@ -12,23 +12,22 @@ import asyncio
 import ipaddress
 import logging
 import shlex
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from rbee.common.auth import Keyring
+from rbee.common.child_commands import hive_command, token_flags
+from rbee.common.config_schema import HiveOptions
+from rbee.common.defaults import HIVE_START_TIMEOUT_S
 from rbee.common.errors import ApiError
 from rbee.common.secrets import ROLES
-from rbee.common.tunables import Timings, env_name
 from rbee.queen.nodes.hive_client import HiveClient
 from rbee.queen.nodes.hive_preflight import check_hive
 from rbee.queen.nodes.node_registry import NodeSpec
 from rbee.queen.nodes.ssh import SshConnector, SshError
 
 log = logging.getLogger(__name__)
-HIVE_START_TIMEOUT_S = 30.0
 START_POLL_S = 0.1
-TUNABLE_ENV = tuple(env_name(item.name) for item in fields(Timings))
-"""The tunables a remote hive inherits from the queen's environment (never a token variable)."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +38,7 @@ class RemoteLaunch:
     keyring: Keyring
     ctx_size: int
     tunables: dict[str, str]
+    """The `RBEE_*` tunables of the queen's environment (never a token variable)."""
 
 
 def bind_host(spec: NodeSpec) -> str:
@@ -86,26 +86,15 @@ class RemoteHive:
                          self.preflight["version"],
                          ", ".join(b["name"] for b in self.preflight["backends"] if b.get("available")))
 
-    def _token_flags(self) -> list[str]:
-        keyring, tokens = self._launch.keyring, f"{self.spec.data_dir}/tokens"
-        flags = []
-        for role in ROLES:
-            if keyring.secret(role) is not None:
-                flag = "--token-file" if role == "hive" else f"--{role}-token-file"
-                flags += [flag, f"{tokens}/{role}.token"]
-        return flags
-
     def command(self) -> str:
         """The shell command that starts the hive detached and prints its PID."""
         spec, launch = self.spec, self._launch
         data = spec.data_dir
-        argv = [
-            spec.rbee_command, "hive",
-            "--host", bind_host(spec), "--advertise-host", spec.ssh_host,
-            "--port", str(spec.hive_port), "--data-dir", data,
-            "--queen-url", launch.queen_url, "--ctx-size", str(launch.ctx_size),
-            *self._token_flags(),
-        ]
+        options = HiveOptions(host=bind_host(spec), advertise_host=spec.ssh_host, port=spec.hive_port,
+                              data_dir=data, queen_url=launch.queen_url, ctx_size=launch.ctx_size)
+        tokens = token_flags("hive", {role: f"{data}/tokens/{role}.token" for role in ROLES
+                                      if launch.keyring.secret(role) is not None})
+        argv = hive_command(options, tokens, (spec.rbee_command,))
         env = [f"{name}={value}" for name, value in sorted(launch.tunables.items())]
         quoted = " ".join(shlex.quote(part) for part in ["env", *env, "setsid", "nohup", *argv])
         log_file = shlex.quote(f"{data}/logs/hive.log")

@@ -11,7 +11,7 @@ import os
 import shlex
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,32 +22,8 @@ import paramiko
 from invoke.exceptions import CommandTimedOut
 
 from rbee.common.errors import ApiError
-from rbee.common.tunables import env_overrides
+from rbee.common.tunables import SshTimings
 from rbee.queen.nodes.node_registry import NodeSpec
-
-
-@dataclass(frozen=True)
-class SshTimings:
-    """SSH limits; each overridable by `RBEE_SSH_<NAME>` (e.g. `RBEE_SSH_RETRIES=0`)."""
-
-    connect_timeout_s: int = 5
-    """TCP connect, SSH banner and authentication, each (whole seconds: Fabric truncates)."""
-    retries: int = 2
-    """Further connection attempts after an unreachable host, a timeout or a failed handshake."""
-    backoff_initial_s: float = 0.5
-    """Delay before the first retry; doubles per retry."""
-    backoff_max_s: float = 4.0
-    """Upper bound of the retry delay."""
-    command_timeout_s: int = 30
-    """How long one command on the node may take; also the channel timeout."""
-
-
-def load_ssh_timings(environ: Mapping[str, str] | None = None) -> SshTimings:
-    """Defaults with `RBEE_SSH_*` overrides applied and checked (TunableError when invalid)."""
-    environ = os.environ if environ is None else environ
-    return SshTimings(**env_overrides(
-        SshTimings, environ, lambda name: f"RBEE_SSH_{name.upper()}",
-        lambda name, kind: 0 if name == "retries" else (1 if kind is int else 1e-3)))
 
 
 class SshError(ApiError):

@@ -9,12 +9,12 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
 
-from rbee.common import deadlines, log_context, sse
+from rbee.common import deadlines, log_context, sse, wire
 from rbee.common.audit import Audit, no_audit, prompt_digest
 from rbee.common.deadlines import Deadline
 from rbee.common.errors import CORRELATION_HEADER, ApiError
@@ -26,19 +26,9 @@ from rbee.queen.routing.worker_registry import WorkerView
 log = logging.getLogger(__name__)
 CANCEL_TIMEOUT_S = 2.0
 FINISHED_TASKS_REMEMBERED = 10_000
-DEADLINE_EXCEEDED_EVENT = {
-    "type": "error",
-    "code": "DEADLINE_EXCEEDED",
-    "message": "the request deadline passed",
-}
 MAX_ATTEMPTS = 3
 SHORTEST_TIMEOUT_S = 0.001
 RETRY_PAUSE_S = 0.25
-WORKER_CRASHED_EVENT = {
-    "type": "error",
-    "code": "WORKER_CRASHED",
-    "message": "the worker stopped before finishing the answer",
-}
 
 
 @dataclass(frozen=True)
@@ -102,7 +92,7 @@ class Dispatcher:
         """A fresh task id."""
         return uuid.uuid4().hex
 
-    async def run(self, task: Task) -> AsyncIterator[dict[str, Any]]:
+    async def run(self, task: Task) -> AsyncIterator[wire.TaskEvent]:
         """Run a task on a worker and yield its native events; audit its start and its outcome."""
         log_context.bind(task_id=task.task_id)
         body = task.worker_body
@@ -113,11 +103,11 @@ class Dispatcher:
         outcome: dict[str, Any] = {"event": "task.cancelled", "reason": "the client went away"}
         try:
             async for event in self._meter.observe(self._attempts(task)):
-                if event.get("type") == "end":
-                    outcome = {"event": "task.completed", "tokens_out": event.get("tokens_out"),
-                               "stop_reason": event.get("stop_reason")}
-                elif event.get("type") == "error":
-                    outcome = {"event": "task.failed", "code": event.get("code")}
+                if isinstance(event, wire.End):
+                    outcome = {"event": "task.completed", "tokens_out": event.tokens_out,
+                               "stop_reason": event.stop_reason}
+                elif isinstance(event, wire.Error):
+                    outcome = {"event": "task.failed", "code": event.code}
                 yield event
         except ApiError as err:
             outcome = {"event": "task.failed", "code": err.code}
@@ -125,11 +115,12 @@ class Dispatcher:
         finally:
             self._audit(outcome.pop("event"), task_id=task.task_id, **outcome)
 
-    async def _attempts(self, task: Task) -> AsyncIterator[dict[str, Any]]:
+    async def _attempts(self, task: Task) -> AsyncIterator[wire.TaskEvent]:
         """Run a task on a worker and yield its native events.
 
-        The worker's `started` event is held back until the first token (or the end), so a
-        worker that dies before producing a token is replaced without the client noticing:
+        The worker's `started` event, with the queen's additions (node, model), is held back
+        until the first token (or the end), so a worker that dies before producing a token is
+        replaced without the client noticing:
         the task is retried on another (or restarted) worker. A failure that cannot be hidden
         any more becomes an `error` event; one before any event raises ApiError instead.
         Closing the iterator early, or the deadline passing, cancels the task at the worker.
@@ -152,7 +143,7 @@ class Dispatcher:
                         raise deadlines.expired() from exc
                     self._running[task_id] = worker
                     finished = False
-                    held: dict[str, Any] | None = None
+                    held: wire.Started | None = None
                     try:
                         # The deadline as aiohttp's total timeout: checked on every read, with no
                         # timer set up per event, it raises TimeoutError once the deadline passes
@@ -165,9 +156,11 @@ class Dispatcher:
                             if response.status >= 300:
                                 finished = True
                                 await raise_for_error(response, "worker")
-                            async for event in sse.iter_events(response):
-                                if event.get("type") == "started" and not delivered:
-                                    held = {**event, "node": self._placement.node_of(worker)}
+                            async for received in sse.iter_events(response):
+                                event = wire.parse_event(received, received.raw)
+                                if isinstance(event, wire.Started) and not delivered:
+                                    node = self._placement.node_of(worker)
+                                    held = replace(event, task_id=task_id, node=node, model=model)
                                     continue
                                 if held is not None:
                                     yield held
@@ -180,14 +173,14 @@ class Dispatcher:
                         log.warning("task %s passed its deadline at worker %s", task_id, worker.worker_id)
                         if not delivered:
                             raise deadlines.expired() from None
-                        yield DEADLINE_EXCEEDED_EVENT
+                        yield wire.deadline_exceeded()
                         return
                     except (aiohttp.ClientError, sse.StreamTruncated, ValueError) as exc:
                         finished = True
                         log.warning("task %s lost worker %s (attempt %d): %s",
                                     task_id, worker.worker_id, attempt, exc)
                         if delivered:
-                            yield WORKER_CRASHED_EVENT
+                            yield wire.worker_crashed()
                             return
                     finally:
                         self._running.pop(task_id, None)
@@ -197,7 +190,7 @@ class Dispatcher:
                 await asyncio.sleep(RETRY_PAUSE_S * attempt)
         finally:
             self._finished.append(task_id)
-        raise ApiError(503, "WORKER_CRASHED", "the workers crashed before answering, attempt after attempt")
+        raise wire.worker_crashed().to_api_error(503, {"attempts": MAX_ATTEMPTS})
 
     def _cancel_in_background(self, worker: WorkerView, task_id: str) -> None:
         task = asyncio.create_task(self._cancel_at_worker(worker, task_id))

@@ -98,9 +98,27 @@ class Placement:
             raise ApiError(503, "NO_NODE_AVAILABLE",
                            "no node can serve: the queen runs without a local hive and no node is "
                            "registered (`rbee setup add-node`)", headers={"Retry-After": "1"})
-        if self._directory.local in handles:
-            await self._sync(self._directory.local)
+        local = self._directory.local
+        if local in handles:
+            if len(handles) == 1:
+                await self._sync(local)
+            elif not await self._synced(local):
+                handles = [h for h in handles if h is not local]
         return handles
+
+    async def _synced(self, handle: HiveHandle) -> bool:
+        """Sync a hive that other nodes can stand in for: False, and a cooldown, when it cannot
+        start (False at once during the cooldown)."""
+        now = time.monotonic()
+        if self._failed_until.get(handle.name, 0.0) > now:
+            return False
+        try:
+            await self._sync(handle)
+        except ApiError as exc:
+            log.warning("node %s cannot serve now (%s); using the other nodes", handle.name, exc.code)
+            self._failed_until[handle.name] = now + self._timings.failed_node_cooldown_s
+            return False
+        return True
 
     def node_of(self, worker: WorkerView) -> str | None:
         """The name of the node a worker runs on, when its hive is one of the queen's nodes."""

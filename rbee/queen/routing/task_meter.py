@@ -7,9 +7,9 @@ import collections
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing, contextmanager
-from typing import Any
 
 from rbee.common.metrics import DaemonMetrics, Throughput
+from rbee.common.wire import End, Error, Started, TaskEvent, Token
 
 
 class TaskMeter:
@@ -42,7 +42,7 @@ class TaskMeter:
             self.queue_depth.dec()
             self.queue_wait.observe(time.monotonic() - started)
 
-    async def observe(self, events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    async def observe(self, events: AsyncIterator[TaskEvent]) -> AsyncIterator[TaskEvent]:
         """Pass a task's events through, timing its first token and its whole run."""
         started = time.monotonic()
         worker_id = ""
@@ -51,18 +51,19 @@ class TaskMeter:
         try:
             async with aclosing(events):
                 async for event in events:
-                    kind = event.get("type")
-                    if kind == "started":
-                        worker_id = str(event.get("worker_id", ""))
-                    elif kind == "token":
+                    if isinstance(event, Token):
                         if waiting_for_first:
                             self.first_token.observe(time.monotonic() - started)
                             waiting_for_first = False
                         self.tokens.inc()
                         self.throughput.add()
                         self._per_worker[worker_id].add()
-                    elif kind in ("end", "error"):
-                        outcome = "completed" if kind == "end" else "failed"
+                    elif isinstance(event, Started):
+                        worker_id = event.worker_id
+                    elif isinstance(event, End):
+                        outcome = "completed"
+                    elif isinstance(event, Error):
+                        outcome = "failed"
                     yield event
         except Exception:
             outcome = "failed"

@@ -10,8 +10,10 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-ROUTABLE_STATES = ("idle", "busy")
-PENDING_STATES = ("loading", "crashed", "unhealthy")
+from rbee.common.wire import WorkerState
+
+ROUTABLE_STATES = (WorkerState.IDLE, WorkerState.BUSY)
+PENDING_STATES = (WorkerState.LOADING, WorkerState.CRASHED, WorkerState.UNHEALTHY)
 
 
 @dataclass(eq=False)
@@ -23,7 +25,7 @@ class WorkerView:
     model: str
     url: str
     slots: int
-    state: str
+    state: WorkerState
     restarts: int = 0
     backend: str = "cpu"
 
@@ -79,7 +81,7 @@ class WorkerRegistry:
                 model=item["model"],
                 url=item["url"],
                 slots=item["slots"],
-                state=item["state"],
+                state=WorkerState(item["state"]),
                 restarts=item.get("restarts", 0),
                 backend=item.get("backend", "cpu"),
             )

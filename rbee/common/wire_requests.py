@@ -1,0 +1,196 @@
+"""Request bodies one rbee program sends another (DESIGN.md, "Wire contracts"), as pydantic
+models: the daemons' calls to each other and the keeper CLI's native calls to the queen.
+
+`SamplingParams` is shared by every inference body (the queen's native and OpenAI routes, the
+worker's `/v1/inference`, `rbee infer`). A body's `parse` validates it or raises the 400
+`INVALID_REQUEST` of `request_body`; unknown fields are ignored.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, StrictInt, StrictStr
+
+from rbee.common.request_body import RequestBody, refusal
+from rbee.common.request_fields import (
+    Backend,
+    DefaultWhen,
+    DeviceId,
+    HttpBaseUrl,
+    Identifier,
+    MessageText,
+    ModelRef,
+    NodeName,
+    Port,
+    PromptText,
+    Sha256,
+    Slots,
+    StopText,
+)
+from rbee.common.validation import (
+    MAX_MESSAGES,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    MAX_SLOTS,
+    MAX_STOP_SEQUENCES,
+    MAX_TOKENS_LIMIT,
+)
+from rbee.common.wire import WorkerState
+
+
+def _one_or_list(value: Any) -> Any:
+    """OpenAI's `stop`: one string stands for a list of one."""
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list):
+        raise refusal(f"must be a string or a list of at most {MAX_STOP_SEQUENCES} strings")
+    return value
+
+
+_StopList = Annotated[list[StopText], Field(max_length=MAX_STOP_SEQUENCES)]
+Stop = Annotated[
+    tuple[StopText, ...],
+    Field(max_length=MAX_STOP_SEQUENCES),
+    BeforeValidator(_one_or_list, json_schema_input_type=StopText | _StopList),
+    DefaultWhen(),
+]
+
+
+class SamplingParams(RequestBody):
+    """Generation settings common to every inference API; `null` means the default."""
+
+    max_tokens: Annotated[int, Field(strict=True, ge=1, le=MAX_TOKENS_LIMIT), DefaultWhen()] = 128
+    temperature: Annotated[float, Field(strict=True, ge=0, le=2, allow_inf_nan=False), DefaultWhen()] = 0.7
+    top_p: Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False), DefaultWhen()] = 0.95
+    seed: Annotated[int, Field(strict=True, ge=0, le=MAX_SEED)] | None = None
+    stop: Stop = ()
+    ignore_eos: StrictBool = False
+
+    def sampling_wire(self) -> dict[str, Any]:
+        """The sampling fields alone, as JSON for the worker (also of a body that extends them)."""
+        return self.model_dump(mode="json", include=set(SamplingParams.model_fields))
+
+
+class ChatMessage(RequestBody):
+    """One message of a chat."""
+
+    role: Literal["system", "user", "assistant"]
+    content: MessageText
+
+
+def _within_prompt_cap(messages: list[ChatMessage]) -> list[ChatMessage]:
+    if sum(len(message.content) for message in messages) > MAX_PROMPT_CHARS:
+        raise refusal(f"must hold at most {MAX_PROMPT_CHARS} characters in all")
+    return messages
+
+
+Messages = Annotated[
+    list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES), AfterValidator(_within_prompt_cap)
+]
+
+
+class InferenceRequest(SamplingParams):
+    """A worker's `POST /v1/inference`: a task id (made up when absent) and sampling."""
+
+    task_id: Annotated[Identifier, DefaultWhen((None, ""))] = Field(default_factory=lambda: uuid.uuid4().hex)
+
+
+class PromptInference(InferenceRequest):
+    """An inference of a plain prompt."""
+
+    prompt: PromptText
+
+
+class ChatInference(InferenceRequest):
+    """An inference of chat messages (rendered with the model's chat template)."""
+
+    messages: Messages
+
+
+def parse_inference(body: Mapping[str, Any]) -> PromptInference | ChatInference:
+    """A worker's inference body: chat when it carries `messages`, else a `prompt`."""
+    return (ChatInference if "messages" in body else PromptInference).parse(body)
+
+
+class TaskRequest(SamplingParams):
+    """`POST /v2/tasks`: a prompt for a model, on a named node or where the queen chooses."""
+
+    model: ModelRef
+    prompt: PromptText
+    node: NodeName | None = None
+    backend: Backend = "cpu"
+
+    def worker_body(self) -> dict[str, Any]:
+        """What the worker gets: the prompt and the sampling settings."""
+        return {"prompt": self.prompt, **self.sampling_wire()}
+
+
+class NodeRemove(RequestBody):
+    """`POST /v2/registry/beehives/remove`."""
+
+    name: NodeName
+
+
+class SpawnRequest(RequestBody):
+    """A hive's `POST /v1/workers/spawn`."""
+
+    model: ModelRef
+    slots: Slots = 1
+    backend: Backend = "cpu"
+    device: DeviceId | None = None
+
+
+class WorkerRef(RequestBody):
+    """A body naming one worker: the hive's `/v1/workers/stop`, the queen's `/v2/workers/shutdown`."""
+
+    worker_id: Identifier
+
+
+class WorkerReady(WorkerRef):
+    """A worker's `POST /v1/workers/ready` to its hive."""
+
+    port: Port
+
+
+class WorkerHeartbeat(WorkerRef):
+    """A worker's `POST /v1/heartbeat` to its hive."""
+
+    state: Literal["idle", "busy", "draining"]
+    slots_free: Annotated[int, Field(strict=True, ge=0, le=MAX_SLOTS)]
+    decode_stalled: StrictBool = False
+
+
+class ModelDownload(RequestBody):
+    """A hive's `POST /v1/models/download`: an `hf:` or `https://` ref, optionally its digest."""
+
+    model: ModelRef
+    sha256: Sha256 | None = None
+
+
+class ModelRemove(RequestBody):
+    """A hive's `POST /v1/models/remove`."""
+
+    name: ModelRef
+
+
+class WorkerReport(RequestBody):
+    """One worker in a hive's heartbeat."""
+
+    worker_id: StrictStr
+    model: StrictStr
+    url: StrictStr
+    slots: StrictInt
+    state: WorkerState
+    restarts: StrictInt = 0
+    backend: Backend = "cpu"
+
+
+class HiveHeartbeat(RequestBody):
+    """A hive's `POST /v2/heartbeat` to the queen: itself and every worker it owns."""
+
+    hive_url: HttpBaseUrl
+    version: Annotated[StrictStr, DefaultWhen()] = ""
+    workers: list[WorkerReport]

@@ -1,0 +1,55 @@
+"""What the queen runs with: its settings, built from its validated configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from rbee.common.auth import Keyring
+from rbee.common.config_env import default_data_dir
+from rbee.common.config_schema import same_named
+from rbee.common.defaults import reachable
+from rbee.common.tunables import shared_environment
+
+
+@dataclass(frozen=True)
+class QueenSettings:
+    """What `rbee queen` (or `rbee up`) was started with."""
+
+    host: str
+    port: int
+    hive_port: int
+    data_dir: Path
+    worker_port_start: int
+    worker_slots: int
+    worker_ctx_size: int
+    start_hive: bool
+    keyring: Keyring
+    local_hive: bool = True
+    """Serve node `localhost` from a hive on this machine."""
+    manage_local_hive: bool = True
+    """Start the local hive when it does not answer (False: systemd or another supervisor runs it)."""
+    advertise_url: str = ""
+    """The URL hives on other nodes send heartbeats to."""
+    metrics_public: bool = False
+    """Serve /metrics without a token."""
+    hive_tunables: dict[str, str] = field(default_factory=dict)
+    """The `RBEE_*` tunables of the queen's environment, given to the hives it starts over SSH."""
+
+    @classmethod
+    def from_config(
+        cls, config: BaseModel, keyring: Keyring, start_hive: bool | None = None
+    ) -> QueenSettings:
+        """The settings of a validated queen configuration (with its tunables exported to this
+        process's environment); `start_hive` overrides the configured one (`rbee up`)."""
+        return cls(**{
+            **same_named(config, cls),
+            "data_dir": config.data_dir or default_data_dir(),
+            "start_hive": (config.start_hive if start_hive is None else start_hive) and config.local_hive,
+            "keyring": keyring,
+            "manage_local_hive": not config.external_hive,
+            "advertise_url": config.advertise_url or f"http://{reachable(config.host)}:{config.port}",
+            "hive_tunables": shared_environment(),
+        })
