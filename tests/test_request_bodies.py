@@ -234,3 +234,8 @@ def test_every_request_body_in_the_openapi_document_refers_to_a_generated_model_
               if "requestBody" in operation]
     assert sorted(body["$ref"].rsplit("/", 1)[1] for body in bodies) == sorted(names)
     assert names <= set(document["components"]["schemas"])
+
+
+@pytest.mark.parametrize(("field", "value"), [("slots", 1), ("slots", 64), ("device", 0), ("device", 63)])
+def test_a_spawn_request_accepts_the_bounds_of_its_slots_and_device(field, value):
+    assert getattr(SpawnRequest.parse({**SPAWN, field: value}), field) == value
