@@ -114,6 +114,7 @@ class WorkerOwner:
         self._inbox: asyncio.Queue[OwnerMessage] = asyncio.Queue()
         self._stop_reason: str | None = None
         self._idle_since = time.monotonic()
+        self._loading_since = time.monotonic()
         self._first = self._take(spawned)
 
     def post(self, message: OwnerMessage) -> None:
@@ -128,6 +129,7 @@ class WorkerOwner:
         record.port, record.pid = spawned.port, spawned.pid
         record.state = WorkerState.LOADING
         record.started_at = time.time()
+        self._loading_since = time.monotonic()
         return spawned.process
 
     async def run(self) -> None:
@@ -259,7 +261,7 @@ class WorkerOwner:
         timings = self._timings
         now = time.monotonic()
         if record.state == WorkerState.LOADING:
-            if time.time() - record.started_at > timings.loading_timeout_s:
+            if now - self._loading_since > timings.loading_timeout_s:
                 return _Hung(f"still loading after {timings.loading_timeout_s:g}s")
             return None
         silent = now - (record.last_heartbeat_at or now)
