@@ -52,7 +52,8 @@ async def build_app(settings: QueenSettings, timings: Timings, audit_log: AuditL
     app[METRICS] = metrics
     app.on_cleanup.append(lambda _: asyncio.to_thread(audit_log.close))
     # No cap on connections (aiohttp's default is 100): each relayed stream holds one to its worker.
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=5),
+    upstream_timeout = aiohttp.ClientTimeout(total=None, connect=timings.upstream_connect_timeout_s)
+    session = aiohttp.ClientSession(timeout=upstream_timeout,
                                     connector=aiohttp.TCPConnector(limit=0),
                                     trace_configs=[forward_correlation()])
     hive_auth = lambda: keyring.headers_for("hive")  # noqa: E731
