@@ -110,15 +110,23 @@ class Placement:
         """Sync a hive that other nodes can stand in for: False, and a cooldown, when it cannot
         start (False at once during the cooldown)."""
         now = time.monotonic()
-        if self._failed_until.get(handle.name, 0.0) > now:
+        if self._cooling_down(handle, now):
             return False
         try:
             await self._sync(handle)
         except ApiError as exc:
-            log.warning("node %s cannot serve now (%s); using the other nodes", handle.name, exc.code)
-            self._failed_until[handle.name] = now + self._timings.failed_node_cooldown_s
+            self._could_not_start(handle, exc, now)
             return False
         return True
+
+    def _cooling_down(self, handle: HiveHandle, now: float) -> bool:
+        """True while a node whose hive could not start is passed over."""
+        return self._failed_until.get(handle.name, 0.0) > now
+
+    def _could_not_start(self, handle: HiveHandle, exc: ApiError, now: float) -> None:
+        """Pass `handle` over for the failed-node cooldown."""
+        log.warning("node %s cannot serve now (%s); trying the other nodes", handle.name, exc.code)
+        self._failed_until[handle.name] = now + self._timings.failed_node_cooldown_s
 
     def node_of(self, worker: WorkerView) -> str | None:
         """The name of the node a worker runs on, when its hive is one of the queen's nodes."""
@@ -203,15 +211,14 @@ class Placement:
         failure: ApiError | None = None
         now = time.monotonic()
         for handle in handles:
-            if not explicit and self._failed_until.get(handle.name, 0.0) > now:
+            if not explicit and self._cooling_down(handle, now):
                 continue
             try:
                 await handle.ensure_running()
             except ApiError as exc:
                 if explicit:
                     raise
-                log.warning("node %s cannot serve now (%s); trying the next node", handle.name, exc.code)
-                self._failed_until[handle.name] = now + self._timings.failed_node_cooldown_s
+                self._could_not_start(handle, exc, now)
                 failure = exc
                 continue
             self._failed_until.pop(handle.name, None)
