@@ -21,7 +21,7 @@ from rbee.common.config import ConfigError, ConfigSource
 from rbee.common.config_reload import ConfigReloader, LiveTimings
 from rbee.common.config_schema import PEERS, timings_of
 from rbee.common.daemon import serve
-from rbee.common.defaults import BACKENDS, ENGINES
+from rbee.common.defaults import BACKEND_POLICIES, BACKENDS, ENGINES, SPLIT_MODES
 from rbee.common.logging_setup import setup_logging
 from rbee.common.tunables import Timings
 
@@ -102,6 +102,11 @@ def _queen_options(parser: argparse.ArgumentParser) -> None:
                         "routes only to the nodes of `rbee setup add-node`")
     parser.add_argument("--advertise-url",
                         help="URL the hives of other nodes send heartbeats to (default http://HOST:PORT)")
+    parser.add_argument("--backend", choices=BACKEND_POLICIES,
+                        help="backend of a request that names none (default auto: a GPU where one is "
+                        "usable, else the CPU)")
+    parser.add_argument("--model-backends", metavar="JSON",
+                        help='per model ref, the backend its requests get, e.g. {"hf:org/repo": "cuda"}')
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -134,6 +139,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     hive.add_argument("--advertise-host",
                       help="address the queen reaches this hive and its workers at "
                       "(default: --host, or 127.0.0.1 when --host is a wildcard)")
+    hive.add_argument("--backend", choices=BACKEND_POLICIES,
+                      help="what this node serves on: auto (default: a usable GPU, else the CPU), cpu, cuda")
+    hive.add_argument("--model-gpu-layers", metavar="JSON",
+                      help='per model ref, the layers offloaded to the GPU, e.g. {"file:///m.gguf": 20}')
+    hive.add_argument("--split-gpus", metavar="JSON",
+                      help='GPUs (UUIDs or indexes) a model too big for one GPU may be split over, '
+                      'e.g. ["0", "1"]')
+    hive.add_argument("--split-mode", choices=["layer", "row"],
+                      help="how a model split over GPUs is spread (default layer)")
     hive.set_defaults(func=run_hive)
 
     worker = sub.add_parser("worker", help="serve one GGUF model", argument_default=unset)
@@ -148,6 +162,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     worker.add_argument("--backend", choices=BACKENDS,
                         help="where the model runs; a GPU backend the engine lacks is an error")
     worker.add_argument("--device", metavar="N", help="GPU index for a GPU backend (default 0)")
+    worker.add_argument("--gpu-layers", metavar="N",
+                        help="layers on the GPU (default: all of them on a GPU backend)")
+    worker.add_argument("--split-mode", choices=SPLIT_MODES,
+                        help="none (default: one GPU), layer or row (a model over several GPUs)")
+    worker.add_argument("--tensor-split", metavar="JSON",
+                        help="share of the model on each visible GPU when split, e.g. [0.5, 0.5]")
     worker.add_argument("--engine", choices=ENGINES,
                         help="batched (default): one context, the active requests decoded together; "
                         "simple: one context and thread per slot")

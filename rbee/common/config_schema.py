@@ -9,6 +9,7 @@ queen's) gives each key its type, range and default. Options are read from `RBEE
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Callable
 from dataclasses import fields
 from functools import cache
@@ -28,7 +29,14 @@ from pydantic import (
 from rbee.common import defaults
 from rbee.common.errors import ApiError
 from rbee.common.tunables import SHARED, Group, SshTimings, Timings, tunables
-from rbee.common.validation import MAX_DEVICE_ID, MAX_SLOTS, check_http_url, check_identifier, check_node_name
+from rbee.common.validation import (
+    MAX_DEVICE_ID,
+    MAX_GPU_LAYERS,
+    MAX_SLOTS,
+    check_http_url,
+    check_identifier,
+    check_node_name,
+)
 
 DAEMONS = ("queen", "hive", "worker")
 PEERS = {"queen": ("hive", "worker"), "hive": ("queen", "worker"), "worker": ("hive",)}
@@ -92,6 +100,24 @@ Port = Annotated[int, Number, Field(ge=1, le=65535)]
 Positive = Annotated[int, Number, Field(ge=1)]
 Slots = Annotated[int, Number, Field(ge=1, le=MAX_SLOTS)]
 FilePath = Annotated[Path, BeforeValidator(_not_empty)]
+Policy = Literal[defaults.BACKEND_POLICIES]
+GpuLayers = Annotated[int, Number, Field(ge=0, le=MAX_GPU_LAYERS)]
+
+
+def _json_text(value: Any) -> Any:
+    """A mapping or list given as JSON text (from an environment variable or a flag)."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError("must be JSON (an object or a list)") from None
+    return value
+
+
+ModelRef = Annotated[str, BeforeValidator(_not_empty)]
+ModelBackends = Annotated[dict[ModelRef, Policy], BeforeValidator(_json_text)]
+ModelGpuLayers = Annotated[dict[ModelRef, GpuLayers], BeforeValidator(_json_text)]
+GpuNames = Annotated[list[ModelRef], BeforeValidator(_json_text)]
 HttpUrl = Annotated[str, AfterValidator(_rule(check_http_url))]
 Host = Annotated[str, AfterValidator(_rule(_host))]
 LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)]
@@ -124,6 +150,10 @@ class QueenOptions(_Options):
     advertise_url: HttpUrl | None = None
     start_hive: bool = False
     external_hive: bool = False
+    backend: Policy = defaults.DEFAULT_BACKEND_POLICY
+    """The backend a request gets when it names none."""
+    model_backends: ModelBackends = Field(default_factory=dict)
+    """Per model ref, the backend its requests get when they name none."""
 
 
 class HiveOptions(_Options):
@@ -137,6 +167,14 @@ class HiveOptions(_Options):
     ctx_size: Positive = defaults.CTX_SIZE
     queen_url: HttpUrl | None = None
     advertise_host: Annotated[str, AfterValidator(_rule(check_node_name))] | None = None
+    backend: Policy = defaults.DEFAULT_BACKEND_POLICY
+    """What this node serves on: `auto` (a usable GPU, else the CPU), or only `cpu` / `cuda`."""
+    model_gpu_layers: ModelGpuLayers = Field(default_factory=dict)
+    """Per model ref, how many layers go to the GPU (default: all that fit)."""
+    split_gpus: GpuNames = Field(default_factory=list)
+    """GPUs (UUIDs or indexes) a model too big for one GPU may be split over; empty: any of them."""
+    split_mode: Literal["layer", "row"] = "layer"
+    """How a model split over several GPUs is spread (llama.cpp's split modes)."""
 
 
 class WorkerOptions(_Options):
@@ -152,6 +190,11 @@ class WorkerOptions(_Options):
     threads: Positive | None = None
     backend: Literal[defaults.BACKENDS] = defaults.BACKENDS[0]
     device: Annotated[int, Number, Field(ge=0, le=MAX_DEVICE_ID)] | None = None
+    gpu_layers: GpuLayers | None = None
+    """Layers on the GPU (default: every layer when the backend is a GPU's)."""
+    split_mode: Literal[defaults.SPLIT_MODES] = "none"
+    tensor_split: Annotated[list[Annotated[float, Field(ge=0)]], BeforeValidator(_json_text)] | None = None
+    """Share of the model each visible GPU takes when split (llama.cpp's tensor_split)."""
     engine: Literal[defaults.ENGINES] = defaults.DEFAULT_ENGINE
 
 

@@ -8,7 +8,13 @@ WORKER_PORT_START = 8081
 CTX_SIZE = 2048
 """Context tokens per slot of a worker."""
 BACKENDS = ("cpu", "cuda", "metal")
-"""Where a worker can run its model; `cpu` is the default."""
+"""Where a worker can run its model."""
+BACKEND_POLICIES = ("auto", *BACKENDS)
+"""What a request, a model or a node may ask for: `auto` (the default) is a usable GPU, else the CPU;
+a named backend is that one or an error, never a fallback."""
+DEFAULT_BACKEND_POLICY = BACKEND_POLICIES[0]
+SPLIT_MODES = ("none", "layer", "row")
+"""How a worker spreads a model over its GPUs (llama.cpp's split modes); one GPU is `none`."""
 ENGINES = ("batched", "simple")
 """A worker's engines; the first is the default."""
 DEFAULT_ENGINE = ENGINES[0]

@@ -220,7 +220,25 @@ class SshTimings:
     """How long one command on the node may take; also the channel timeout."""
 
 
-SHARED = (Timings, DownloadSettings)
+@dataclass(frozen=True)
+class GpuLimits:
+    """How the hive shares its GPUs between workers and the queen adds replicas (`gpu_*`)."""
+
+    PREFIX: ClassVar[str] = "gpu_"
+
+    reserve_mib: int = tunable(512, "MiB", ge=0)
+    """Memory kept free on every GPU (for the driver, CUDA graphs and other programs)."""
+    vram_budget_mib: int = tunable(0, "MiB", ge=0)
+    """The most memory rbee's workers may book on one GPU; 0: the whole GPU."""
+    max_temperature_c: int = tunable(90, "°C")
+    """A GPU at or above this temperature takes no new worker."""
+    max_replicas: int = tunable(1, "workers")
+    """The most workers the queen runs for one model; it adds one while the model's queue waits."""
+    replica_after_wait_s: float = tunable(2.0, "s")
+    """How long a model's oldest queued request waits before the queen adds a replica."""
+
+
+SHARED = (Timings, DownloadSettings, GpuLimits)
 """The groups every daemon has (the queen has `SshTimings` too); children inherit their variables."""
 SHARED_VARIABLES = frozenset(t.variable for group in SHARED for t in tunables(group))
 

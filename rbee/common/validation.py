@@ -43,6 +43,8 @@ DNS_NAME = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
 MAX_NODE_NAME_CHARS = 253
 MAX_PATH_CHARS = 4096
 MAX_DEVICE_ID = 63
+MAX_GPU_LAYERS = 4096
+"""More layers than any GGUF has; a larger gpu_layers is a typo."""
 MAX_SLOTS = 64
 
 

@@ -117,7 +117,7 @@ def check(need: Need, data_dir: Path) -> Need:
     if need.backend != "cuda":
         return need
     devices = gpus.list_devices()
-    chosen = gpus.most_free(devices) if need.device is None else next(
+    chosen = max(devices, key=lambda gpu: gpu.free_bytes, default=None) if need.device is None else next(
         (gpu for gpu in devices if gpu.index == need.device), None)
     if chosen is None:
         raise ApiError(400, "BACKEND_UNAVAILABLE", "the requested GPU does not exist on this node",
