@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test rc bench lint clean
+.PHONY: setup demo test test-gpu rc bench bench-gpu lint clean
 
 setup: $(STAMP)
 
@@ -17,13 +17,19 @@ demo: setup
 test: setup
 	bash scripts/test.sh
 
+test-gpu:
+	bash scripts/gpu/test.sh
+
 rc: setup
 	rm -rf reports/rc && mkdir -p reports/rc
-	-$(BIN)/behave features -f json.pretty -o reports/rc/behave.json -f progress -o reports/rc/progress.txt
+	-$(BIN)/behave features --tags="not @gpu" -f json.pretty -o reports/rc/behave.json -f progress -o reports/rc/progress.txt
 	$(BIN)/python scripts/rc_report.py features/rc_checklist.yaml reports/rc/behave.json
 
 bench: setup
 	$(BIN)/python bench/serving.py
+
+bench-gpu:
+	bash scripts/gpu/bench.sh $(BENCH_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -19,9 +19,28 @@ Feature: Resource preflight before every spawn
     And the hive started no process
 
   Scenario: A GPU backend the engine lacks is refused with 400 and never spawned
-    Given a hive on free loopback ports
+    Given this node has no usable CUDA backend
+    And a hive on free loopback ports
     When I ask the hive to spawn a worker for the tiny model on backend "cuda"
     Then the answer is status 400 with error code "BACKEND_UNAVAILABLE" and a correlation id
+    And the hive started no process
+    And the hive lists no worker within 1 seconds
+
+  Scenario: A worker spawned with backend auto on a node without a GPU runs on the CPU
+    Given this node has no usable CUDA backend
+    And a hive on free loopback ports
+    When I ask the hive to spawn a worker for the tiny model on backend "auto"
+    Then the answer is status 202
+    And the worker becomes idle within 30 seconds
+    And the hive lists the worker on backend "cpu" with no GPU
+    And the worker's process has the address-space limit the hive lists for it
+    And the worker's environment hides every GPU
+
+  Scenario: A node whose policy is cpu refuses a cuda worker
+    Given a hive on free loopback ports started with "--backend cpu"
+    When I ask the hive to spawn a worker for the tiny model on backend "cuda"
+    Then the answer is status 400 with error code "BACKEND_UNAVAILABLE" and a correlation id
+    And the error details name backend "cuda" and node backend "cpu"
     And the hive started no process
 
   Scenario: rbee infer on an unavailable GPU backend fails fast without a CPU fallback

@@ -19,6 +19,12 @@ Feature: systemd units rendered by `rbee deploy systemd`, run by a real systemd 
       | user   | --user                                           | --user  |
       | system | --data-dir /var/lib/rbee --rbee /usr/bin/true    |         |
 
+  Scenario: System units let the hive's workers (and pinned workers) open the NVIDIA GPUs, the queen none
+    Given token files for queen, hive and worker
+    When I run "rbee deploy systemd --data-dir /var/lib/rbee --rbee /usr/bin/true" for a test machine
+    Then the written rbee-hive.service and rbee-worker@.service open the NVIDIA GPUs and no other device
+    And the written rbee-queen.service sees no device but the pseudo devices
+
   Scenario: A misspelled option makes the same check complain
     Given token files for queen, hive and worker
     When I run "rbee deploy systemd --user" for a test machine

@@ -9,6 +9,7 @@ Feature: Deploying rbee with Nomad
     When I run rbee deploy nomad --check on the shipped jobs
     Then the command exits 0 and prints "ok: "
     And the check passed the jobs "rbee-queen" (type service) and "rbee-hive" (type system)
+    And the shipped hive job asks the NVIDIA device plugin for 1 GPU per node
 
   Scenario: A misspelled stanza in a copy of the jobs fails the check and names where it is
     Given a copy of the shipped Nomad jobs with "kill_timeout" misspelled "kill_timout" in the hive
@@ -16,6 +17,13 @@ Feature: Deploying rbee with Nomad
     Then the command exits 1 with "NOMAD_CHECK_FAILED" on stderr
     And stderr has "rbee-hive.nomad.hcl: job rbee-hive > group hive > task hive: UNKNOWN_STANZA"
     And stderr has "did you mean `kill_timeout`?"
+
+  Scenario: A hive job that asks for GPUs NVML cannot read fails the check
+    Given a copy of the shipped Nomad jobs whose hive asks for "amd/gpu" devices
+    When I run rbee deploy nomad --check on the copy
+    Then the command exits 1 with "NOMAD_CHECK_FAILED" on stderr
+    And stderr has "rbee-hive.nomad.hcl: job rbee-hive > group hive > task hive > device"
+    And stderr has "NOT_AN_NVIDIA_GPU: the hive reads GPUs through NVML"
 
   Scenario: rbee deploy nomad registers both jobs and prints their allocations
     Given a loopback Nomad API with the client nodes "gpu-1" and "gpu-2"

@@ -19,6 +19,8 @@ Feature: Prometheus metrics on every daemon
     And the worker's metric rbee_worker_time_to_first_token_seconds_count is 1
     And the worker's metric rbee_worker_tokens_generated_total is the stream's tokens_out
     And the worker's metric rbee_worker_slots is 2
+    And the worker's info metric names the backend and the GPU its hive placed it on
+    And the hive exports each GPU gauge with one sample per GPU that nvidia-smi lists
     And every metric of each daemon starts with its prefix and no label holds the prompt
 
   Scenario: Refused requests are counted by reason: missing token, wrong token, no free slot

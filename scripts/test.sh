@@ -13,7 +13,7 @@ echo "== pytest"
 $BIN/python -m pytest -q --junitxml=reports/pytest.xml || status=1
 
 echo "== behave"
-$BIN/behave features --no-capture \
+$BIN/behave features --no-capture --tags="not @gpu" \
   --junit --junit-directory reports/junit \
   -f json.pretty -o reports/behave.json -f progress -o - || status=1
 

@@ -212,6 +212,27 @@ def venv_read_only(context) -> None:
         assert options and "ro" in options[-1], (unit, options)
 
 
+def _device_lines(unit: str, context) -> list[str]:
+    text = (context.dest / unit).read_text()
+    return [line for line in text.splitlines() if line.startswith(("Device", "PrivateDevices="))]
+
+
+@then("the written {first:RbeeUnit} and {second:RbeeUnit} open the NVIDIA GPUs and no other device")
+def gpu_devices(context, first: str, second: str) -> None:
+    assert context.deploy.returncode == 0, context.deploy.stderr
+    for unit in (first, second):
+        lines = _device_lines(unit, context)
+        assert lines[0] == "DevicePolicy=closed", (unit, lines)
+        groups = {line.removeprefix("DeviceAllow=char-").removesuffix(" rw") for line in lines[1:]}
+        assert all(line.startswith("DeviceAllow=char-nvidia") for line in lines[1:]), (unit, lines)
+        assert {"nvidia", "nvidia-frontend", "nvidia-uvm"} <= groups, (unit, groups)
+
+
+@then("the written {unit:RbeeUnit} sees no device but the pseudo devices")
+def no_devices(context, unit: str) -> None:
+    assert _device_lines(unit, context) == ["PrivateDevices=yes"]
+
+
 @when('"{key}" is misspelled "{wrong}" in the written {unit:RbeeUnit}')
 def misspell(context, key: str, wrong: str, unit: str) -> None:
     path = context.dest / unit

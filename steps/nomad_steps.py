@@ -13,6 +13,7 @@ from behave import given, then, when
 from rbee.common.ports import ephemeral_port
 from rbee.common.secrets import write_token_file
 from rbee.deploy.nomad_check import JOBS_DIR
+from rbee.deploy.nomad_hcl import blocks, labeled, parse_hcl, resolve, variable_defaults
 from rbee.testing.nomad_api import LoopbackNomadApi
 
 ACL_TOKEN = "7d3f0c9e-2b4a-4e61-8f5d-9a1c6e2b4f08"
@@ -41,6 +42,27 @@ def broken_copy(context, old: str, new: str) -> None:
     text = hive.read_text()
     assert re.search(rf"^\s*{re.escape(old)}\s*=", text, re.M), f"{old} is not in the hive job"
     hive.write_text(re.sub(rf"^(\s*){re.escape(old)}(\s*=)", rf"\g<1>{new}\g<2>", text, count=1, flags=re.M))
+
+
+@given('a copy of the shipped Nomad jobs whose hive asks for "{device}" devices')
+def other_device_copy(context, device: str) -> None:
+    context.jobs_dir = context.workdir / "jobs"
+    shutil.copytree(JOBS_DIR, context.jobs_dir)
+    hive = context.jobs_dir / "rbee-hive.nomad.hcl"
+    text = hive.read_text()
+    assert text.count('device "nvidia/gpu" {') == 1, "the hive job asks for no nvidia/gpu device"
+    hive.write_text(text.replace('device "nvidia/gpu" {', f'device "{device}" {{'))
+
+
+@then('the shipped hive job asks the NVIDIA device plugin for {count:d} GPU per node')
+def hive_gpus(context, count: int) -> None:
+    document = parse_hcl((JOBS_DIR / "rbee-hive.nomad.hcl").read_text())
+    defaults = variable_defaults(document)
+    [(_, job)] = labeled(document, "job")
+    [(_, group)] = labeled(job, "group")
+    [(_, task)] = labeled(group, "task")
+    devices = [item for resources in blocks(task, "resources") for item in labeled(resources, "device")]
+    assert [(name, resolve(body.get("count"), defaults)) for name, body in devices] == [("nvidia/gpu", count)]
 
 
 @given('a loopback Nomad API with the client nodes "{first}" and "{second}"')

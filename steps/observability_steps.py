@@ -153,6 +153,42 @@ def metric_becomes(context, daemon: str, selector: str, count: int, seconds: int
         (selector, _metric(context, daemon, selector))
 
 
+@then("the worker's info metric names the backend and the GPU its hive placed it on")
+def worker_info_placement(context) -> None:
+    answer = request("GET", f"{context.hive_url}/v1/workers/list", headers=_token(context, "hive"))
+    [worker] = answer.json()["workers"]
+    [info] = [s for s in _samples(_exposition(context, "worker")) if s.name == "rbee_worker_info"]
+    device = "" if worker["device"] is None else str(worker["device"])
+    assert info.value == 1 and info.labels["worker_id"] == worker["worker_id"], (info, worker)
+    assert (info.labels["backend"], info.labels["device"]) == (worker["backend"], device), (info, worker)
+
+
+def _nvidia_smi_gpus() -> int:
+    """The GPUs `nvidia-smi -L` lists (none without the tool or a driver): the oracle, read apart
+    from rbee's own NVML code."""
+    tool = shutil.which("nvidia-smi")
+    if tool is None:
+        return 0
+    listing = subprocess.run([tool, "-L"], capture_output=True, text=True, timeout=30, check=False)
+    lines = listing.stdout.splitlines() if listing.returncode == 0 else []
+    return sum(line.startswith("GPU ") for line in lines)
+
+
+@then("the hive exports each GPU gauge with one sample per GPU that nvidia-smi lists")
+def hive_gpu_samples(context) -> None:
+    exposition = _exposition(context, "hive")
+    families = {family.name: family for family in text_string_to_metric_families(exposition)}
+    expected = _nvidia_smi_gpus()
+    for name in ("rbee_hive_gpu_memory_used_bytes", "rbee_hive_gpu_memory_total_bytes",
+                 "rbee_hive_gpu_utilization_ratio", "rbee_hive_gpu_temperature_celsius",
+                 "rbee_hive_gpu_power_watts"):
+        assert name in families and families[name].type == "gauge", sorted(families)
+        gpus = {sample.labels["gpu"] for sample in families[name].samples}
+        assert len(gpus) <= expected, (name, gpus, expected)
+    total = families["rbee_hive_gpu_memory_total_bytes"].samples
+    assert len(total) == expected and all(sample.value > 0 for sample in total), (total, expected)
+
+
 @then("every metric of each daemon starts with its prefix and no label holds the prompt")
 def prefixed_and_bounded(context) -> None:
     for daemon in ("queen", "hive", "worker"):

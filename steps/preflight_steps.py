@@ -10,10 +10,10 @@ from pathlib import Path
 
 from behave import given, then, when
 
-from rbee.testing.cluster import wait_until
+from rbee.testing.cluster import hive_daemon, wait_until
 from rbee.testing.http_client import request
 from steps.cli_steps import _run
-from steps.common import hive_workers, tiny_ref
+from steps.common import hive_workers, started, tiny_ref
 
 TIB = 1 << 40
 
@@ -131,3 +131,37 @@ def post_to_that_worker(context) -> None:
 def memory_error_logged(context) -> None:
     logs = list((context.workdir / "hive-data" / "logs").glob("w-*.log"))
     assert any("MemoryError" in path.read_text() for path in logs), logs
+
+
+@given("this node has no usable CUDA backend")
+def no_cuda(context) -> None:
+    from rbee.hive import backends
+
+    if backends.get("cuda").available:
+        context.scenario.skip("this node has a usable CUDA backend")
+
+
+@given('a hive on free loopback ports started with "{flags}"')
+def hive_with_flags(context, flags: str) -> None:
+    context.hive = started(context, hive_daemon(context.workdir, flags.split()))
+    context.hive_url = context.hive.base_url
+
+
+@then('the error details name backend "{backend}" and node backend "{node}"')
+def details_name_backends(context, backend: str, node: str) -> None:
+    details = context.answer.json()["error"]["details"]
+    assert (details["backend"], details["node_backend"]) == (backend, node), details
+
+
+@then('the hive lists the worker on backend "{backend}" with no GPU')
+def worker_without_gpu(context, backend: str) -> None:
+    record = context.worker_record
+    assert (record["backend"], record["device"], record["gpus"]) == (backend, None, []), record
+    assert (record["gpu_layers"], record["vram_required_bytes"]) == (0, 0), record
+
+
+@then("the worker's environment hides every GPU")
+def gpus_hidden(context) -> None:
+    pid = context.worker_record["pid"]
+    entries = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    assert b"CUDA_VISIBLE_DEVICES=" in entries, [e for e in entries if e.startswith(b"CUDA")]

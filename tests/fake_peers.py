@@ -19,6 +19,8 @@ from rbee.queen.nodes.hive_client import HiveClient
 
 HOLD_S = 30.0
 """The longest a scripted worker holds a stream open waiting for the test (never reached)."""
+WORKER_IDS = itertools.count(1)
+"""Worker ids unique over every fake hive of a test run, as real hives' ids are."""
 
 
 async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
@@ -32,10 +34,13 @@ async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
 
 
 class FakeHive:
-    """A hive's API: `/v1/health`, `/v1/workers/{list,spawn,stop}`, `/v1/models/list`.
+    """A hive's API: `/v1/health`, `/v1/resources`, `/v1/workers/{list,spawn,stop}`, `/v1/models/list`.
 
     A spawned worker reports `loading` for `lists_while_loading` list calls, then
     `after_loading` (a state, or None: the worker vanished, as a crashed one leaves the list).
+    Spawns resolve backends as a hive does with `gpus` (entries of `/v1/resources`): `auto` is
+    `cuda` on the first GPU when there is one, else `cpu`; `cuda` without GPUs is refused with 400
+    BACKEND_UNAVAILABLE; `refusal` (an ApiError) refuses every spawn.
     """
 
     def __init__(self, worker_url: str = "http://127.0.0.1:9") -> None:
@@ -47,16 +52,17 @@ class FakeHive:
         self.list_calls = 0
         self.lists_while_loading = 1
         self.after_loading: str | None = "idle"
+        self.gpus: list[dict[str, Any]] = []
+        self.refusal: ApiError | None = None
         self.url = ""
         self._loading: dict[str, int] = {}
-        self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
 
     def add_worker(self, model: str, state: str = "idle", slots: int = 1, backend: str = "cpu",
-                   url: str | None = None) -> dict[str, Any]:
+                   url: str | None = None, device: int | None = None) -> dict[str, Any]:
         """A worker this hive reports; one added `loading` loads as a spawned one does."""
-        worker = {"worker_id": f"w-{next(self._ids)}", "model": model, "url": url or self.worker_url,
-                  "slots": slots, "state": state, "restarts": 0, "backend": backend}
+        worker = {"worker_id": f"w-{next(WORKER_IDS)}", "model": model, "url": url or self.worker_url,
+                  "slots": slots, "state": state, "restarts": 0, "backend": backend, "device": device}
         self.workers.append(worker)
         if state == "loading":
             self._loading[worker["worker_id"]] = self.lists_while_loading
@@ -69,6 +75,7 @@ class FakeHive:
     async def start(self) -> FakeHive:
         app = web.Application()
         app.router.add_get("/v1/health", self._health)
+        app.router.add_get("/v1/resources", self._resources)
         app.router.add_get("/v1/workers/list", self._list)
         app.router.add_post("/v1/workers/spawn", self._spawn)
         app.router.add_post("/v1/workers/stop", self._stop)
@@ -82,6 +89,9 @@ class FakeHive:
 
     async def _health(self, _: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
+
+    async def _resources(self, _: web.Request) -> web.Response:
+        return web.json_response({"cpu_count": 2, "gpus": self.gpus})
 
     async def _list(self, _: web.Request) -> web.Response:
         self.list_calls += 1
@@ -102,7 +112,17 @@ class FakeHive:
     async def _spawn(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.spawns.append(body)
-        worker = self.add_worker(body["model"], "loading", body["slots"], body["backend"])
+        backend = body["backend"]
+        if backend == "auto":
+            backend = "cuda" if self.gpus else "cpu"
+        refusal = self.refusal
+        if refusal is None and backend == "cuda" and not self.gpus:
+            refusal = ApiError(400, "BACKEND_UNAVAILABLE", "the cuda backend cannot be used on this node")
+        if refusal is not None:
+            return web.json_response(error_body(refusal.code, refusal.message, "c0ffee", refusal.details),
+                                     status=refusal.status)
+        device = self.gpus[0]["index"] if backend == "cuda" else None
+        worker = self.add_worker(body["model"], "loading", body["slots"], backend, device=device)
         return web.json_response(worker)
 
     async def _stop(self, request: web.Request) -> web.Response:

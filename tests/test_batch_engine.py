@@ -1,5 +1,6 @@
 """The batched engine on real llama.cpp with the tiny random-weight model: sequences decoded
-together in one context, joining and leaving between steps."""
+together in one context, joining and leaving between steps, with tokens handed out before the
+next batch decodes (the CPU's order) and while it decodes (the GPU's order)."""
 
 import asyncio
 import threading
@@ -9,7 +10,8 @@ import pytest
 
 from rbee.common.wire_requests import SamplingParams
 from rbee.testing.tiny_model import build_tiny_gguf
-from rbee.worker.batch_engine import PREFILL_TOKENS_WHILE_DECODING, BatchEngine
+from rbee.worker import batch_engine
+from rbee.worker.batch_engine import PREFILL_TOKENS_WHILE_DECODING, BatchEngine, _Batch, _default_threads
 from rbee.worker.faults import Faults
 from rbee.worker.generation import Job, LoadSpec, Outcome
 
@@ -23,9 +25,17 @@ def model_path(tmp_path_factory):
     return str(build_tiny_gguf(tmp_path_factory.mktemp("model") / "tiny.gguf", context_length=CTX))
 
 
-@pytest.fixture(scope="module")
-def batch(model_path):
-    engine = asyncio.run(BatchEngine.load(LoadSpec(model_path, SLOTS, CTX, 1), Faults(), lambda _: None))
+def _load(model_path: str, overlap: bool, slots: int = SLOTS, ctx: int = CTX, faults: Faults | None = None):
+    """An engine that hands tokens out while the next batch decodes when `overlap`."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(batch_engine, "_overlaps", lambda spec: overlap)
+        spec = LoadSpec(model_path, slots, ctx, 1)
+        return asyncio.run(BatchEngine.load(spec, faults or Faults(), lambda _: None))
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["in-order", "overlapped"])
+def batch(model_path, request):
+    engine = _load(model_path, request.param)
     yield engine
     engine.shutdown()
 
@@ -153,9 +163,9 @@ def test_the_budget_never_exceeds_the_sequence_context(batch):
     assert outcome == Outcome(tokens_out=batch.context_tokens - prompt, stop_reason="max_tokens")
 
 
-def test_shutting_down_cancels_running_sequences_and_stops_the_loop(model_path):
-    slow = Faults(slow_ms=5)
-    engine = asyncio.run(BatchEngine.load(LoadSpec(model_path, 2, 4096, 1), slow, lambda _: None))
+@pytest.mark.parametrize("overlap", [False, True], ids=["in-order", "overlapped"])
+def test_shutting_down_cancels_running_sequences_and_stops_the_loop(model_path, overlap):
+    engine = _load(model_path, overlap, slots=2, ctx=4096, faults=Faults(slow_ms=5))
     run = _start(engine, 0, SamplingParams(max_tokens=4000, ignore_eos=True))
     _wait_for_tokens(run, 5)
     engine.shutdown()
@@ -170,3 +180,45 @@ def test_a_file_that_is_no_model_fails_the_load(tmp_path):
     bad.write_bytes(b"GGUF" + b"\0" * 64)
     with pytest.raises(ValueError):
         asyncio.run(BatchEngine.load(LoadSpec(str(bad), 1, 256, 1), Faults(), lambda _: None))
+
+
+def _seeded_texts(engine) -> list[tuple[Outcome, str]]:
+    params = [SamplingParams(max_tokens=40 + 30 * slot, temperature=1.0, seed=100 + slot, ignore_eos=True)
+              for slot in range(SLOTS)]
+    runs = [_start(engine, slot, p, prompt=f"Once upon a time {slot}") for slot, p in enumerate(params)]
+    return [(run.outcome(), run.text) for run in runs]
+
+
+def test_parallel_sampling_and_overlap_give_the_same_tokens_as_one_thread_in_order(model_path, monkeypatch):
+    results = []
+    for threads, overlap in ((1, False), (SLOTS, False), (SLOTS, True)):
+        monkeypatch.setattr(batch_engine, "SAMPLING_THREADS", threads)
+        engine = _load(model_path, overlap)
+        try:
+            results.append(_seeded_texts(engine))
+        finally:
+            engine.shutdown()
+    assert results[0] == results[1] == results[2]
+    assert len({text for _, text in results[0]}) == SLOTS
+
+
+def test_a_batch_writes_staged_tokens_with_their_positions_sequences_and_outputs():
+    batch = _Batch(8)
+    assert batch.add([5, 6, 7], 10, 2, output_last=True) == 2
+    assert batch.add([9], 4, 0, output_last=False) == 3
+    assert batch.write() == 4
+    raw = batch.batch
+    assert raw.n_tokens == 4
+    assert [raw.token[i] for i in range(4)] == [5, 6, 7, 9]
+    assert [raw.pos[i] for i in range(4)] == [10, 11, 12, 4]
+    assert [(raw.n_seq_id[i], raw.seq_id[i][0]) for i in range(4)] == [(1, 2), (1, 2), (1, 2), (1, 0)]
+    assert [raw.logits[i] for i in range(4)] == [0, 0, 1, 0]
+    assert batch.add([1], 0, 3, output_last=True) == 0
+    assert batch.write() == 1 and raw.token[0] == 1 and raw.seq_id[0][0] == 3 and raw.logits[0] == 1
+
+
+def test_an_offloaded_model_gets_few_llama_threads_and_a_cpu_model_every_core(monkeypatch):
+    monkeypatch.setattr(batch_engine.os, "cpu_count", lambda: 16)
+    assert (_default_threads(True), _default_threads(False)) == (batch_engine.GPU_THREADS, 16)
+    monkeypatch.setattr(batch_engine.os, "cpu_count", lambda: 2)
+    assert (_default_threads(True), _default_threads(False)) == (2, 2)

@@ -71,13 +71,14 @@ class Queen:
 
 
 @asynccontextmanager
-async def queen(tmp_path, *plays, slots: int = 4):
-    """A Dispatcher whose placement finds one idle worker (answering with `plays`) on localhost."""
+async def queen(tmp_path, *plays, slots: int = 4, backend: str = "cpu", device: int | None = None):
+    """A Dispatcher whose placement finds one idle worker (answering with `plays`) on localhost,
+    running on `backend` (GPU `device`)."""
     worker = await FakeWorker(*plays).start()
     hive = await FakeHive(worker.url).start()
     registry = NodeRegistry(tmp_path / "nodes.db")
     try:
-        hive.add_worker(MODEL, "idle", slots=slots)
+        hive.add_worker(MODEL, "idle", slots=slots, backend=backend, device=device)
         async with aiohttp.ClientSession() as session:
             local = NodeHandle("localhost", hive.client(session))
             timings = Timings()
@@ -121,6 +122,16 @@ def test_the_started_event_carries_the_task_id_and_names_the_node(tmp_path):
     assert started["type"] == "started"
     assert started["task_id"] == task_id
     assert started["node"] == "localhost"
+
+
+@pytest.mark.parametrize(("backend", "device"), [("cpu", None), ("cuda", 1)])
+def test_the_started_event_names_the_backend_and_device_of_the_worker(tmp_path, backend, device):
+    async def scenario():
+        async with queen(tmp_path, streams("Once"), backend=backend, device=device) as q:
+            return (await q.events(q.task()))[0]
+
+    started = asyncio.run(scenario())
+    assert (started["model"], started["backend"], started["device"]) == (MODEL, backend, device)
 
 
 def test_the_worker_gets_the_body_with_the_task_id_and_the_correlation_deadline_and_auth_headers(tmp_path):

@@ -18,6 +18,7 @@ QUEEN = JOBS_DIR / "rbee-queen.nomad.hcl"
 HIVE = JOBS_DIR / "rbee-hive.nomad.hcl"
 QUEEN_TASK = "job rbee-queen > group queen > task queen"
 HIVE_TASK = "job rbee-hive > group hive > task hive"
+GPU_COUNT_DEFAULT = '  default     = 1\n}\n\nvariable "cpu_mhz" {'
 
 
 def _without_block(name: str, indent: int) -> Callable[[str], str]:
@@ -111,6 +112,18 @@ BREAKAGES = {
         "kill_signal `SIGKILL`"),
     "queen url missing": Breakage(
         HIVE, '"--queen-url", "${RBEE_QUEEN_URL}",', "", "MISSING_FLAG", HIVE_TASK, "needs `--queen-url`"),
+    "a GPU of another vendor": Breakage(
+        HIVE, 'device "nvidia/gpu" {', 'device "amd/gpu" {', "NOT_AN_NVIDIA_GPU",
+        f'{HIVE_TASK} > device "amd/gpu"', "the hive reads GPUs through NVML"),
+    "no GPU asked for": Breakage(
+        HIVE, GPU_COUNT_DEFAULT, GPU_COUNT_DEFAULT.replace("= 1", "= 0"), "BAD_DEVICE_COUNT",
+        f'{HIVE_TASK} > device "nvidia/gpu"', "count `0`"),
+    "misspelled device count": Breakage(
+        HIVE, "count = var.gpus", "cout = var.gpus", "UNKNOWN_STANZA",
+        f"{HIVE_TASK} > resources > device nvidia/gpu", "did you mean `count`?"),
+    "a GPU for the queen": Breakage(
+        QUEEN, "        memory = 512\n", '        memory = 512\n        device "nvidia/gpu" {}\n',
+        "DEVICE_UNUSED", f'{QUEEN_TASK} > device "nvidia/gpu"', "the queen runs no model"),
 }
 
 

@@ -25,12 +25,13 @@ pytestmark = pytest.mark.skipif(not os.environ.get("NOMAD_ADDR"),
                                 reason="needs a Nomad agent: set NOMAD_ADDR (and NOMAD_TOKEN with ACLs)")
 
 
-SMALL_HIVE = {"default     = 4000": "default     = 200", "default     = 8192": "default     = 256"}
+SMALL_HIVE = {"default     = 4000": "default     = 200", "default     = 8192": "default     = 256",
+              '        device "nvidia/gpu" {\n          count = var.gpus\n        }\n': ""}
 
 
 def _renamed_jobs(folder: Path, suffix: str) -> list[str]:
     """Copies of the shipped jobs whose job and service names end in `suffix` (and whose hive asks
-    for little CPU and memory, to fit a dev agent); returns the job IDs."""
+    for little CPU and memory and no GPU, to fit a dev agent); returns the job IDs."""
     names = []
     for path in sorted(JOBS_DIR.glob("*.nomad.hcl")):
         name = path.name.removesuffix(".nomad.hcl")

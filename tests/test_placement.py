@@ -13,7 +13,7 @@ import pytest
 from fake_peers import FakeHive, NodeHandle
 
 from rbee.common.errors import ApiError
-from rbee.common.tunables import Timings
+from rbee.common.tunables import GpuLimits, Timings
 from rbee.queen.nodes.hive_client import HiveClient
 from rbee.queen.nodes.hive_directory import HiveDirectory
 from rbee.queen.nodes.node_registry import Node, NodeRegistry, NodeSpec, utc_now
@@ -24,6 +24,7 @@ from rbee.queen.routing.worker_registry import WorkerRegistry
 MODEL = "tiny"
 SLOTS = 2
 WAIT_S = 10.0
+GIB = 1 << 30
 HIVE_DOWN = ApiError(503, "HIVE_UNAVAILABLE", "the test's hive does not start")
 
 
@@ -37,10 +38,10 @@ class Queen:
 
 
 @asynccontextmanager
-async def queen(tmp_path, local=None, remote=None, fails=None, timings=None, slots=SLOTS):
+async def queen(tmp_path, local=None, remote=None, fails=None, timings=None, slots=SLOTS, gpu=None):
     """`local`: the FakeHive of `localhost` (or None: the queen runs without a local hive);
     `remote`: node name → FakeHive or a URL where no hive answers; `fails`: node name → the
-    error its hive start raises."""
+    error its hive start raises; `gpu`: the GpuLimits (replicas)."""
     remote, fails, timings = remote or {}, fails or {}, timings or Timings()
     async with aiohttp.ClientSession() as session:
         handles: dict[str, NodeHandle] = {}
@@ -61,7 +62,7 @@ async def queen(tmp_path, local=None, remote=None, fails=None, timings=None, slo
         directory = HiveDirectory(handles.get("localhost"), registry, make_remote, stop_grace_s=1.0)
         hive_registry = HiveRegistry(timings)
         try:
-            yield Queen(Placement(directory, hive_registry, WorkerRegistry(), slots, timings),
+            yield Queen(Placement(directory, hive_registry, WorkerRegistry(), slots, timings, gpu),
                         hive_registry, handles)
         finally:
             registry.close()
@@ -76,6 +77,11 @@ async def fake_hives(count: int):
             stack.push_async_callback(hive.close)
             hives.append(hive)
         yield hives
+
+
+def gpu(index: int, free_bytes: int) -> dict:
+    """One GPU as a hive's `/v1/resources` lists it."""
+    return {"index": index, "uuid": f"GPU-{index}", "total_bytes": 24 * GIB, "free_bytes": free_bytes}
 
 
 async def dead_url() -> str:
@@ -118,6 +124,7 @@ def test_a_serving_worker_with_a_free_slot_is_reused_without_spawning(tmp_path):
 def test_a_model_without_workers_gets_one_spawned_with_the_configured_slots_and_backend(tmp_path):
     async def scenario():
         async with fake_hives(1) as (hive,), queen(tmp_path, local=hive, slots=3) as q:
+            hive.gpus = [gpu(0, 8 * GIB)]
             async with q.placement.worker_for(MODEL, backend="cuda") as worker:
                 return worker, hive.spawns
 
@@ -467,3 +474,192 @@ def test_the_models_of_every_answering_hive_are_listed_and_silent_ones_skipped(t
                 return await q.placement.hive_models()
 
     assert sorted(m["name"] for m in asyncio.run(scenario())) == ["default", "file:///models/far.gguf"]
+
+
+def test_an_auto_request_is_served_by_a_worker_of_any_backend(tmp_path):
+    async def scenario():
+        async with fake_hives(1) as (hive,), queen(tmp_path, local=hive) as q:
+            existing = hive.add_worker(MODEL, "idle", backend="cuda", device=0)
+            async with q.placement.worker_for(MODEL, backend="auto") as worker:
+                return worker.worker_id == existing["worker_id"], worker.device, hive.spawns
+
+    reused, device, spawns = asyncio.run(scenario())
+    assert (reused, device, spawns) == (True, 0, [])
+
+
+def test_an_auto_request_prefers_a_cuda_worker_with_a_free_slot_over_a_less_busy_cpu_one(tmp_path):
+    async def scenario():
+        async with fake_hives(1) as (hive,), queen(tmp_path, local=hive) as q:
+            hive.add_worker(MODEL, "idle", slots=4, backend="cpu")
+            hive.add_worker(MODEL, "idle", slots=2, backend="cuda", device=0)
+            async with q.placement.worker_for(MODEL) as first, q.placement.worker_for(MODEL) as second:
+                async with q.placement.worker_for(MODEL) as third:
+                    return first.backend, second.backend, third.backend
+
+    assert asyncio.run(scenario()) == ("cuda", "cuda", "cpu")
+
+
+def test_an_auto_spawn_is_left_to_the_hive_and_a_node_without_gpus_serves_on_the_cpu(tmp_path):
+    async def scenario():
+        async with fake_hives(1) as (hive,), queen(tmp_path, local=hive) as q:
+            async with q.placement.worker_for(MODEL) as worker:
+                return worker.backend, worker.device, [s["backend"] for s in hive.spawns]
+
+    assert asyncio.run(scenario()) == ("cpu", None, ["auto"])
+
+
+def test_an_explicit_cuda_request_is_never_placed_on_a_cpu_worker(tmp_path):
+    async def scenario():
+        async with fake_hives(1) as (hive,), queen(tmp_path, local=hive) as q:
+            hive.add_worker(MODEL, "idle", backend="cpu")
+            return await refused(q.placement, backend="cuda"), hive.spawns
+
+    err, spawns = asyncio.run(scenario())
+    assert (err.status, err.code) == (400, "BACKEND_UNAVAILABLE")
+    assert [s["backend"] for s in spawns] == ["cuda"]
+
+
+def test_a_spawn_goes_to_the_node_with_the_most_free_gpu_memory(tmp_path):
+    async def scenario():
+        async with fake_hives(3) as (a, b, c), queen(tmp_path, remote={"a-node": a, "b-node": b,
+                                                                        "c-node": c}) as q:
+            b.gpus = [gpu(0, 4 * GIB), gpu(1, 6 * GIB)]
+            c.gpus = [gpu(0, 12 * GIB)]
+            async with q.placement.worker_for(MODEL) as worker:
+                return q.placement.node_of(worker), worker.backend, [len(h.spawns) for h in (a, b, c)]
+
+    assert asyncio.run(scenario()) == ("c-node", "cuda", [0, 0, 1])
+
+
+def test_available_bytes_count_over_free_bytes_when_a_hive_reports_them(tmp_path):
+    async def scenario():
+        async with fake_hives(2) as (a, b), queen(tmp_path, remote={"a-node": a, "b-node": b}) as q:
+            a.gpus = [{**gpu(0, 20 * GIB), "available_bytes": 1 * GIB}]
+            b.gpus = [gpu(0, 8 * GIB)]
+            async with q.placement.worker_for(MODEL) as worker:
+                return q.placement.node_of(worker)
+
+    assert asyncio.run(scenario()) == "b-node"
+
+
+def test_an_auto_spawn_tries_nodes_without_gpus_last(tmp_path):
+    async def scenario():
+        async with fake_hives(2) as (a, b), queen(tmp_path, remote={"a-node": a, "b-node": b}) as q:
+            b.gpus = [gpu(0, 1 * GIB)]
+            async with q.placement.worker_for(MODEL) as worker:
+                return q.placement.node_of(worker), worker.backend
+
+    assert asyncio.run(scenario()) == ("b-node", "cuda")
+
+
+def test_a_cuda_spawn_skips_nodes_without_gpus(tmp_path):
+    async def scenario():
+        async with fake_hives(2) as (a, b), queen(tmp_path, remote={"a-node": a, "b-node": b}) as q:
+            b.gpus = [gpu(0, 1 * GIB)]
+            b.refusal = ApiError(507, "INSUFFICIENT_VRAM", "too little GPU memory")
+            return await refused(q.placement, backend="cuda"), a.spawns, len(b.spawns)
+
+    err, spawns_on_a, spawns_on_b = asyncio.run(scenario())
+    assert (err.status, err.code) == (507, "INSUFFICIENT_VRAM")
+    assert (spawns_on_a, spawns_on_b) == ([], 1)
+
+
+def test_a_cuda_request_with_no_gpu_on_any_node_is_400_backend_unavailable_and_spawns_nothing(tmp_path):
+    async def scenario():
+        async with fake_hives(2) as (a, b), queen(tmp_path, remote={"a-node": a, "b-node": b}) as q:
+            return await refused(q.placement, backend="cuda"), a.spawns + b.spawns
+
+    err, spawns = asyncio.run(scenario())
+    assert (err.status, err.code) == (400, "BACKEND_UNAVAILABLE")
+    assert "no node reports a GPU" in err.message
+    assert spawns == []
+
+
+def test_a_node_that_refuses_a_spawn_passes_it_to_the_next(tmp_path):
+    async def scenario():
+        async with fake_hives(2) as (a, b), queen(tmp_path, remote={"a-node": a, "b-node": b}) as q:
+            a.gpus = [gpu(0, 16 * GIB)]
+            a.refusal = ApiError(507, "INSUFFICIENT_VRAM", "too little GPU memory")
+            b.gpus = [gpu(0, 8 * GIB)]
+            async with q.placement.worker_for(MODEL, backend="cuda") as worker:
+                return q.placement.node_of(worker), len(a.spawns), len(b.spawns)
+
+    assert asyncio.run(scenario()) == ("b-node", 1, 1)
+
+
+def test_when_every_node_refuses_the_client_gets_the_most_specific_refusal(tmp_path):
+    async def scenario():
+        async with fake_hives(2) as (a, b), queen(tmp_path, remote={"a-node": a, "b-node": b}) as q:
+            a.gpus = [gpu(0, 16 * GIB)]
+            a.refusal = ApiError(400, "BACKEND_UNAVAILABLE", "the engine has no CUDA")
+            b.gpus = [gpu(0, 8 * GIB)]
+            b.refusal = ApiError(507, "INSUFFICIENT_VRAM", "too little GPU memory", {"device": 0})
+            return await refused(q.placement, backend="cuda")
+
+    err = asyncio.run(scenario())
+    assert (err.status, err.code, err.details) == (507, "INSUFFICIENT_VRAM", {"device": 0})
+
+
+def test_a_request_naming_a_node_gets_that_nodes_refusal(tmp_path):
+    async def scenario():
+        async with fake_hives(2) as (local, far), queen(tmp_path, local=local, remote={"far": far}) as q:
+            far.gpus = [gpu(0, 16 * GIB)]
+            return await refused(q.placement, backend="cuda", node="localhost"), far.spawns
+
+    err, spawns_far = asyncio.run(scenario())
+    assert (err.status, err.code) == (400, "BACKEND_UNAVAILABLE")
+    assert spawns_far == []
+
+
+def test_a_model_whose_queue_keeps_waiting_gets_a_replica_on_another_node(tmp_path):
+    limits = GpuLimits(max_replicas=2, replica_after_wait_s=0.05)
+
+    async def scenario():
+        async with fake_hives(2) as (a, b), queen(tmp_path, remote={"a-node": a, "b-node": b}, slots=1,
+                                                   gpu=limits) as q:
+            async with q.placement.worker_for(MODEL) as held:
+                async with q.placement.worker_for(MODEL) as replica:
+                    nodes = q.placement.node_of(held), q.placement.node_of(replica)
+                    return *nodes, len(a.spawns), len(b.spawns)
+
+    assert asyncio.run(scenario()) == ("a-node", "b-node", 1, 1)
+
+
+def test_replicas_are_spawned_one_at_a_time_and_bounded_by_gpu_max_replicas(tmp_path):
+    limits = GpuLimits(max_replicas=2, replica_after_wait_s=0.05)
+    timings = Timings(admission_wait_max_s=2.5)
+
+    async def scenario():
+        async with fake_hives(1) as (hive,), queen(tmp_path, local=hive, slots=1, gpu=limits,
+                                                   timings=timings) as q:
+            hive.lists_while_loading = 5
+            hive.add_worker(MODEL, "idle", slots=1)
+
+            async def request() -> str:
+                try:
+                    async with q.placement.worker_for(MODEL) as worker:
+                        await asyncio.sleep(4.0)
+                        return worker.worker_id
+                except ApiError as exc:
+                    return exc.code
+
+            answers = await asyncio.gather(*(request() for _ in range(4)))
+            return answers, len(hive.spawns)
+
+    answers, spawns = asyncio.run(scenario())
+    assert spawns == 1
+    served = [answer for answer in answers if answer != "QUEUE_TIMEOUT"]
+    assert (len(served), len(set(served))) == (2, 2)
+
+
+def test_with_the_default_limit_of_one_worker_a_waiting_queue_spawns_no_replica(tmp_path):
+    async def scenario():
+        limits, timings = GpuLimits(replica_after_wait_s=0.05), Timings(admission_wait_max_s=0.5)
+        async with fake_hives(1) as (hive,), queen(tmp_path, local=hive, gpu=limits, timings=timings) as q:
+            hive.add_worker(MODEL, "idle", slots=1)
+            async with q.placement.worker_for(MODEL):
+                return await refused(q.placement), hive.spawns
+
+    err, spawns = asyncio.run(scenario())
+    assert err.code == "QUEUE_TIMEOUT"
+    assert spawns == []

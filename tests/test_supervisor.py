@@ -22,11 +22,14 @@ from child_processes import kill_new, live_descendants
 from rbee.common.auth import Keyring
 from rbee.common.errors import ApiError, error_middleware
 from rbee.common.ports import ephemeral_port
-from rbee.common.tunables import Timings
+from rbee.common.tunables import GpuLimits, Timings
+from rbee.hive import backends
 from rbee.hive.api.workers import heartbeat, worker_ready
 from rbee.hive.app_keys import SUPERVISOR
 from rbee.hive.catalog import ModelEntry
+from rbee.hive.gpus import Gpu
 from rbee.hive.supervisor import SupervisorSettings, WorkerSupervisor
+from rbee.hive.vram_ledger import VramLedger
 from rbee.hive.worker_owner import WorkerRecord
 from rbee.testing.tiny_model import build_tiny_gguf
 
@@ -69,7 +72,7 @@ class Hive:
 
 
 @asynccontextmanager
-async def hive(tmp_path, timings: Timings = TIMINGS):
+async def hive(tmp_path, timings: Timings = TIMINGS, ledger: VramLedger | None = None):
     """A supervisor whose workers call back to the hive's handlers on a loopback port; every
     worker is stopped at the end."""
     path = build_tiny_gguf(tmp_path / "tiny.gguf", context_length=CTX)
@@ -82,7 +85,8 @@ async def hive(tmp_path, timings: Timings = TIMINGS):
     settings = SupervisorSettings(f"http://127.0.0.1:{listener.getsockname()[1]}", tmp_path / "hive",
                                   "127.0.0.1", "127.0.0.1", ephemeral_port(), CTX, keyring)
     audit: list = []
-    supervisor = WorkerSupervisor(settings, timings, lambda event, **fields: audit.append((event, fields)))
+    supervisor = WorkerSupervisor(settings, timings, lambda event, **fields: audit.append((event, fields)),
+                                  ledger)
     app = web.Application(middlewares=[error_middleware])
     app[SUPERVISOR] = supervisor
     app.router.add_post("/v1/workers/ready", worker_ready)
@@ -189,6 +193,26 @@ def test_a_spawn_refused_by_preflight_starts_no_process(tmp_path):
     assert (err.status, err.code) == (400, "BACKEND_UNAVAILABLE")
     assert listed == [] and started == set()
     assert [r["code"] for r in h.audited("worker.refused")] == ["BACKEND_UNAVAILABLE"]
+
+
+def test_a_cuda_workers_gpu_booking_lasts_until_it_leaves_the_registry(tmp_path, monkeypatch):
+    monkeypatch.setattr(backends, "compiled", lambda name: name == "cuda")
+    gpu = Gpu(0, "GPU-test", "Test GPU", 16 << 30, 16 << 30, 0, 0.0, 40.0, 50.0)
+    ledger = VramLedger(GpuLimits(), lambda: [gpu])
+
+    async def scenario():
+        async with hive(tmp_path, replace(TIMINGS, max_restarts=1), ledger) as h:
+            record = await h.supervisor.spawn(h.model, SLOTS)
+            booked = ledger.rooms()[0].booked_bytes
+            # this engine has no CUDA: the worker refuses to start, crashes out and leaves the registry
+            await h.until(lambda: not h.supervisor.list(), "the worker to leave the registry")
+            return record.to_wire(), booked, ledger.rooms()[0].booked_bytes
+
+    wire, booked, after = asyncio.run(scenario())
+    assert (wire["backend"], wire["device"], wire["gpus"]) == ("cuda", 0, [{"index": 0, "uuid": "GPU-test"}])
+    assert wire["address_space_limit_bytes"] is None
+    assert booked == wire["vram_required_bytes"] > 0
+    assert after == 0
 
 
 def test_a_stopped_worker_drains_exits_and_leaves_the_registry(tmp_path):

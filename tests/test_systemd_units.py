@@ -1,9 +1,10 @@
 """Unit rendering rules: which folders a unit's sandboxing hides, the read-only binds that bring rbee's
-install back, the folders rbee runs from, and the value checks `rbee deploy systemd` and the Ansible
-role share."""
+install back, the folders rbee runs from, the devices each unit may open, and the value checks
+`rbee deploy systemd` and the Ansible role share."""
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.util
 import re
 import sys
@@ -17,7 +18,10 @@ from ansible.errors import AnsibleFilterError
 import rbee
 from rbee.deploy.systemd_sandbox import HOMES, PRIVATE_TMP, directives, hidden_roots, read_only_binds
 from rbee.deploy.systemd_units import (
+    HIVE_UNIT,
+    QUEEN_UNIT,
     UNITS,
+    WORKER_UNIT,
     DeployError,
     SettingNames,
     UnitSettings,
@@ -27,6 +31,16 @@ from rbee.deploy.systemd_units import (
 )
 
 BIND = "BindReadOnlyPaths="
+PROC_DEVICES = {
+    "driver 580": "195 nvidia\n195 nvidiactl\n238 nvidia-uvm\n239 nvidia-nvswitch\n240 nvidia-nvlink\n"
+                  "241 nvidia-caps\n242 nvidia-caps-imex-channels\n",
+    "older naming": "195 nvidia-frontend\n236 nvidia-nvlink\n237 nvidia-caps\n511 nvidia-uvm\n",
+}
+"""NVIDIA character devices of /proc/devices: as recorded on an H200 node with driver 580 (with two
+majors rbee does not need: NVSwitch fabric and IMEX channels), and a listing written in the older
+drivers' name for major 195."""
+GPU_MAJORS = {"driver 580": {195, 238, 241}, "older naming": {195, 237, 511}}
+"""The majors of /dev/nvidiactl, /dev/nvidia0…, /dev/nvidia-uvm(-tools) and /dev/nvidia-caps/* there."""
 ROLE = Path(__file__).resolve().parents[1] / "ansible" / "roles" / "rbee_node"
 
 
@@ -131,6 +145,34 @@ def test_value_checks_name_the_setting_as_each_caller_does(change: dict[str, obj
         assert refused.value.code == code and expected in refused.value.message, refused.value.message
 
 
+def _device_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(("Device", "PrivateDevices="))]
+
+
+def _allowed_majors(text: str, proc_devices: str) -> set[int]:
+    """The majors a unit's `DeviceAllow=char-GROUP rw` lines open, as systemd matches GROUP
+    (a glob) against the names of /proc/devices."""
+    groups = [line.split("=", 1)[1].split()[0].removeprefix("char-") for line in text.splitlines()
+              if line.startswith("DeviceAllow=char-") and line.endswith(" rw")]
+    return {int(major) for major, name in (row.split() for row in proc_devices.splitlines())
+            if any(fnmatch.fnmatchcase(name, group) for group in groups)}
+
+
+@pytest.mark.parametrize("driver", sorted(PROC_DEVICES))
+def test_system_units_running_workers_open_exactly_the_nvidia_gpus_and_the_queen_none(driver: str) -> None:
+    system = settings(user=False, data_dir=Path("/var/lib/rbee"))
+    for name in (HIVE_UNIT, WORKER_UNIT):
+        text = render_unit(name, system)
+        assert "DevicePolicy=closed" in text and "PrivateDevices=yes" not in text, name
+        assert _allowed_majors(text, PROC_DEVICES[driver]) == GPU_MAJORS[driver], name
+    assert _device_lines(render_unit(QUEEN_UNIT, system)) == ["PrivateDevices=yes"]
+
+
+def test_user_units_set_no_device_policy() -> None:
+    for name in UNITS:
+        assert _device_lines(render_unit(name, settings())) == [], name
+
+
 def _ansible_filter() -> ModuleType:
     """The role's filter plugin, loaded as Ansible loads it: from its file."""
     path = ROLE / "filter_plugins" / "rbee_units.py"
@@ -154,6 +196,15 @@ def test_the_ansible_filter_binds_the_nodes_virtualenv_like_the_command() -> Non
     assert sorted(units) == sorted(UNITS)
     for text in units.values():
         assert [line for line in text.splitlines() if line.startswith(BIND)] == [f"{BIND}/tmp/node/venv"]
+
+
+def test_the_ansible_filters_system_units_open_the_gpus_like_the_commands() -> None:
+    role = _role_settings(scope="system", data_dir="/var/lib/rbee")
+    units = _ansible_filter().rbee_units(role)
+    system = settings(user=False, data_dir=Path("/var/lib/rbee"))
+    for name in UNITS:
+        assert _device_lines(units[name]) == _device_lines(render_unit(name, system)), name
+    assert "DevicePolicy=closed" in units[HIVE_UNIT]
 
 
 @pytest.mark.parametrize(("change", "message"), [

@@ -59,9 +59,15 @@ def test_a_worker_started_event_carries_no_queen_fields():
     assert "node" not in wire.Started("t1", "w-1", 0, 3, None).to_wire()
 
 
-def test_the_queen_sends_node_and_model_together_even_without_a_node():
-    placed = wire.Started("t1", "w-1", 0, 3, None, node=None, model="default").to_wire()
-    assert list(placed)[-2:] == ["node", "model"] and placed["node"] is None
+def test_the_queen_sends_node_model_and_placement_together_even_without_a_node():
+    placed = wire.Started("t1", "w-1", 0, 3, None, node=None, model="default", backend="cpu").to_wire()
+    assert list(placed)[-4:] == ["node", "model", "backend", "device"]
+    assert placed["node"] is None and placed["device"] is None and placed["backend"] == "cpu"
+
+
+def test_a_started_event_names_the_gpu_it_was_placed_on_both_ways():
+    event = wire.Started("t1", "w-1", 0, 3, None, "gpu-node", "m", "cuda", 1)
+    assert wire.Started.from_wire(event.to_wire()) == event
 
 
 def test_a_download_status_sends_only_the_optional_keys_it_has():

@@ -16,7 +16,9 @@ from rbee.common import processes
 from rbee.common.tunables import Timings
 from rbee.common.wire import WorkerState
 from rbee.hive.catalog import ModelEntry
+from rbee.hive.gpu_fit import GpuShare, Placement
 from rbee.hive.owner_messages import Heartbeat, Ready, Reload, Spawned, Stop
+from rbee.hive.preflight import Need
 from rbee.hive.restart_policy import RestartPolicy
 from rbee.hive.worker_owner import WorkerOwner, WorkerRecord
 
@@ -351,3 +353,22 @@ def test_a_reload_passes_sighup_on_to_the_worker_process(tmp_path):
             return o.wire
 
     assert asyncio.run(scenario())["state"] == "loading"  # the process lives on
+
+
+GIB = 1 << 30
+CPU_NEED = Need(ram_bytes=GIB, disk_bytes=1, backend="cpu")
+TWO_GPUS = (GpuShare(1, "GPU-bbbb", 6 * GIB), GpuShare(0, "GPU-cccc", 3 * GIB))
+GPU_NEED = Need(GIB, 1, "cuda", Placement(TWO_GPUS, 7, (0.5, 0.5)), all_layers=19, split_mode="layer")
+
+
+def test_the_worker_record_of_a_gpu_worker_names_its_gpus_and_has_no_limit():
+    model = ModelEntry("m", "file:///m.gguf", "/m.gguf", 1)
+    gpu = WorkerRecord("w-1", model, 8081, 1, need=GPU_NEED).to_wire()
+    cpu = WorkerRecord("w-2", model, 8082, 1, need=CPU_NEED).to_wire()
+    assert {k: gpu[k] for k in ("backend", "device", "gpus", "gpu_layers", "vram_required_bytes",
+                                "address_space_limit_bytes")} == {
+        "backend": "cuda", "device": 1,
+        "gpus": [{"index": 1, "uuid": "GPU-bbbb"}, {"index": 0, "uuid": "GPU-cccc"}], "gpu_layers": 7,
+        "vram_required_bytes": 9 * GIB, "address_space_limit_bytes": None}
+    assert (cpu["backend"], cpu["device"], cpu["gpus"], cpu["gpu_layers"]) == ("cpu", None, [], 0)
+    assert cpu["address_space_limit_bytes"] == CPU_NEED.address_space_limit

@@ -9,6 +9,9 @@
 # Nomad Variable as the queen's (docs/deployment.md, "Cluster with Nomad"). To keep hives off
 # some clients, put those clients in another node pool or add a constraint.
 #
+# Each hive reserves `gpus` NVIDIA GPUs through Nomad's device plugin, so the job runs only on
+# clients that have that many (a system job skips the others).
+#
 # The queen places work only on registered nodes: register each client once with
 # `rbee setup add-node` (its address as --ssh-host); the queen then uses the hive running here.
 
@@ -52,6 +55,12 @@ variable "tokens_path" {
   description = "Nomad Variable holding queen_token, hive_token and worker_token."
   type        = string
   default     = "nomad/jobs/rbee"
+}
+
+variable "gpus" {
+  description = "NVIDIA GPUs each hive reserves for its workers; clients with fewer run no hive."
+  type        = number
+  default     = 1
 }
 
 variable "cpu_mhz" {
@@ -195,6 +204,14 @@ job "rbee-hive" {
       resources {
         cpu    = var.cpu_mhz
         memory = var.memory_mb
+
+        # Reserved by the NVIDIA device plugin (`plugin "nomad-device-nvidia"` in the client
+        # config), which puts their UUIDs in NVIDIA_VISIBLE_DEVICES: the hive runs its workers on
+        # those GPUs only. raw_exec leaves every GPU visible; exec mounts only the reserved ones.
+        # CPU-only clients: delete this block in a copy of the job (docs/deployment.md).
+        device "nvidia/gpu" {
+          count = var.gpus
+        }
       }
     }
   }

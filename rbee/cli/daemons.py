@@ -215,6 +215,9 @@ def print_backends() -> int:
 
 def run_worker(args: argparse.Namespace) -> int:
     """Serve a worker until stopped; exit WORKER_LOAD_FAILED when its model failed to load."""
+    from rbee.worker.cxx_runtime import share_cxx_runtime
+
+    share_cxx_runtime()
     from rbee.worker.app import build_app, exit_code
     from rbee.worker.settings import WorkerSettings
 

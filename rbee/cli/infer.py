@@ -17,7 +17,7 @@ import aiohttp
 from rbee.cli.failures import CommandFailed, reaching
 from rbee.cli.queen_access import queen_options
 from rbee.common import sse, wire
-from rbee.common.defaults import BACKENDS
+from rbee.common.defaults import BACKEND_POLICIES
 from rbee.common.secrets import load_token
 from rbee.common.wire_requests import TaskRequest
 
@@ -37,8 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     infer.add_argument("--node", default=None,
                        help="node to run on (`localhost` or a name from `rbee setup list-nodes`; "
                        "default: the queen chooses)")
-    infer.add_argument("--backend", choices=BACKENDS, default=BACKENDS[0],
-                       help="run on this backend or fail (never a silent CPU fallback)")
+    infer.add_argument("--backend", choices=BACKEND_POLICIES, default=None,
+                       help="auto: a GPU, else the CPU; a named backend or fail (never a silent CPU "
+                       "fallback); default: the queen's policy for the model")
     queen_options(infer)
     infer.add_argument("--stats", action="store_true",
                        help="print time to first token and tokens/s to stderr")
@@ -82,9 +83,9 @@ async def _stream(args: argparse.Namespace, progress: _Progress, headers: dict[s
                 raise InferFailed(await _error_text(response))
             async for received in sse.iter_events(response):
                 match wire.parse_event(received):
-                    case wire.Started(task_id=task_id, node=node, worker_id=worker_id):
+                    case wire.Started(task_id=task_id, node=node, worker_id=worker_id) as placed:
                         progress.task_id = task_id
-                        progress.served_by = f"node {node}, worker {worker_id}"
+                        progress.served_by = f"node {node}, worker {worker_id} on {_placed_on(placed)}"
                     case wire.Token(token=text):
                         progress.first_token_at = progress.first_token_at or time.monotonic()
                         sys.stdout.write(text)
@@ -96,6 +97,12 @@ async def _stream(args: argparse.Namespace, progress: _Progress, headers: dict[s
                             _print_stats(end, started, progress)
                     case wire.Error(code=code, message=message):
                         raise InferFailed(f"{code}: {message}")
+
+
+def _placed_on(started: wire.Started) -> str:
+    """`cpu`, `cuda:0`: where the worker runs."""
+    backend = started.backend or "?"
+    return backend if started.device is None else f"{backend}:{started.device}"
 
 
 def _print_stats(end: wire.End, started: float, progress: _Progress) -> None:

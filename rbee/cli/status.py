@@ -76,6 +76,12 @@ def _counts(states: dict[str, int]) -> str:
     return ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
 
 
+def _placed_on(worker: dict[str, Any]) -> str:
+    """The worker's backend, with its GPU: `cpu`, `cuda:0`."""
+    backend, device = worker.get("backend", "cpu"), worker.get("device")
+    return _text(backend if device is None else f"{backend}:{device}")
+
+
 def _ago(seconds: float | None) -> str:
     return "never" if seconds is None else f"{seconds:.1f} s ago"
 
@@ -96,9 +102,9 @@ def render(status: dict[str, Any], console: Console) -> None:
          _ago(h["seconds_since_heartbeat"])]
         for h in status["hives"]
     ]))
-    columns = ["Worker", "Node", "Model", "State", "Busy", "tok/s", "Restarts"]
+    columns = ["Worker", "Node", "Model", "Backend", "State", "Busy", "tok/s", "Restarts"]
     console.print(_table("Workers", columns, [
-        [_text(w["worker_id"]), _text(w["node"] or "?"), _text(w["model"]), _state(w["state"]),
+        [_text(w["worker_id"]), _text(w["node"] or "?"), _text(w["model"]), _placed_on(w), _state(w["state"]),
          f"{w['slots_busy']}/{w['slots']}", f"{w['tokens_per_second']:.1f}", str(w["restarts"])]
         for w in workers
     ]))

@@ -9,7 +9,7 @@ import logging
 import os
 import resource
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -44,10 +44,11 @@ def child_environment() -> dict[str, str]:
 
 
 async def spawn(
-    args: list[str], log_path: Path, address_space_limit: int | None = None
+    args: list[str], log_path: Path, address_space_limit: int | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> asyncio.subprocess.Process:
-    """Start `args` with stdout and stderr appended to `log_path`, tied to this process, and
-    under an address-space limit (bytes) when one is given."""
+    """Start `args` with stdout and stderr appended to `log_path`, tied to this process, under an
+    address-space limit (bytes) when one is given, with `env` added to the child environment."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log_file:
         return await asyncio.create_subprocess_exec(
@@ -56,7 +57,7 @@ async def spawn(
             stdout=log_file,
             stderr=asyncio.subprocess.STDOUT,
             preexec_fn=_child_setup(address_space_limit),
-            env=child_environment(),
+            env={**child_environment(), **(env or {})},
         )
 
 

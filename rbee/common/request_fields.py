@@ -15,7 +15,7 @@ from pydantic import BeforeValidator, Field, GetCoreSchemaHandler, GetJsonSchema
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticUseDefault, core_schema
 
-from rbee.common.defaults import BACKENDS
+from rbee.common.defaults import BACKEND_POLICIES, BACKENDS
 from rbee.common.request_body import refusal
 from rbee.common.validation import (
     DNS_NAME,
@@ -108,3 +108,5 @@ Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
 Slots = Annotated[int, Field(strict=True, ge=1, le=MAX_SLOTS)]
 DeviceId = Annotated[int, Field(strict=True, ge=0, le=MAX_DEVICE_ID)]
 Backend = Literal[BACKENDS]
+BackendPolicy = Literal[BACKEND_POLICIES]
+"""A backend, or `auto`: a usable GPU, else the CPU."""

@@ -85,20 +85,25 @@ class Started(WireEvent):
     deadline: str | None = None
     node: str | None = None
     model: str | None = None
+    backend: str | None = None
+    """Where the worker runs (`cpu`, `cuda`): the queen's addition, with `model`."""
+    device: int | None = None
+    """The GPU index on the worker's node (None on the CPU)."""
 
     def to_wire(self) -> dict[str, Any]:
         """The event's JSON object."""
         wire = {"type": self.TYPE, "task_id": self.task_id, "worker_id": self.worker_id,
                 "slot": self.slot, "prompt_tokens": self.prompt_tokens, "deadline": self.deadline}
         if self.model is not None:
-            wire.update(node=self.node, model=self.model)
+            wire.update(node=self.node, model=self.model, backend=self.backend, device=self.device)
         return wire
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> Self:
         """The event of a received JSON object."""
         return cls(data["task_id"], data["worker_id"], data["slot"], data["prompt_tokens"],
-                   data.get("deadline"), data.get("node"), data.get("model"))
+                   data.get("deadline"), data.get("node"), data.get("model"), data.get("backend"),
+                   data.get("device"))
 
 
 @dataclass(frozen=True, slots=True)

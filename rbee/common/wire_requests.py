@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, StrictI
 from rbee.common.request_body import RequestBody, refusal
 from rbee.common.request_fields import (
     Backend,
+    BackendPolicy,
     DefaultWhen,
     DeviceId,
     HttpBaseUrl,
@@ -121,7 +122,8 @@ class TaskRequest(SamplingParams):
     model: ModelRef
     prompt: PromptText
     node: NodeName | None = None
-    backend: Backend = "cpu"
+    backend: BackendPolicy | None = None
+    """None: the queen's policy for the model (`model_backends`, else `backend`)."""
 
     def worker_body(self) -> dict[str, Any]:
         """What the worker gets: the prompt and the sampling settings."""
@@ -139,7 +141,7 @@ class SpawnRequest(RequestBody):
 
     model: ModelRef
     slots: Slots = 1
-    backend: Backend = "cpu"
+    backend: BackendPolicy = "auto"
     device: DeviceId | None = None
 
 
@@ -186,6 +188,7 @@ class WorkerReport(RequestBody):
     state: WorkerState
     restarts: StrictInt = 0
     backend: Backend = "cpu"
+    device: DeviceId | None = None
 
 
 class HiveHeartbeat(RequestBody):

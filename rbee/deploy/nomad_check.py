@@ -4,9 +4,10 @@ python-hcl2 only proves a file is valid HCL. These rules prove it is a job rbee 
 right job type per daemon, known stanza names (a misspelled one is reported with the name it
 probably meant), an absolute rbee command with its port taken from the group's network, an
 HTTP service check on the daemon's health endpoint, restart and update stanzas with
-auto_revert, a kill_timeout that covers the drain, a shutdown_delay for hives, and token
-files rendered from Nomad Variables with mode 0600. Each problem names the file, the
-job > group > task it is in, an UPPER_SNAKE code and what is wrong.
+auto_revert, a kill_timeout that covers the drain, a shutdown_delay for hives, GPUs asked for
+from the NVIDIA device plugin by the hive alone, and token files rendered from Nomad Variables
+with mode 0600. Each problem names the file, the job > group > task it is in, an UPPER_SNAKE
+code and what is wrong.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ DRIVERS = ("raw_exec", "exec")
 STOP_SIGNALS = ("SIGTERM", "SIGINT")
 SECRETS_PREFIXES = ("${NOMAD_SECRETS_DIR}/", "secrets/")
 _PORT_REF = re.compile(r"^\$\{NOMAD_PORT_([A-Za-z0-9_]+)\}$")
+GPU_DEVICE = "nvidia/gpu"
+"""The NVIDIA device plugin's GPUs (`nvidia/gpu/<model>` picks a model); the hive reads them with NVML."""
 
 
 @dataclass(frozen=True)
@@ -47,13 +50,15 @@ class Role:
     token_flags: tuple[str, ...]
     required_flags: tuple[str, ...]
     needs_shutdown_delay: bool
+    runs_workers: bool
 
 
 ROLES = {
     "queen": Role("service", "/health", ("--token-file", "--hive-token-file", "--worker-token-file"),
-                  ("--host", "--port", "--data-dir"), needs_shutdown_delay=False),
+                  ("--host", "--port", "--data-dir"), needs_shutdown_delay=False, runs_workers=False),
     "hive": Role("system", "/v1/health", ("--token-file", "--queen-token-file", "--worker-token-file"),
-                 ("--host", "--port", "--data-dir", "--queen-url"), needs_shutdown_delay=True),
+                 ("--host", "--port", "--data-dir", "--queen-url"), needs_shutdown_delay=True,
+                 runs_workers=True),
 }
 
 # Stanza names Nomad accepts, per block kind (Nomad 1.9 job specification). Blocks without an
@@ -107,13 +112,14 @@ SCHEMA: dict[str, frozenset[str]] = {
         "splay", "uid", "wait",
     }),
     "resources": frozenset({"cores", "cpu", "device", "memory", "memory_max", "numa", "secrets"}),
+    "device": frozenset({"affinity", "constraint", "count"}),
     "logs": frozenset({"disabled", "enabled", "max_file_size", "max_files"}),
     "constraint": frozenset({"attribute", "distinct_hosts", "distinct_property", "operator", "value"}),
     "reschedule": frozenset({"attempts", "delay", "delay_function", "interval", "max_delay", "unlimited"}),
     "ephemeral_disk": frozenset({"migrate", "size", "sticky"}),
     "lifecycle": frozenset({"hook", "sidecar"}),
 }
-LABELED = frozenset({"job", "group", "task", "port", "variable"})
+LABELED = frozenset({"job", "group", "task", "port", "variable", "device"})
 
 
 @dataclass(frozen=True)
@@ -231,6 +237,7 @@ def _check_task(task: dict[str, Any], group: dict[str, Any], ports: set[str],
                    f"(ports: {', '.join(sorted(ports)) or 'none'})")
     _check_tokens(task, flags, spec, where, report)
     _check_stop(task, defaults, where, report)
+    _check_devices(task, role, defaults, where, report)
     if spec.needs_shutdown_delay:
         delay = duration_s(task.get("shutdown_delay", group.get("shutdown_delay")))
         if not delay:
@@ -317,6 +324,23 @@ def _check_stop(task: dict[str, Any], defaults: dict[str, Any], where: str, repo
         report.add(where, "KILL_TIMEOUT_TOO_SHORT",
                    f"kill_timeout {raw} is shorter than the drain budget ({timings.drain_budget_s:g}s) plus "
                    f"the SIGTERM grace ({timings.sigterm_grace_s:g}s); set at least {needed:g}s")
+
+
+def _check_devices(task: dict[str, Any], role: str, defaults: dict[str, Any], where: str,
+                   report: _Report) -> None:
+    """Devices only for the daemon that runs workers: NVIDIA GPUs, at least one of each asked for."""
+    devices = [item for resources in blocks(task, "resources") for item in labeled(resources, "device")]
+    for name, device in devices:
+        at = _join(where, f'device "{name}"')
+        if not ROLES[role].runs_workers:
+            report.add(at, "DEVICE_UNUSED", f"the {role} runs no model; only the hive's workers use GPUs")
+            continue
+        if name != GPU_DEVICE and not name.startswith(GPU_DEVICE + "/"):
+            report.add(at, "NOT_AN_NVIDIA_GPU", f"the hive reads GPUs through NVML; ask for "
+                       f"`{GPU_DEVICE}` (or `{GPU_DEVICE}/<model>`) from the NVIDIA device plugin")
+        count = resolve(device.get("count", 1), defaults)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            report.add(at, "BAD_DEVICE_COUNT", f"count `{count}` is not a whole number of GPUs, at least 1")
 
 
 def _check_services(role: str, group: dict[str, Any], tasks: list[dict[str, Any]], ports: set[str],

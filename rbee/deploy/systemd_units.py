@@ -49,6 +49,11 @@ INSTALL_PROBE = (
 )
 """Run by rbee's Python: where it finds rbee, and its prefix, base Python and import path."""
 PROBE_TIMEOUT_S = 60
+GPU_DEVICE_GROUPS = ("nvidia-frontend", "nvidia", "nvidiactl", "nvidia-uvm", "nvidia-caps")
+"""The NVIDIA driver's device groups in /proc/devices: /dev/nvidiactl and /dev/nvidia0… (major 195,
+`nvidia-frontend` in older drivers), /dev/nvidia-uvm and -uvm-tools, and the MIG capabilities."""
+GPU_DEVICE_OPTIONS = ("DevicePolicy=closed", *(f"DeviceAllow=char-{group} rw" for group in GPU_DEVICE_GROUPS))
+"""System units that run workers: the standard pseudo devices and the NVIDIA GPUs, nothing else."""
 
 
 class DeployError(Exception):
@@ -283,10 +288,11 @@ def _check_world_executable(rbee: Path) -> None:
                               "read them, e.g. python3 -m venv /opt/rbee with the system's python3")
 
 
-def _scope_options(settings: UnitSettings, writable: Path | None, devices: bool) -> list[str]:
+def _scope_options(settings: UnitSettings, writable: Path | None, gpus: bool) -> list[str]:
     """User scope: the data dir made writable. System scope: a dynamic user and a state dir, no
     capabilities, and the protections a user manager fails to set up (tested: 218/CAPABILITIES
-    under an unprivileged one, 226/NAMESPACE under root's)."""
+    under an unprivileged one, 226/NAMESPACE under root's); no devices but the pseudo ones, plus
+    the NVIDIA GPUs for units that run workers (`gpus`)."""
     if settings.user:
         return [f"ReadWritePaths={writable}"] if writable is not None else []
     return [
@@ -301,7 +307,7 @@ def _scope_options(settings: UnitSettings, writable: Path | None, devices: bool)
         "ProtectKernelModules=yes",
         "ProtectKernelLogs=yes",
         "ProtectControlGroups=yes",
-        *([] if devices else ["PrivateDevices=yes"]),
+        *(GPU_DEVICE_OPTIONS if gpus else ["PrivateDevices=yes"]),
     ]
 
 
@@ -357,7 +363,7 @@ def render_unit(name: str, settings: UnitSettings) -> str:
     }
     blocks = {
         "environment": [f"Environment={k}={v}" for k, v in sorted(settings.environment.items())],
-        "scope_options": _scope_options(settings, writable, devices=name != QUEEN_UNIT),
+        "scope_options": _scope_options(settings, writable, gpus=name != QUEEN_UNIT),
         "output": _output(settings, name),
     }
     values.update({key: "\n".join(lines) or DROP for key, lines in blocks.items()})

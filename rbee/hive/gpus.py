@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from rbee.common.config_env import environment
+
+VISIBLE_DEVICE_VARIABLES = ("NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES")
+"""What narrows the GPUs a hive may use: Nomad's NVIDIA device plugin and container runtimes set
+the first (UUIDs), an operator the second (UUIDs or indexes); unset or `all` is every GPU, empty,
+`none` or `void` none."""
 
 
 @dataclass(frozen=True)
@@ -57,8 +65,23 @@ def _read(pynvml, index: int) -> Gpu:  # type: ignore[no-untyped-def]
     )
 
 
+def allowed(gpu: Gpu, environ: Mapping[str, str]) -> bool:
+    """True unless a visible-devices variable of `environ` leaves `gpu` out."""
+    for name in VISIBLE_DEVICE_VARIABLES:
+        value = environ.get(name)
+        if value is None or value.strip() == "all":
+            continue
+        if value.strip() in ("", "none", "void"):
+            return False
+        names = {part.strip() for part in value.split(",")}
+        if gpu.uuid not in names and str(gpu.index) not in names:
+            return False
+    return True
+
+
 def list_devices() -> list[Gpu]:
-    """Every visible NVIDIA GPU; an empty list without the NVML library or a driver."""
+    """Every NVIDIA GPU this hive may use (see VISIBLE_DEVICE_VARIABLES); an empty list without
+    the NVML library or a driver."""
     try:
         import pynvml
     except ImportError:
@@ -68,9 +91,11 @@ def list_devices() -> list[Gpu]:
     except pynvml.NVMLError:
         return []
     try:
-        return [_read(pynvml, index) for index in range(pynvml.nvmlDeviceGetCount())]
+        found = [_read(pynvml, index) for index in range(pynvml.nvmlDeviceGetCount())]
     finally:
         pynvml.nvmlShutdown()
+    environ = environment()
+    return [gpu for gpu in found if allowed(gpu, environ)]
 
 
 def processes_on(uuid: str) -> list[tuple[int, int]]:

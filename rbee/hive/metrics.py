@@ -1,12 +1,14 @@
-"""The hive's metrics (`rbee_hive_*`): workers and downloads read from live state at scrape
-time; restarts, force-kills, crashes and worker shutdown times counted from the supervisor's
-audit events, which already mark each of those moments."""
+"""The hive's metrics (`rbee_hive_*`): workers, downloads and the node's GPUs (through NVML) read
+at scrape time; restarts, force-kills, crashes and worker shutdown times counted from the
+supervisor's audit events, which already mark each of those moments."""
 
 from __future__ import annotations
 
 import collections
+import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -14,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from rbee.common.audit import Audit
 from rbee.common.metrics import DaemonMetrics
 from rbee.common.wire import WorkerState
+from rbee.hive import gpus
 from rbee.hive.downloads import Downloader
 from rbee.hive.supervisor import WorkerSupervisor
 
@@ -22,6 +25,33 @@ KILL_REASONS = (
 )
 """How the supervisor words why it killed a hung worker → the `reason` label."""
 SHUTDOWN_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
+GPU_LABELS = ("gpu", "uuid", "name")
+GpuLister = Callable[[], list[gpus.Gpu]]
+log = logging.getLogger("rbee.hive.metrics")
+
+
+@dataclass(frozen=True)
+class GpuGauge:
+    """One per-GPU gauge: its name (without the prefix), help text and reading of a `Gpu`."""
+
+    name: str
+    doc: str
+    read: Callable[[gpus.Gpu], float | None]
+
+
+def _ratio(percent: float | None) -> float | None:
+    return None if percent is None else percent / 100
+
+
+GPU_GAUGES = (
+    GpuGauge("gpu_memory_used_bytes", "GPU memory in use (every process), by GPU", lambda g: g.used_bytes),
+    GpuGauge("gpu_memory_total_bytes", "GPU memory in all, by GPU", lambda g: g.total_bytes),
+    GpuGauge("gpu_utilization_ratio", "Share of the last sample period a kernel ran on the GPU (0 to 1)",
+             lambda g: _ratio(g.utilization_pct)),
+    GpuGauge("gpu_temperature_celsius", "GPU core temperature", lambda g: g.temperature_c),
+    GpuGauge("gpu_power_watts", "GPU power draw", lambda g: g.power_w),
+)
+"""What the hive exports per NVIDIA GPU; a reading the GPU does not support is left out."""
 
 
 def kill_reason(text: str) -> str:
@@ -32,8 +62,11 @@ def kill_reason(text: str) -> str:
 class HiveMetrics:
     """Everything `/metrics` shows about this hive beyond the HTTP counters."""
 
-    def __init__(self, base: DaemonMetrics) -> None:
+    def __init__(self, base: DaemonMetrics, list_gpus: GpuLister = gpus.list_devices) -> None:
+        """`list_gpus` reads the node's GPUs at each scrape (NVML; a stand-in list in tests)."""
         self._base = base
+        self._list_gpus = list_gpus
+        base.scraped(self._collect_gpus)
         self.restarts = base.counter("worker_restarts_total", "Workers restarted after a crash or a kill, "
                                      "by model", ("model",))
         self.kills = base.counter("worker_force_kills_total", "Hung workers the hive killed, by reason "
@@ -104,3 +137,18 @@ class HiveMetrics:
                                   value=downloads.bytes_received)
         yield GaugeMetricFamily(prefix + "draining", "1 while the hive stops its workers to shut down",
                                 value=int(supervisor.draining))
+
+    def _collect_gpus(self) -> Iterable[Metric]:
+        """One sample per GPU and reading, read from NVML now; no GPU (or NVML failing) gives none."""
+        try:
+            devices = self._list_gpus()
+        except Exception:  # a GPU NVML cannot read must not cost the scrape the other metrics
+            log.warning("cannot read the GPUs through NVML", exc_info=True)
+            devices = []
+        for gauge in GPU_GAUGES:
+            family = GaugeMetricFamily(self._base.prefix + gauge.name, gauge.doc, labels=GPU_LABELS)
+            for gpu in devices:
+                value = gauge.read(gpu)
+                if value is not None:
+                    family.add_metric((str(gpu.index), gpu.uuid, gpu.name), value)
+            yield family

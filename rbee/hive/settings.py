@@ -11,7 +11,8 @@ from rbee.common.auth import Keyring
 from rbee.common.config_env import default_data_dir
 from rbee.common.config_schema import same_named, timings_of
 from rbee.common.defaults import reachable
-from rbee.common.tunables import DownloadSettings, HubSettings
+from rbee.common.tunables import DownloadSettings, GpuLimits, HubSettings
+from rbee.hive.preflight import GpuPolicy
 from rbee.hive.supervisor import SupervisorSettings
 
 
@@ -31,6 +32,9 @@ class HiveSettings:
     metrics_public: bool = False
     """Serve /metrics without a token."""
     downloads: DownloadSettings = field(default_factory=DownloadSettings)
+    gpu: GpuPolicy = field(default_factory=GpuPolicy)
+    """The node's backend policy, per-model GPU layers and split settings."""
+    gpu_limits: GpuLimits = field(default_factory=GpuLimits)
 
     @classmethod
     def from_config(cls, config: BaseModel, keyring: Keyring) -> HiveSettings:
@@ -42,6 +46,9 @@ class HiveSettings:
             "keyring": keyring,
             "advertise_host": config.advertise_host or reachable(config.host),
             "downloads": replace(timings_of(config, DownloadSettings), hub=HubSettings.from_env()),
+            "gpu": GpuPolicy(config.backend, dict(config.model_gpu_layers), tuple(config.split_gpus),
+                             config.split_mode),
+            "gpu_limits": timings_of(config, GpuLimits),
         })
 
     @property
@@ -53,4 +60,5 @@ class HiveSettings:
     def supervision(self) -> SupervisorSettings:
         """How this hive starts its workers."""
         return SupervisorSettings(self.url, self.data_dir, self.host, self.advertise_host,
-                                  self.worker_port_start, self.ctx_size, self.keyring)
+                                  self.worker_port_start, self.ctx_size, self.keyring, self.gpu,
+                                  self.gpu_limits)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +19,14 @@ from rbee.common.config_schema import WorkerOptions
 from rbee.common.defaults import DEFAULT_ENGINE
 from rbee.common.errors import ApiError
 from rbee.common.ports import next_free_port, port_is_free
-from rbee.common.tunables import Timings
+from rbee.common.tunables import GpuLimits, Timings
 from rbee.common.wire import WorkerState
 from rbee.hive import preflight, worker_pids
 from rbee.hive.catalog import ModelEntry
 from rbee.hive.owner_messages import Heartbeat, Ready, Reload, Spawned, Stop
-from rbee.hive.preflight import Need
+from rbee.hive.preflight import Ask, GpuPolicy, Need
 from rbee.hive.restart_policy import RestartPolicy
+from rbee.hive.vram_ledger import VramLedger
 from rbee.hive.worker_owner import WorkerOwner, WorkerRecord
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,9 @@ class SupervisorSettings:
     worker_port_start: int
     ctx_size: int
     keyring: Keyring
+    gpu: GpuPolicy = field(default_factory=GpuPolicy)
+    """The node's backend policy, per-model GPU layers and split settings."""
+    gpu_limits: GpuLimits = field(default_factory=GpuLimits)
 
     @property
     def logs_dir(self) -> Path:
@@ -56,19 +60,47 @@ class SupervisorSettings:
         return self.data_dir / "workers.json"
 
 
-def _backend_options(need: Need | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class LaunchSpec:
+    """How a worker process starts for its need: worker options, environment, memory limit."""
+
+    options: dict[str, Any]
+    """`WorkerOptions` beyond the model, address, slots and context."""
+    env: dict[str, str]
+    """Variables added to the hive's environment."""
+    address_space_limit: int | None
+    """RLIMIT_AS in bytes; None: no limit (GPU workers)."""
+
+
+def launch_spec(need: Need | None) -> LaunchSpec:
+    """A CPU worker: its address-space limit, and no GPU visible (`CUDA_VISIBLE_DEVICES` empty, so a
+    CUDA build of the engine opens no context and takes no GPU memory). A cuda worker: no limit, its GPUs
+    by UUID in CUDA_VISIBLE_DEVICES (tensor_split order), so it sees them as devices 0…n−1; split
+    mode `none` on one GPU, else the node's with a tensor_split; `gpu_layers` when partial."""
     if need is None or need.backend == "cpu":
-        return {}
-    return {"backend": need.backend, **({"device": need.device} if need.device is not None else {})}
+        return LaunchSpec({}, {"CUDA_VISIBLE_DEVICES": ""}, need.address_space_limit if need else None)
+    if need.backend != "cuda":
+        return LaunchSpec({"backend": need.backend}, {}, None)
+    options: dict[str, Any] = {"backend": "cuda", "device": 0, "split_mode": need.split_mode}
+    if need.placement is not None and need.placement.tensor_split is not None:
+        options["tensor_split"] = list(need.placement.tensor_split)
+    if need.partial:
+        options["gpu_layers"] = need.gpu_layers
+    return LaunchSpec(options, {"CUDA_VISIBLE_DEVICES": ",".join(gpu.uuid for gpu in need.gpus)}, None)
 
 
 class WorkerSupervisor:
     """Starts workers, each with its own owner task, and keeps the registry of owners."""
 
-    def __init__(self, settings: SupervisorSettings, timings: Timings, audit: Audit = no_audit) -> None:
+    def __init__(
+        self, settings: SupervisorSettings, timings: Timings, audit: Audit = no_audit,
+        ledger: VramLedger | None = None,
+    ) -> None:
+        """`ledger` books GPU memory (default: one over this machine's GPUs)."""
         self.settings = settings
         self.timings = timings
         self._audit = audit
+        self.ledger = ledger or VramLedger(settings.gpu_limits)
         self.policy = RestartPolicy(timings)
         self.draining = False
         self._owners: dict[str, WorkerOwner] = {}
@@ -96,10 +128,11 @@ class WorkerSupervisor:
         return owner
 
     async def spawn(
-        self, model: ModelEntry, slots: int, backend: str = "cpu", device: int | None = None
+        self, model: ModelEntry, slots: int, backend: str = "auto", device: int | None = None
     ) -> WorkerRecord:
-        """Preflight, then start a worker for `model`; answers once the process exists (state
-        `loading`). A failed preflight raises its ApiError and starts nothing."""
+        """Preflight (backend, GPUs booked, RAM, disk), then start a worker for `model`; answers
+        once the process exists (state `loading`). A failed preflight raises its ApiError and
+        starts nothing."""
         if self.draining:
             raise ApiError(503, "DRAINING", "this hive is shutting down", headers={"Retry-After": "1"})
         if self.policy.breaker_open(model.name):
@@ -110,10 +143,15 @@ class WorkerSupervisor:
                 {"model": model.name},
                 headers={"Retry-After": str(int(self.timings.restart_window_s))},
             )
-        need = await asyncio.to_thread(self._preflight, model, slots, backend, device)
-        record = WorkerRecord(f"w-{uuid.uuid4().hex[:10]}", model, 0, slots, need=need,
-                              host=self.settings.advertise_host)
-        spawned = await self._launch(record)
+        ask = Ask(f"w-{uuid.uuid4().hex[:10]}", model.name, Path(model.path), self.settings.ctx_size, slots,
+                  backend, device, inherited_option("worker", "engine") or DEFAULT_ENGINE)
+        need = await asyncio.to_thread(self._preflight, ask)
+        record = WorkerRecord(ask.worker_id, model, 0, slots, need=need, host=self.settings.advertise_host)
+        try:
+            spawned = await self._launch(record)
+        except BaseException:
+            self.ledger.release(record.worker_id)
+            raise
         owner = WorkerOwner(record, spawned, self._launch, self.policy, self.timings, self._audit)
         self._owners[record.worker_id] = owner
         task = asyncio.create_task(self._own(owner), name=f"owner-{record.worker_id}",
@@ -122,14 +160,12 @@ class WorkerSupervisor:
         task.add_done_callback(self._tasks.discard)
         return record
 
-    def _preflight(self, model: ModelEntry, slots: int, backend: str, device: int | None) -> Need:
-        need = preflight.estimate(Path(model.path), self.settings.ctx_size, slots, backend, device,
-                                  inherited_option("worker", "engine") or DEFAULT_ENGINE)
+    def _preflight(self, ask: Ask) -> Need:
         try:
-            return preflight.check(need, self.settings.data_dir)
+            return preflight.plan(ask, self.settings.gpu, self.ledger, self.settings.data_dir)
         except ApiError as err:
-            log.warning("not spawning a worker for %s: %s", model.name, err.message)
-            self._audit("worker.refused", model=model.name, code=err.code, **err.details)
+            log.warning("not spawning a worker for %s: %s", ask.model_name, err.message)
+            self._audit("worker.refused", model=ask.model_name, code=err.code, **err.details)
             raise
 
     async def _own(self, owner: WorkerOwner) -> None:
@@ -138,6 +174,7 @@ class WorkerSupervisor:
         finally:
             self._owners.pop(owner.record.worker_id, None)
             self._spawned.pop(owner.record.worker_id, None)
+            self.ledger.release(owner.record.worker_id)
             self._save_pids()
             log.info("worker %s left the registry in state %s",
                      owner.record.worker_id, owner.record.state)
@@ -153,14 +190,16 @@ class WorkerSupervisor:
             port = record.port
             if not (port and port not in taken and port_is_free(port, host)):
                 port = next_free_port(self.settings.worker_port_start, taken, host)
+            spec = launch_spec(record.need)
             options = WorkerOptions(
                 model=record.model.path, host=self.settings.worker_host, port=port,
                 worker_id=record.worker_id, hive_url=self.settings.hive_url, slots=record.slots,
-                ctx_size=self.settings.ctx_size, **_backend_options(record.need),
+                ctx_size=self.settings.ctx_size, **spec.options,
             )
             args = worker_command(options, self.settings.keyring.child_args("worker", ("hive", "worker")))
-            limit = record.need.address_space_limit if record.need else None
-            process = await processes.spawn(args, self.settings.logs_dir / f"{record.worker_id}.log", limit)
+            self.ledger.loading(record.worker_id)
+            process = await processes.spawn(args, self.settings.logs_dir / f"{record.worker_id}.log",
+                                            spec.address_space_limit, spec.env)
             spawned = self._spawned[record.worker_id] = Spawned(process, port)
         log.info("spawned worker %s (pid %d) for %s on port %d",
                  record.worker_id, process.pid, record.model.name, port)
@@ -175,6 +214,7 @@ class WorkerSupervisor:
         if owner.record.port != port:
             raise ApiError(404, "WORKER_NOT_FOUND", "this hive does not own that worker")
         owner.post(Ready())
+        self.ledger.loaded(worker_id)
         return owner.record
 
     def heartbeat(self, worker_id: str, report: Mapping[str, Any]) -> WorkerRecord:

@@ -76,11 +76,24 @@ class WorkerRecord:
             "last_restart_at": self.last_restart_at,
             "last_exit_code": self.last_exit_code,
             "last_kill_reason": self.last_kill_reason,
-            "backend": self.need.backend if self.need else "cpu",
-            "device": self.need.device if self.need else None,
-            "memory_required_bytes": self.need.ram_bytes if self.need else None,
-            "address_space_limit_bytes": self.need.address_space_limit if self.need else None,
+            **_placement_wire(self.need),
         }
+
+
+def _placement_wire(need: Need | None) -> dict[str, Any]:
+    """Where a worker runs and what it needs: backend, first GPU, every GPU, layers, bytes."""
+    if need is None:
+        return {"backend": "cpu", "device": None, "gpus": [], "gpu_layers": 0, "vram_required_bytes": 0,
+                "memory_required_bytes": None, "address_space_limit_bytes": None}
+    return {
+        "backend": need.backend,
+        "device": need.device,
+        "gpus": [gpu.to_wire() for gpu in need.gpus],
+        "gpu_layers": need.gpu_layers,
+        "vram_required_bytes": need.vram_bytes,
+        "memory_required_bytes": need.ram_bytes,
+        "address_space_limit_bytes": need.address_space_limit,
+    }
 
 
 @dataclass(frozen=True)

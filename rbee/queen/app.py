@@ -14,7 +14,17 @@ from rbee.common.daemon import HEALTH, DaemonHealth, new_app, on_drain, on_reloa
 from rbee.common.log_context import forward_correlation
 from rbee.common.metrics import METRICS, DaemonMetrics, observe_requests, public_paths
 from rbee.common.tunables import Timings
-from rbee.queen.api.keys import DISPATCHER, HIVES, LOG_RELAY, NODES, PLACEMENT, REGISTRY, STATUS, TIMINGS
+from rbee.queen.api.keys import (
+    BACKEND_POLICY,
+    DISPATCHER,
+    HIVES,
+    LOG_RELAY,
+    NODES,
+    PLACEMENT,
+    REGISTRY,
+    STATUS,
+    TIMINGS,
+)
 from rbee.queen.api.routes import INTERNAL_PATHS, PUBLIC_PATHS, QUIET_PATHS, add_routes
 from rbee.queen.cluster_status import StatusSources
 from rbee.queen.metrics import QueenMetrics
@@ -71,7 +81,7 @@ async def build_app(settings: QueenSettings, timings: Timings, audit_log: AuditL
     on_reload(app, directory.reload)
     hives = HiveRegistry(timings, audit)
     registry = WorkerRegistry()
-    placement = Placement(directory, hives, registry, settings.worker_slots, timings)
+    placement = Placement(directory, hives, registry, settings.worker_slots, timings, settings.gpu)
     dispatcher = Dispatcher(placement, session, lambda: keyring.headers_for("worker"), audit,
                             meter=queen_metrics.tasks)
     queen_metrics.watch(registry, hives, lambda: dispatcher.running_count)
@@ -82,6 +92,7 @@ async def build_app(settings: QueenSettings, timings: Timings, audit_log: AuditL
     app[PLACEMENT] = placement
     app[DISPATCHER] = dispatcher
     app[TIMINGS] = timings
+    app[BACKEND_POLICY] = settings.backend_policy
     app[HEALTH] = DaemonHealth(
         status=lambda: f"{len(hives.all())} hives, {len(registry.all())} workers, "
         f"{dispatcher.running_count} tasks running"

@@ -46,26 +46,26 @@ class QueenMetrics:
 
     def _collect(self, registry: WorkerRegistry, hives: HiveRegistry, running: int) -> Iterable[Metric]:
         prefix = self._base.prefix
-        states: collections.Counter[tuple[str, str]] = collections.Counter()
-        slots: collections.Counter[str] = collections.Counter()
-        busy: collections.Counter[str] = collections.Counter()
+        states: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        slots: collections.Counter[tuple[str, str]] = collections.Counter()
+        busy: collections.Counter[tuple[str, str]] = collections.Counter()
         workers = registry.all()
         for worker in workers:
-            states[(worker.state, worker.model)] += 1
-            slots[worker.model] += worker.slots
-            busy[worker.model] += registry.in_flight(worker.worker_id)
+            states[(worker.state, worker.model, worker.backend)] += 1
+            slots[(worker.model, worker.backend)] += worker.slots
+            busy[(worker.model, worker.backend)] += registry.in_flight(worker.worker_id)
         self.tasks.forget_others({worker.worker_id for worker in workers})
-        by_state = GaugeMetricFamily(prefix + "workers", "Workers known from hive heartbeats, by state and "
-                                     "model", labels=("state", "model"))
-        for (state, model), count in sorted(states.items()):
-            by_state.add_metric((state, model), count)
-        total = GaugeMetricFamily(prefix + "worker_slots", "Slots of the known workers, by model",
-                                  labels=("model",))
-        used = GaugeMetricFamily(prefix + "worker_slots_busy", "Slots taken by this queen's tasks, by model",
-                                 labels=("model",))
-        for model in sorted(slots):
-            total.add_metric((model,), slots[model])
-            used.add_metric((model,), busy[model])
+        by_state = GaugeMetricFamily(prefix + "workers", "Workers known from hive heartbeats, by state, "
+                                     "model and backend", labels=("state", "model", "backend"))
+        for labels, count in sorted(states.items()):
+            by_state.add_metric(labels, count)
+        total = GaugeMetricFamily(prefix + "worker_slots", "Slots of the known workers, by model and backend",
+                                  labels=("model", "backend"))
+        used = GaugeMetricFamily(prefix + "worker_slots_busy", "Slots taken by this queen's tasks, by model "
+                                 "and backend", labels=("model", "backend"))
+        for labels in sorted(slots):
+            total.add_metric(labels, slots[labels])
+            used.add_metric(labels, busy[labels])
         stale = sum(1 for hive in hives.all() if hive.stale)
         by_freshness = GaugeMetricFamily(prefix + "hives", "Hives that send heartbeats, fresh or stale",
                                          labels=("state",))

@@ -9,9 +9,10 @@ from pydantic import BaseModel
 
 from rbee.common.auth import Keyring
 from rbee.common.config_env import default_data_dir
-from rbee.common.config_schema import same_named
-from rbee.common.defaults import reachable
-from rbee.common.tunables import shared_environment
+from rbee.common.config_schema import same_named, timings_of
+from rbee.common.defaults import DEFAULT_BACKEND_POLICY, reachable
+from rbee.common.tunables import GpuLimits, shared_environment
+from rbee.queen.routing.backend_policy import BackendPolicy
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,12 @@ class QueenSettings:
     """Serve /metrics without a token."""
     hive_tunables: dict[str, str] = field(default_factory=dict)
     """The `RBEE_*` tunables of the queen's environment, given to the hives it starts over SSH."""
+    backend: str = DEFAULT_BACKEND_POLICY
+    """The backend of a request that names none."""
+    model_backends: dict[str, str] = field(default_factory=dict)
+    """Per model ref, the backend of its requests that name none."""
+    gpu: GpuLimits = field(default_factory=GpuLimits)
+    """Replicas per model (`gpu_max_replicas`, `gpu_replica_after_wait_s`)."""
 
     @classmethod
     def from_config(
@@ -52,4 +59,10 @@ class QueenSettings:
             "manage_local_hive": not config.external_hive,
             "advertise_url": config.advertise_url or f"http://{reachable(config.host)}:{config.port}",
             "hive_tunables": shared_environment(),
+            "gpu": timings_of(config, GpuLimits),
         })
+
+    @property
+    def backend_policy(self) -> BackendPolicy:
+        """The policy requests without a `backend` follow."""
+        return BackendPolicy(self.backend, dict(self.model_backends))

@@ -5,22 +5,27 @@ One thread owns the llama context: it loads the model and then runs the decode l
 else touches the context. The event loop hands it work through a thread-safe queue. Each
 step puts the next token of every decoding sequence, plus prompt tokens of sequences that
 joined, into one batch, decodes it, and samples each sequence's next token with that
-sequence's own sampler (its own parameters and seed). Sequences join (prompt prefill) and
-leave (end of generation, stop sequence, max tokens, cancellation) between steps; a finished
-sequence's KV cells are cleared so its slot starts clean. A slot is a sequence id, so the
-slot count costs KV cache memory, not threads or copies of the weights.
+sequence's own sampler (its own parameters and seed), the sequences spread over a few sampling
+threads (llama.cpp releases the GIL while it samples). On a GPU, where `llama_decode` returns
+before the outputs are ready, the tokens just sampled go into the next batch at once and their
+text is handed out while it decodes; a sequence that ends on such a token has one token decoded
+for nothing. Sequences join (prompt prefill) and leave (end of generation, stop sequence, max
+tokens, cancellation) between steps; a finished sequence's KV cells are cleared (once no decode
+is in flight) so its slot starts clean. A slot is a sequence id, so the slot count costs KV cache
+memory, not threads or copies of the weights.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import functools
 import logging
 import os
 import queue
 import random
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +44,12 @@ PREFILL_TOKENS_WHILE_DECODING = 128
 next token by a chunk's time, not by the whole prompt's."""
 SHUTDOWN_JOIN_S = 2.0
 """How long shutting down waits for the decode loop to leave its current step."""
+SAMPLING_THREADS = max(1, min(8, os.cpu_count() or 1))
+"""Threads that sample one step's sequences (the decode loop's own included): sampling scans the
+whole vocabulary once per sequence, and more than 8 threads gain little against their overhead."""
+GPU_THREADS = 4
+"""llama.cpp's CPU threads for a fully offloaded model (unless `threads` is given): its CPU work
+is small, and idle threads would spin against the sampling threads."""
 ALL_GPU_LAYERS = 0x7FFFFFFF
 # llama-cpp-python's own defaults for what rbee's API does not expose
 TOP_K = 40
@@ -59,7 +70,7 @@ class _Sequence:
     """Tokens still to decode: the rest of the prompt, then the last sampled token."""
     position: int = 0
     logits_at: int = -1
-    """Index in the current batch of the token whose logits this sequence samples from."""
+    """Index in the last batch of the token whose logits this sequence samples from."""
 
     def __post_init__(self) -> None:
         self.pending = list(self.job.prompt_tokens)
@@ -68,6 +79,72 @@ class _Sequence:
     def decoding(self) -> bool:
         """True once the whole prompt is in the KV cache."""
         return self.position >= len(self.job.prompt_tokens)
+
+
+class _Batch:
+    """A `llama_batch` over arrays this object owns (one sequence id per token), staged in lists
+    and written with one slice assignment per array instead of ctypes calls per token."""
+
+    def __init__(self, size: int) -> None:
+        import llama_cpp
+
+        self._tokens = (llama_cpp.llama_token * size)()
+        self._positions = (llama_cpp.llama_pos * size)()
+        self._seq_ids = (llama_cpp.llama_seq_id * size)()
+        self._outputs = (ctypes.c_int8 * size)()
+        self._n_seq_id = (ctypes.c_int32 * size)(*[1] * size)
+        step = ctypes.sizeof(llama_cpp.llama_seq_id)
+        base = ctypes.addressof(self._seq_ids)
+        self._seq_id_rows = (ctypes.c_void_p * size)(*[base + i * step for i in range(size)])
+        self.batch = llama_cpp.llama_batch(
+            n_tokens=0,
+            token=ctypes.cast(self._tokens, ctypes.POINTER(llama_cpp.llama_token)),
+            embd=None,
+            pos=ctypes.cast(self._positions, ctypes.POINTER(llama_cpp.llama_pos)),
+            n_seq_id=ctypes.cast(self._n_seq_id, ctypes.POINTER(ctypes.c_int32)),
+            seq_id=ctypes.cast(self._seq_id_rows, ctypes.POINTER(ctypes.POINTER(llama_cpp.llama_seq_id))),
+            logits=ctypes.cast(self._outputs, ctypes.POINTER(ctypes.c_int8)),
+        )
+        self._staged: tuple[list[int], list[int], list[int], list[int]] = ([], [], [], [])
+
+    def add(self, tokens: list[int], position: int, seq_id: int, output_last: bool) -> int:
+        """Stage one sequence's tokens from `position`; the batch index of the last one."""
+        staged_tokens, positions, seq_ids, outputs = self._staged
+        staged_tokens += tokens
+        positions += range(position, position + len(tokens))
+        seq_ids += [seq_id] * len(tokens)
+        outputs += [0] * len(tokens)
+        if output_last:
+            outputs[-1] = 1
+        return len(staged_tokens) - 1
+
+    def write(self) -> int:
+        """Write the staged tokens into the batch and start staging anew; how many there were."""
+        count = len(self._staged[0])
+        arrays = (self._tokens, self._positions, self._seq_ids, self._outputs)
+        for array, values in zip(arrays, self._staged, strict=True):
+            array[:count] = values
+            values.clear()
+        self.batch.n_tokens = count
+        return count
+
+
+class _CachedVocab:
+    """Each token's text and whether it ends generation, asked of llama.cpp once per token
+    (used only by the decode loop's thread)."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+        self._texts: dict[tuple[int, ...], bytes] = {}
+        self.is_end = functools.cache(functools.partial(engine.is_end_of_generation, model.vocab))
+
+    def detokenize(self, tokens: list[int]) -> bytes:
+        """The model's `detokenize`, remembered."""
+        key = tuple(tokens)
+        text = self._texts.get(key)
+        if text is None:
+            text = self._texts[key] = self._model.detokenize(tokens)
+        return text
 
 
 def _sampler(params: SamplingParams) -> Any:
@@ -87,23 +164,36 @@ def _sampler(params: SamplingParams) -> Any:
     return sampler
 
 
+def _default_threads(offloaded: bool) -> int:
+    """llama.cpp threads when none are given: every core, or `GPU_THREADS` for an offloaded model."""
+    cores = max(1, os.cpu_count() or 1)
+    return min(GPU_THREADS, cores) if offloaded else cores
+
+
+def _overlaps(spec: LoadSpec) -> bool:
+    """Whether a step hands out its tokens while the next batch decodes: only on a GPU, where
+    `llama_decode` returns before the outputs are ready (on the CPU it would only hold every
+    token back by a step)."""
+    return spec.on_gpu
+
+
 def _load(spec: LoadSpec) -> tuple[Any, Any]:
     """The model and one context with a KV cache of `ctx_size` tokens for each of `slots`
     sequences (kept apart: sequences attend only to their own cells)."""
     import llama_cpp
     from llama_cpp import _internals
 
+    from rbee.worker import gpu_params
+
     logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
     if spec.slots > min(llama_cpp.llama_max_parallel_sequences(), BATCH_TOKENS):
         raise ValueError(f"llama.cpp runs at most {llama_cpp.llama_max_parallel_sequences()} sequences")
     llama_cpp.llama_backend_init()
-    model_params = llama_cpp.llama_model_default_params()
-    model_params.n_gpu_layers = ALL_GPU_LAYERS if spec.on_gpu else 0
-    model_params.main_gpu = spec.device
-    if engine.amx_compiled_in():
-        model_params.use_extra_bufts = False  # see engine._without_extra_buffer_types
+    built = gpu_params.of(spec).model_params()  # holds the tensor_split array while loading
+    model_params = built.params
     model = _internals.LlamaModel(path_model=spec.model_path, params=model_params, verbose=False)
-    threads = spec.threads or max(1, os.cpu_count() or 1)
+    offloaded = spec.on_gpu and model_params.n_gpu_layers > llama_cpp.llama_model_n_layer(model.model)
+    threads = spec.threads or _default_threads(offloaded)
     params = llama_cpp.llama_context_default_params()
     params.n_ctx = spec.ctx_size * spec.slots
     params.n_seq_max = spec.slots
@@ -124,14 +214,20 @@ class BatchEngine:
     def __init__(self, spec: LoadSpec, faults: Faults) -> None:
         self._spec = spec
         self._faults = faults
+        self._overlap = _overlaps(spec)
         self._queue: queue.SimpleQueue[tuple[int, Job, Future[Outcome]] | None] = queue.SimpleQueue()
         self._active: dict[int, _Sequence] = {}
+        self._stale: list[_Sequence] = []
+        """Sequences gone whose cells and sampler are freed once no decode is in flight."""
+        self._in_flight = False
         self._thread = threading.Thread(target=self._own, name="decode-loop", daemon=True)
+        self._pool = ThreadPoolExecutor(max(1, SAMPLING_THREADS - 1), thread_name_prefix="sampling")
         self._loaded: Future[None] = Future()
         self._closed = False
         self._model: Any = None
         self._context: Any = None
-        self._batch: Any = None
+        self._vocab: _CachedVocab | None = None
+        self._batch = _Batch(BATCH_TOKENS)
         self.context_tokens = 0
         self.chat_template: str | None = None
 
@@ -176,7 +272,7 @@ class BatchEngine:
         try:
             self._faults.on_load()
             self._model, self._context = _load(self._spec)
-            self._batch = llama_cpp.llama_batch_init(BATCH_TOKENS, 0, 1)
+            self._vocab = _CachedVocab(self._model)
             self.context_tokens = llama_cpp.llama_n_ctx_seq(self._context.ctx)
             self.chat_template = engine.chat_template_of(self._model.metadata())
         except BaseException as exc:
@@ -185,22 +281,19 @@ class BatchEngine:
             return
         self._loaded.set_result(None)
         try:
-            while self._admit(block=not self._active):
+            while self._admit(block=not self._active and not self._in_flight):
                 for seq in [s for s in self._active.values() if s.job.cancel.is_set()]:
                     self._finish(seq, StopReason.CANCELLED)
-                if self._active:
-                    self._guarded_step()
+                self._guarded_step()
             for seq in list(self._active.values()):
                 self._finish(seq, StopReason.CANCELLED)
         finally:
             self._free()
 
     def _free(self) -> None:
-        import llama_cpp
-
-        if self._batch is not None:
-            llama_cpp.llama_batch_free(self._batch)
-            self._batch = None
+        if self._context is not None:
+            self._quiesce()
+        self._pool.shutdown()
         for part in (self._context, self._model):
             if part is not None:
                 part.close()
@@ -221,8 +314,9 @@ class BatchEngine:
         if not done.set_running_or_notify_cancel():
             return
         self._faults.on_generation_start()
-        is_end = functools.partial(engine.is_end_of_generation, self._model.vocab)
-        rules = TokenRules(job, self.context_tokens, is_end, self._model.detokenize, self._faults.on_token)
+        vocab = self._vocab
+        assert vocab is not None
+        rules = TokenRules(job, self.context_tokens, vocab.is_end, vocab.detokenize, self._faults.on_token)
         seq = _Sequence(slot, job, done, rules)
         if job.cancel.is_set():
             self._finish(seq, StopReason.CANCELLED)
@@ -247,68 +341,109 @@ class BatchEngine:
                 seq.done.set_exception(exc)
 
     def _step(self) -> None:
+        """Sample the last batch's outputs, then hand the tokens out and decode the next batch:
+        on a GPU in the other order, so that the two overlap."""
+        self._quiesce()
+        sampled = self._sample()
+        if self._overlap:
+            self._launch(sampled)
+            self._settle(sampled)
+        else:
+            self._settle(sampled)
+            self._launch(sampled)
+
+    def _quiesce(self) -> None:
+        """Wait for the decode in flight, then free the cells and samplers of sequences gone."""
         import llama_cpp
 
+        if self._in_flight:
+            llama_cpp.llama_synchronize(self._context.ctx)
+            self._in_flight = False
+        for seq in self._stale:
+            if seq.position:
+                llama_cpp.llama_memory_seq_rm(self._context.memory, seq.seq_id, -1, -1)
+            if seq.sampler is not None:
+                seq.sampler.close()
+        self._stale.clear()
+
+    def _sample(self) -> list[tuple[_Sequence, int]]:
+        """The next token of every sequence whose input the last batch completed; the sequences
+        are spread over `SAMPLING_THREADS` threads, each sampler used by one thread."""
+        import llama_cpp
+
+        ready = [s for s in self._active.values() if s.logits_at >= 0]
+        if not ready:
+            return []
+        ctx = self._context.ctx
+        # one read on this thread first: llama.cpp puts the batch's outputs in order on the first
+        llama_cpp.llama_get_logits_ith(ctx, ready[0].logits_at)
+        sample = llama_cpp.llama_sampler_sample
+
+        def sample_all(chunk: list[_Sequence]) -> list[int]:
+            return [sample(seq.sampler.sampler, ctx, seq.logits_at) for seq in chunk]
+
+        parts = min(SAMPLING_THREADS, len(ready))
+        futures = [self._pool.submit(sample_all, ready[i::parts]) for i in range(1, parts)]
+        try:
+            first = sample_all(ready[::parts])
+        finally:
+            wait(futures)
+        tokens = [0] * len(ready)
+        tokens[::parts] = first
+        for i, part in enumerate(futures, start=1):
+            tokens[i::parts] = part.result()
+        return list(zip(ready, tokens, strict=True))
+
+    def _launch(self, sampled: list[tuple[_Sequence, int]]) -> None:
+        """Start decoding the next batch: the sampled token of every sequence still going, then
+        prompt tokens of joining ones (on a GPU the call returns before the outputs are ready)."""
+        import llama_cpp
+
+        for seq, token in sampled:
+            if self._active.get(seq.seq_id) is seq:
+                seq.pending.append(token)
         sequences = list(self._active.values())
         decoding = [s for s in sequences if s.decoding]
         room = BATCH_TOKENS - len(decoding)
         if decoding:
             room = min(room, PREFILL_TOKENS_WHILE_DECODING)
-        count = 0
         for seq in decoding:
-            count = self._put(seq, 1, count)
+            self._put(seq, 1)
         for seq in sequences:
             if not seq.decoding:
                 take = min(room, len(seq.pending))
                 room -= take
-                count = self._put(seq, take, count)
-        self._batch.n_tokens = count
-        code = llama_cpp.llama_decode(self._context.ctx, self._batch)
-        if code != 0:
-            raise RuntimeError(f"llama_decode returned {code}")
-        for seq in sequences:
-            if seq.logits_at >= 0:
-                token = llama_cpp.llama_sampler_sample(seq.sampler.sampler, self._context.ctx, seq.logits_at)
-                self._accept(seq, token)
+                self._put(seq, take)
+        if self._batch.write():
+            code = llama_cpp.llama_decode(self._context.ctx, self._batch.batch)
+            if code != 0:
+                raise RuntimeError(f"llama_decode returned {code}")
+            self._in_flight = True
 
-    def _put(self, seq: _Sequence, take: int, count: int) -> int:
-        """Add `take` of the sequence's pending tokens to the batch from index `count`; the
-        last one asks for logits when it completes the sequence's input."""
-        batch = self._batch
-        for token in seq.pending[:take]:
-            batch.token[count] = token
-            batch.pos[count] = seq.position
-            batch.n_seq_id[count] = 1
-            batch.seq_id[count][0] = seq.seq_id
-            batch.logits[count] = False
-            seq.position += 1
-            count += 1
+    def _put(self, seq: _Sequence, take: int) -> None:
+        """Stage `take` of the sequence's pending tokens; the last one asks for logits when it
+        completes the sequence's input."""
+        tokens = seq.pending[:take]
         del seq.pending[:take]
-        seq.logits_at = count - 1 if take and not seq.pending else -1
-        if seq.logits_at >= 0:
-            batch.logits[seq.logits_at] = True
-        return count
+        completes = bool(take) and not seq.pending
+        last = self._batch.add(tokens, seq.position, seq.seq_id, completes)
+        seq.position += take
+        seq.logits_at = last if completes else -1
 
-    def _accept(self, seq: _Sequence, token: int) -> None:
-        """Hand out a sampled token, or end the sequence on it."""
-        stop_reason = seq.rules.accept(token)
-        if stop_reason is None:
-            seq.pending.append(token)
-        else:
-            self._finish(seq, stop_reason)
+    def _settle(self, sampled: list[tuple[_Sequence, int]]) -> None:
+        """Hand out each sampled token, or end its sequence on it."""
+        for seq, token in sampled:
+            stop_reason = seq.rules.accept(token)
+            if stop_reason is not None:
+                self._finish(seq, stop_reason)
 
     def _finish(self, seq: _Sequence, stop_reason: StopReason) -> None:
-        """End a sequence: release held-back text (unless cancelled), free its cells, settle."""
+        """End a sequence: release held-back text (unless cancelled), settle, free it later."""
         outcome = seq.rules.finish(stop_reason)
         self._drop(seq)
         seq.done.set_result(outcome)
 
     def _drop(self, seq: _Sequence) -> None:
-        """Forget a sequence and clear its KV cells."""
-        import llama_cpp
-
+        """Forget a sequence; its cells and sampler are freed at the next quiet moment."""
         self._active.pop(seq.seq_id, None)
-        if seq.position:
-            llama_cpp.llama_memory_seq_rm(self._context.memory, seq.seq_id, -1, -1)
-        if seq.sampler is not None:
-            seq.sampler.close()
+        self._stale.append(seq)

@@ -17,6 +17,7 @@ from typing import Any
 from rbee.common.wire import StopReason
 from rbee.common.wire_requests import SamplingParams
 from rbee.worker.generation import EmitToken, Job, Outcome
+from rbee.worker.gpu_params import GpuParams, layers_on_gpu
 from rbee.worker.token_rules import TokenRules
 
 _LOAD_LOCK = threading.Lock()
@@ -61,11 +62,14 @@ def engine_offloads_to_gpu() -> bool:
 
 
 def load_context(
-    model_path: str, n_ctx: int, n_threads: int | None = None, on_gpu: bool = False, device: int = 0
+    model_path: str, n_ctx: int, n_threads: int | None = None, on_gpu: bool = False, device: int = 0,
+    gpu_layers: int | None = None, split_mode: str = "none", tensor_split: tuple[float, ...] | None = None,
 ) -> Any:
-    """Load the GGUF into a new llama context, every layer on GPU `device` when `on_gpu`."""
+    """Load the GGUF into a new llama context: `gpu_layers` layers (default: all when `on_gpu`)
+    on GPU `device`, or split over the visible GPUs by `split_mode` and `tensor_split`."""
     from llama_cpp import Llama
 
+    gpu = GpuParams(layers_on_gpu(on_gpu, gpu_layers), device, split_mode, tensor_split)
     threads = n_threads or max(1, os.cpu_count() or 1)
     guard = _without_extra_buffer_types() if amx_compiled_in() else nullcontext()
     with _LOAD_LOCK, guard:
@@ -75,9 +79,8 @@ def load_context(
             n_batch=min(512, n_ctx),
             n_threads=threads,
             n_threads_batch=threads,
-            n_gpu_layers=-1 if on_gpu else 0,
-            main_gpu=device,
             verbose=False,
+            **gpu.llama_kwargs(),
         )
 
 

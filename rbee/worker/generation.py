@@ -37,8 +37,19 @@ class LoadSpec:
     ctx_size: int
     """Context tokens of each sequence (prompt plus output)."""
     threads: int | None
-    on_gpu: bool = False
+    gpu_layers: int = 0
+    """Layers offloaded to the GPUs (`gpu_params.ALL_LAYERS`: every one; 0: the CPU only)."""
     device: int = 0
+    """The main GPU among the visible ones."""
+    split_mode: str = "none"
+    """none (every offloaded layer on `device`), layer or row (split over the visible GPUs)."""
+    tensor_split: tuple[float, ...] | None = None
+    """Each visible GPU's share of a split model."""
+
+    @property
+    def on_gpu(self) -> bool:
+        """True when some layers go to a GPU."""
+        return self.gpu_layers > 0
 
 
 @dataclass(eq=False)

@@ -1,6 +1,6 @@
-"""The worker's metrics (`rbee_worker_*`): slots, state and token totals read from the runtime at
-scrape time; time to first token, generation latency and throughput measured on the event
-stream each request sends."""
+"""The worker's metrics (`rbee_worker_*`): its identity (id, model, backend, GPU), slots, state and
+token totals read from the runtime at scrape time; time to first token, generation latency and
+throughput measured on the event stream each request sends."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from rbee.worker.runtime import WorkerRuntime
 
 STATES = (WorkerState.LOADING, WorkerState.IDLE, WorkerState.BUSY, WorkerState.DRAINING, WorkerState.FAILED)
 """The states a worker itself can be in (the others are its hive's view)."""
+INFO_LABELS = ("worker_id", "model", "backend", "device")
+"""`rbee_worker_info`'s labels: a worker's identity, joined to its other series by `instance`."""
 
 
 class WorkerMetrics:
@@ -64,9 +66,11 @@ class WorkerMetrics:
         settings = runtime.settings
         service = runtime.service
         busy = settings.slots - service.pool.free if service else 0
-        info = GaugeMetricFamily(self._prefix + "info", "This worker's id and model file (always 1)",
-                                 labels=("worker_id", "model"))
-        info.add_metric((settings.worker_id, os.path.basename(settings.model_path)), 1)
+        info = GaugeMetricFamily(self._prefix + "info", "This worker's id, model file, backend and GPU index "
+                                 "(empty when none is set) (always 1)", labels=INFO_LABELS)
+        device = "" if settings.device is None else str(settings.device)
+        model = os.path.basename(settings.model_path)
+        info.add_metric((settings.worker_id, model, settings.backend, device), 1)
         state = GaugeMetricFamily(self._prefix + "state", "1 for the worker's current state",
                                   labels=("state",))
         for name in STATES:

@@ -15,6 +15,7 @@ from rbee.common.wire import WorkerState
 from rbee.worker.batch_engine import BatchEngine
 from rbee.worker.faults import Faults
 from rbee.worker.generation import LoadSpec
+from rbee.worker.gpu_params import layers_on_gpu
 from rbee.worker.inference import InferenceService
 from rbee.worker.settings import WorkerSettings
 from rbee.worker.simple_engine import SimpleEngine
@@ -93,8 +94,10 @@ class WorkerRuntime:
             slots=settings.slots,
             ctx_size=settings.ctx_size,
             threads=settings.threads or self.timings.worker_threads or None,
-            on_gpu=settings.backend != "cpu",
+            gpu_layers=layers_on_gpu(settings.backend != "cpu", settings.gpu_layers),
             device=settings.device or 0,
+            split_mode=settings.split_mode,
+            tensor_split=settings.tensor_split,
         )
         try:
             engine = await ENGINE_CLASSES[settings.engine].load(spec, self.faults, self._loaded_share)

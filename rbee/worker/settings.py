@@ -30,6 +30,11 @@ class WorkerSettings:
     keyring: Keyring
     backend: str = BACKENDS[0]
     device: int | None = None
+    gpu_layers: int | None = None
+    """Layers on the GPU; None: every layer on a GPU backend, none on the CPU."""
+    split_mode: str = "none"
+    tensor_split: tuple[float, ...] | None = None
+    """Each visible GPU's share of a model split over several."""
     engine: str = DEFAULT_ENGINE
     """`batched` (one context, sequences decoded together) or `simple` (a context per slot)."""
     metrics_public: bool = False
@@ -45,5 +50,6 @@ class WorkerSettings:
         if config.backend != "cpu" and not engine_offloads_to_gpu():
             raise ApiError(503, "BACKEND_UNAVAILABLE", f"the installed llama-cpp-python has no "
                            f"{config.backend} support; refusing to fall back to the CPU")
+        split = tuple(config.tensor_split) if config.tensor_split else None
         return cls(**{**same_named(config, cls), "model_path": config.model, "keyring": keyring,
-                      "faults": load_faults(environment())})
+                      "tensor_split": split, "faults": load_faults(environment())})

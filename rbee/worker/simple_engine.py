@@ -39,6 +39,7 @@ class SimpleEngine:
                 contexts.append(await loop.run_in_executor(
                     executor, engine.load_context,
                     spec.model_path, spec.ctx_size, spec.threads, spec.on_gpu, spec.device,
+                    spec.gpu_layers, spec.split_mode, spec.tensor_split,
                 ))
                 progress((index + 1) / spec.slots)
         except BaseException:

@@ -17,6 +17,9 @@ async def list_backends(request: web.Request) -> web.Response:
 
 
 async def list_resources(request: web.Request) -> web.Response:
-    """GET /v1/resources: RAM, disk, CPUs and GPUs of this node now."""
-    data_dir = request.app[SUPERVISOR].settings.data_dir
-    return web.json_response(await asyncio.to_thread(preflight.resources, data_dir))
+    """GET /v1/resources: RAM, disk, CPUs and GPUs of this node now, each GPU with the memory
+    rbee's workers booked on it and what is still available."""
+    supervisor = request.app[SUPERVISOR]
+    rooms = await asyncio.to_thread(supervisor.ledger.rooms)
+    data_dir = supervisor.settings.data_dir
+    return web.json_response(await asyncio.to_thread(preflight.resources, data_dir, rooms))

@@ -8,6 +8,7 @@ from rbee.common.tunables import Timings
 from rbee.queen.cluster_status import StatusSources
 from rbee.queen.nodes.log_relay import LogRelay
 from rbee.queen.nodes.node_service import NodeService
+from rbee.queen.routing.backend_policy import BackendPolicy
 from rbee.queen.routing.dispatch import Dispatcher
 from rbee.queen.routing.hive_registry import HiveRegistry
 from rbee.queen.routing.placement import Placement
@@ -21,3 +22,4 @@ TIMINGS = web.AppKey("timings", Timings)
 STATUS = web.AppKey("status", StatusSources)
 LOG_RELAY = web.AppKey("log_relay", LogRelay)
 NODES = web.AppKey("nodes", NodeService)
+BACKEND_POLICY = web.AppKey("backend_policy", BackendPolicy)

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from rbee.common import sse, wire
 from rbee.common.errors import correlation_id_of, read_json_object
-from rbee.queen.api.keys import DISPATCHER, PLACEMENT, REGISTRY
+from rbee.queen.api.keys import BACKEND_POLICY, DISPATCHER, PLACEMENT, REGISTRY
 from rbee.queen.api.openai_format import OpenAIRequest, OpenAIResponder, parse_request
 from rbee.queen.api.task_stream import request_deadline, started
 from rbee.queen.routing.dispatch import Task
@@ -42,8 +42,9 @@ async def _openai(request: web.Request, parsed: OpenAIRequest) -> web.StreamResp
     dispatcher = request.app[DISPATCHER]
     responder = OpenAIResponder(parsed)
     deadline = request_deadline(request)
+    backend = request.app[BACKEND_POLICY].resolve(parsed.model, parsed.backend)
     task = Task(parsed.model, dispatcher.new_task_id(), parsed.worker_body, correlation_id_of(request),
-                deadline)
+                deadline, backend)
     async with aclosing(dispatcher.run(task)) as run:
         events = await started(run)
         if parsed.stream:

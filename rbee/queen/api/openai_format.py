@@ -21,12 +21,15 @@ class OpenAIRequest:
     worker_body: dict[str, Any]
     stream: bool
     include_usage: bool
+    backend: str | None = None
+    """The `backend` the request asked for (an rbee extension); None: the queen's policy."""
 
 
 def parse_request(body: dict[str, Any], chat: bool) -> OpenAIRequest:
     """Validate an OpenAI request body and build the worker's task body."""
     parsed = (ChatCompletionRequest if chat else CompletionRequest).parse(body)
-    return OpenAIRequest(chat, parsed.model, parsed.worker_body(), parsed.stream, parsed.include_usage)
+    return OpenAIRequest(chat, parsed.model, parsed.worker_body(), parsed.stream, parsed.include_usage,
+                         parsed.backend)
 
 
 @dataclass

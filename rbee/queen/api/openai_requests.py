@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, StrictBool, model_validator
 
 from rbee.common.request_body import RequestBody
-from rbee.common.request_fields import DefaultWhen, ModelRef, PromptText
+from rbee.common.request_fields import BackendPolicy, DefaultWhen, ModelRef, PromptText
 from rbee.common.wire_requests import Messages, SamplingParams
 
 
@@ -25,6 +25,8 @@ class OpenAIBody(SamplingParams):
     n: Literal[1] = 1
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
+    backend: BackendPolicy | None = None
+    """rbee's extension: run on this backend or fail; None: the queen's policy for the model."""
 
     @model_validator(mode="before")
     @classmethod

@@ -10,7 +10,7 @@ from rbee.common import sse
 from rbee.common.errors import correlation_id_of, read_json_object
 from rbee.common.validation import check_identifier
 from rbee.common.wire_requests import TaskRequest
-from rbee.queen.api.keys import DISPATCHER
+from rbee.queen.api.keys import BACKEND_POLICY, DISPATCHER
 from rbee.queen.api.task_stream import request_deadline, started
 from rbee.queen.routing.dispatch import Task
 
@@ -21,7 +21,8 @@ async def create_task(request: web.Request) -> web.StreamResponse:
     dispatcher = request.app[DISPATCHER]
     task_id = dispatcher.new_task_id()
     deadline = request_deadline(request)
-    task = Task(body.model, task_id, body.worker_body(), correlation_id_of(request), deadline, body.backend,
+    backend = request.app[BACKEND_POLICY].resolve(body.model, body.backend)
+    task = Task(body.model, task_id, body.worker_body(), correlation_id_of(request), deadline, backend,
                 body.node)
     async with aclosing(dispatcher.run(task)) as run:
         events = await started(run)

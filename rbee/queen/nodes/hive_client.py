@@ -53,8 +53,9 @@ class HiveClient:
         """The node's RAM, disk, CPUs and GPUs now."""
         return await self._get("/v1/resources")
 
-    async def spawn_worker(self, model: str, slots: int, backend: str = "cpu") -> dict[str, Any]:
-        """Ask the hive to start a worker; returns its record (state `loading`)."""
+    async def spawn_worker(self, model: str, slots: int, backend: str = "auto") -> dict[str, Any]:
+        """Ask the hive to start a worker on `backend` (a policy: `auto` lets the hive choose);
+        returns its record (state `loading`, with the backend and GPU it got)."""
         body = {"model": model, "slots": slots, "backend": backend}
         return await self._post("/v1/workers/spawn", body)
 

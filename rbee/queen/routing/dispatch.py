@@ -19,6 +19,7 @@ from rbee.common.audit import Audit, no_audit, prompt_digest
 from rbee.common.deadlines import Deadline
 from rbee.common.errors import CORRELATION_HEADER, ApiError
 from rbee.common.http import Headers, no_headers, raise_for_error
+from rbee.queen.routing.backend_policy import AUTO
 from rbee.queen.routing.placement import Placement
 from rbee.queen.routing.task_meter import TaskMeter
 from rbee.queen.routing.worker_registry import WorkerView
@@ -40,7 +41,8 @@ class Task:
     worker_body: dict[str, Any]
     correlation_id: str
     deadline: Deadline
-    backend: str = "cpu"
+    backend: str = AUTO
+    """The request's backend policy (`BackendPolicy.resolve`)."""
     node: str | None = None
     """The node to run on; None lets the queen choose."""
 
@@ -118,7 +120,8 @@ class Dispatcher:
     async def _attempts(self, task: Task) -> AsyncIterator[wire.TaskEvent]:
         """Run a task on a worker and yield its native events.
 
-        The worker's `started` event, with the queen's additions (node, model), is held back
+        The worker's `started` event, with the queen's additions (node, model, the worker's
+        backend and device), is held back
         until the first token (or the end), so a worker that dies before producing a token is
         replaced without the client noticing:
         the task is retried on another (or restarted) worker. A failure that cannot be hidden
@@ -160,7 +163,8 @@ class Dispatcher:
                                 event = wire.parse_event(received, received.raw)
                                 if isinstance(event, wire.Started) and not delivered:
                                     node = self._placement.node_of(worker)
-                                    held = replace(event, task_id=task_id, node=node, model=model)
+                                    held = replace(event, task_id=task_id, node=node, model=model,
+                                                   backend=worker.backend, device=worker.device)
                                     continue
                                 if held is not None:
                                     yield held

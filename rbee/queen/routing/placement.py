@@ -1,10 +1,16 @@
 """Choosing a worker for a request: reuse a serving one, else have a node's hive spawn one.
 
 A request names a node, or leaves the choice to the queen. Without a node, every node whose
-hive is not stale is a candidate: a serving worker with a free slot anywhere wins; otherwise a
-worker is spawned on the first node (`localhost` first, then the registered nodes by name)
-whose hive answers or can be started. A node whose hive could not be started is passed over
-for `failed_node_cooldown_s` so one dead machine does not slow every request down.
+hive is not stale is a candidate: a serving worker with a free slot anywhere wins (of the
+request's backend, or any for `auto`, a CUDA one first); otherwise a worker is spawned on the
+first node in spawn order (`spawn_order.py`; `localhost` first, then the registered nodes by
+name, when no GPU memory decides) whose hive answers or can be started and takes the worker: a
+hive that refuses (no such backend, too little memory) passes the spawn to the next node. A node
+whose hive could not be started is passed over for `failed_node_cooldown_s` so one dead machine
+does not slow every request down.
+
+A model whose queued requests keep waiting (`gpu_replica_after_wait_s`) gets one more worker,
+up to `gpu_max_replicas` workers, one spawn at a time.
 """
 
 from __future__ import annotations
@@ -16,11 +22,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
+
 from rbee.common.errors import ApiError
-from rbee.common.tunables import Timings
+from rbee.common.tunables import GpuLimits, Timings
 from rbee.queen.nodes.hive_directory import HiveDirectory, HiveHandle
 from rbee.queen.routing.admission import AdmissionQueue
+from rbee.queen.routing.backend_policy import AUTO
 from rbee.queen.routing.hive_registry import HiveRegistry
+from rbee.queen.routing.spawn_order import is_refusal, most_specific, spawn_order
 from rbee.queen.routing.worker_registry import PENDING_STATES, ROUTABLE_STATES, WorkerRegistry, WorkerView
 
 log = logging.getLogger(__name__)
@@ -38,12 +48,15 @@ class Placement:
         registry: WorkerRegistry,
         worker_slots: int,
         timings: Timings,
+        gpu: GpuLimits | None = None,
     ) -> None:
         self._directory = directory
         self._hives = hives
         self._registry = registry
         self._worker_slots = worker_slots
         self._timings = timings
+        self._gpu = gpu or GpuLimits()
+        self._replicas: dict[str, asyncio.Task[None]] = {}
         self._model_locks: dict[str, asyncio.Lock] = {}
         self._failed_until: dict[str, float] = {}
         self._synced_at: dict[str, float] = {}
@@ -155,9 +168,10 @@ class Placement:
 
     @asynccontextmanager
     async def worker_for(
-        self, model: str, backend: str = "cpu", node: str | None = None
+        self, model: str, backend: str = AUTO, node: str | None = None
     ) -> AsyncIterator[WorkerView]:
-        """Hold a slot's worth of a worker of `model` on `backend` (on `node`, when given)."""
+        """Hold a slot's worth of a worker of `model` for backend policy `backend` (on `node`, when
+        given)."""
         worker = await self._admit(model, backend, node)
         self._registry.acquire(worker.worker_id)
         try:
@@ -180,6 +194,8 @@ class Placement:
                 if worker is not None:
                     log.debug("request for %s admitted after %.3fs queued", model, loop.time() - queued_at)
                     return worker
+                if loop.time() - queued_at >= self._gpu.replica_after_wait_s:
+                    self._add_replica(model, backend, node)
 
     async def _choose(self, model: str, backend: str, node: str | None) -> WorkerView | None:
         """A worker of `model` with a free slot (spawned or awaited when there is none at all);
@@ -193,7 +209,7 @@ class Placement:
                 return worker
             workers = self._registry.for_model(model, backend, urls)
             pending = [w for w in workers if w.state in PENDING_STATES]
-            if pending:
+            if pending and not any(w.state in ROUTABLE_STATES for w in workers):
                 return await self._wait_serving(self._by_url(handles, pending[0].hive_url),
                                                 pending[0].worker_id)
             if not workers:
@@ -204,26 +220,60 @@ class Placement:
     def _by_url(handles: list[HiveHandle], hive_url: str) -> HiveHandle:
         return next(h for h in handles if h.client.base_url == hive_url)
 
+    def _add_replica(self, model: str, backend: str, node: str | None) -> None:
+        """Spawn one more worker of `model` in the background, unless one is being spawned or the
+        model has `gpu_max_replicas` workers already."""
+        live = [w for w in self._registry.for_model(model, backend)
+                if w.state in (*PENDING_STATES, *ROUTABLE_STATES)]
+        if model in self._replicas or len(live) >= self._gpu.max_replicas:
+            return
+        log.info("requests for %s keep waiting; adding worker %d of at most %d",
+                 model, len(live) + 1, self._gpu.max_replicas)
+        task = asyncio.create_task(self._replica(model, backend, node, {w.hive_url for w in live}))
+        self._replicas[model] = task
+        task.add_done_callback(lambda _: self._replicas.pop(model, None))
+
+    async def _replica(self, model: str, backend: str, node: str | None, busy_urls: set[str]) -> None:
+        """Spawn a replica and wake a waiter for each of its slots; a failure is logged and holds
+        the model's replica spawn for `gpu_replica_after_wait_s`, so refusing hives are not flooded."""
+        try:
+            handles = await self._usable(node)
+            await self._spawn(model, backend, handles, node is not None, busy_urls)
+            self.admission.slot_freed(model)
+        except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("could not add a worker for %s: %s", model, exc)
+            await asyncio.sleep(self._gpu.replica_after_wait_s)
+
     async def _spawn(
-        self, model: str, backend: str, handles: list[HiveHandle], explicit: bool
+        self, model: str, backend: str, handles: list[HiveHandle], explicit: bool,
+        busy_urls: set[str] | None = None,
     ) -> WorkerView:
-        """Spawn on the first node whose hive answers or starts (the named one when explicit)."""
+        """Spawn on the first node in spawn order whose hive answers or starts and does not refuse
+        (only the named one when explicit); every node failing raises the most specific failure."""
         failure: ApiError | None = None
         now = time.monotonic()
-        for handle in handles:
-            if not explicit and self._cooling_down(handle, now):
-                continue
+        candidates = [h for h in handles if explicit or not self._cooling_down(h, now)]
+        for handle in await spawn_order(candidates, backend, busy_urls or set()):
             try:
                 await handle.ensure_running()
             except ApiError as exc:
                 if explicit:
                     raise
                 self._could_not_start(handle, exc, now)
-                failure = exc
+                failure = most_specific(failure, exc)
                 continue
             self._failed_until.pop(handle.name, None)
-            record = await handle.client.spawn_worker(model, self._worker_slots, backend)
-            log.info("hive of node %s spawned worker %s for %s", handle.name, record["worker_id"], model)
+            try:
+                record = await handle.client.spawn_worker(model, self._worker_slots, backend)
+            except ApiError as exc:
+                if explicit or not is_refusal(exc):
+                    raise
+                log.info("node %s refused a worker for %s (%s); trying the next node",
+                         handle.name, model, exc.code)
+                failure = most_specific(failure, exc)
+                continue
+            log.info("hive of node %s spawned worker %s for %s (%s)", handle.name, record["worker_id"],
+                     model, record.get("backend", backend))
             return await self._wait_serving(handle, record["worker_id"])
         raise failure or ApiError(503, "NO_NODE_AVAILABLE", "no node's hive answers or could be started",
                                   headers={"Retry-After": "1"})

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rbee.common.wire import WorkerState
+from rbee.queen.routing.backend_policy import AUTO, serves
 
 ROUTABLE_STATES = (WorkerState.IDLE, WorkerState.BUSY)
 PENDING_STATES = (WorkerState.LOADING, WorkerState.CRASHED, WorkerState.UNHEALTHY)
@@ -28,6 +29,8 @@ class WorkerView:
     state: WorkerState
     restarts: int = 0
     backend: str = "cpu"
+    device: int | None = None
+    """The GPU index on its node (None on the CPU)."""
 
     def to_wire(self, in_flight: int) -> dict[str, Any]:
         """JSON form for /v2/workers/list."""
@@ -40,6 +43,7 @@ class WorkerView:
             "state": self.state,
             "restarts": self.restarts,
             "backend": self.backend,
+            "device": self.device,
             "in_flight": in_flight,
         }
 
@@ -84,6 +88,7 @@ class WorkerRegistry:
                 state=WorkerState(item["state"]),
                 restarts=item.get("restarts", 0),
                 backend=item.get("backend", "cpu"),
+                device=item.get("device"),
             )
         self._workers = fresh
 
@@ -92,18 +97,20 @@ class WorkerRegistry:
         return self._workers.get(worker_id)
 
     def for_model(
-        self, model: str, backend: str = "cpu", hive_urls: Collection[str] | None = None
+        self, model: str, policy: str = AUTO, hive_urls: Collection[str] | None = None
     ) -> list[WorkerView]:
-        """Workers serving `model` on `backend`, in any state (only of `hive_urls` when given)."""
-        return [w for w in self._workers.values() if w.model == model and w.backend == backend
+        """Workers of `model` that may serve `policy`, in any state (only of `hive_urls` when given)."""
+        return [w for w in self._workers.values() if w.model == model and serves(policy, w.backend)
                 and (hive_urls is None or w.hive_url in hive_urls)]
 
     def pick(
-        self, model: str, backend: str = "cpu", hive_urls: Collection[str] | None = None
+        self, model: str, policy: str = AUTO, hive_urls: Collection[str] | None = None
     ) -> WorkerView | None:
-        """The least-loaded serving worker of `model` on `backend` with a free slot."""
-        candidates = [w for w in self.for_model(model, backend, hive_urls) if self.has_free_slot(w)]
-        return min(candidates, key=lambda w: self.in_flight(w.worker_id) / w.slots, default=None)
+        """The serving worker of `model` for `policy` with a free slot: a CUDA one first, then the
+        least loaded."""
+        candidates = [w for w in self.for_model(model, policy, hive_urls) if self.has_free_slot(w)]
+        return min(candidates, key=lambda w: (w.backend != "cuda", self.in_flight(w.worker_id) / w.slots),
+                   default=None)
 
     def all(self) -> list[WorkerView]:
         """Every known worker."""
