@@ -50,6 +50,7 @@ Feature: Serving on an NVIDIA GPU
 
   Scenario: Stopping a GPU worker leaves no process and frees its memory
     Given a hive on free loopback ports
+    And GET /v1/backends on the hive lists "cuda" as available and every backend with its detail
     And the GPU memory in use is noted
     And the hive has a ready worker for the tiny model
     And the hive lists one worker on backend "cuda" with a GPU

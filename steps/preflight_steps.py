@@ -18,6 +18,7 @@ from steps.common import hive_workers, started, tiny_ref
 TIB = 1 << 40
 
 
+@given('GET /v1/backends on the hive lists "{name}" as available and every backend with its detail')
 @then('GET /v1/backends on the hive lists "{name}" as available and every backend with its detail')
 def backends_listed(context, name: str) -> None:
     answer = request("GET", f"{context.hive_url}/v1/backends")

@@ -90,7 +90,7 @@ BAD_FILES = [
     ("queen:\n  rate_limit_per_s: -1\n", ":2: queen.rate_limit_per_s: Input should be greater than"),
     ("queen:\n  restart_jitter: 1\n", ":2: queen.restart_jitter: Input should be less than 1"),
     ("queen:\n  max_restarts: true\n", ":2: queen.max_restarts: must be a number, not true or false"),
-    ("queen:\n  worker_slots: 65\n", ":2: queen.worker_slots: Input should be less than or equal to 64"),
+    ("queen:\n  worker_slots: 257\n", ":2: queen.worker_slots: Input should be less than or equal to 256"),
     ("queen:\n  data_dir: ''\n", ":2: queen.data_dir: must not be empty"),
     ("queen:\n  host: 'bad host'\n", ":2: queen.host: must be dot-separated labels"),
     ("queen:\n  advertise_url: ftp://x\n", ":2: queen.advertise_url: must be an http(s) URL"),
@@ -172,7 +172,7 @@ def test_each_level_overrides_the_ones_below(tmp_path, file, env, flag, expected
     assert _sources(tmp_path, file, env, flag).resolve().port == expected
 
 
-KEYS = {"worker_slots": st.integers(1, 64), "rate_limit_per_s": st.floats(0, 1e6),
+KEYS = {"worker_slots": st.integers(1, 256), "rate_limit_per_s": st.floats(0, 1e6),
         "log_level": st.sampled_from(["DEBUG", "INFO", "WARNING", "ERROR"]), "local_hive": st.booleans()}
 
 

@@ -65,12 +65,12 @@ REFUSALS = [
     (ChatCompletionRequest, CHAT, "messages.content", [{"role": "user", "content": "\x1b[31m" + SECRET}]),
     (PromptInference, {"prompt": "Hi"}, "task_id", "../../" + SECRET),
     (SpawnRequest, SPAWN, "slots", 0),
-    (SpawnRequest, SPAWN, "slots", 65),
+    (SpawnRequest, SPAWN, "slots", 257),
     (SpawnRequest, SPAWN, "device", 64),
     (SpawnRequest, SPAWN, "backend", SECRET),
     (SpawnRequest, SPAWN, "model", "file:///tmp/../" + SECRET),
     (WorkerReady, {"worker_id": "w-1"}, "port", 65536),
-    (WorkerHeartbeat, BEAT, "slots_free", 65),
+    (WorkerHeartbeat, BEAT, "slots_free", 257),
     (WorkerHeartbeat, BEAT, "state", SECRET),
     (WorkerRef, {}, "worker_id", SECRET),
     (ModelDownload, {"model": "hf:org/repo:m.gguf"}, "sha256", SECRET),
@@ -236,6 +236,6 @@ def test_every_request_body_in_the_openapi_document_refers_to_a_generated_model_
     assert names <= set(document["components"]["schemas"])
 
 
-@pytest.mark.parametrize(("field", "value"), [("slots", 1), ("slots", 64), ("device", 0), ("device", 63)])
+@pytest.mark.parametrize(("field", "value"), [("slots", 1), ("slots", 256), ("device", 0), ("device", 63)])
 def test_a_spawn_request_accepts_the_bounds_of_its_slots_and_device(field, value):
     assert getattr(SpawnRequest.parse({**SPAWN, field: value}), field) == value

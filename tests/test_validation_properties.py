@@ -252,7 +252,7 @@ def _spawn_field(name: str) -> Callable[[Any], Any]:
 @PROPERTY
 @given(
     st.sampled_from([(lambda v: check_port("n", v), 1, 65535), (_spawn_field("device"), 0, 63),
-                     (_spawn_field("slots"), 1, 64)]),
+                     (_spawn_field("slots"), 1, 256)]),
     st.integers(-70000, 70000),
 )
 def test_port_device_id_and_slots_accept_exactly_their_ranges(check_and_range, value):

@@ -45,7 +45,7 @@ MAX_PATH_CHARS = 4096
 MAX_DEVICE_ID = 63
 MAX_GPU_LAYERS = 4096
 """More layers than any GGUF has; a larger gpu_layers is a typo."""
-MAX_SLOTS = 64
+MAX_SLOTS = 256
 
 
 class InvalidField(ApiError):

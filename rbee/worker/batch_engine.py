@@ -50,7 +50,6 @@ whole vocabulary once per sequence, and more than 8 threads gain little against 
 GPU_THREADS = 4
 """llama.cpp's CPU threads for a fully offloaded model (unless `threads` is given): its CPU work
 is small, and idle threads would spin against the sampling threads."""
-ALL_GPU_LAYERS = 0x7FFFFFFF
 # llama-cpp-python's own defaults for what rbee's API does not expose
 TOP_K = 40
 MIN_P = 0.05

@@ -17,6 +17,7 @@ from rbee.common.wire_requests import ChatInference, PromptInference, SamplingPa
 from rbee.worker.chat_prompt import render_chat
 from rbee.worker.generation import Engine, Job, Outcome
 from rbee.worker.slots import Slot, SlotPool
+from rbee.worker.token_relay import TokenRelay
 
 log = logging.getLogger(__name__)
 _FINISHED = object()
@@ -50,6 +51,7 @@ class InferenceService:
         self.tokens_generated = 0
         self.peak_active = 0
         self._last_progress = time.monotonic()
+        self._relay: TokenRelay | None = None
 
     def stalled(self, now: float, timeout_s: float) -> bool:
         """True when requests run but no token arrived for `timeout_s` seconds."""
@@ -97,9 +99,12 @@ class InferenceService:
     def _launch(self, task: Task) -> None:
         """Hand the task to the engine; the slot is freed when the engine has finished it."""
         loop = asyncio.get_running_loop()
+        if self._relay is None:
+            self._relay = TokenRelay(loop)
+        relay = self._relay
 
         def emit(index: int, text: str) -> None:
-            loop.call_soon_threadsafe(self._progress, task, index, text)
+            relay.call(self._progress, task, index, text)
 
         if len(self._active) == 1:
             self._last_progress = time.monotonic()
