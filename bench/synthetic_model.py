@@ -21,13 +21,14 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from rbee.testing.tiny_model import add_vocab
+
 ARCH = "llama"
 N_VOCAB = 32000
 BLOCK_VALUES = 64 * 1024 * 1024
 WEIGHT_SCALE = 0.02
 RMS_EPS = 1e-5
 CONTEXT_LENGTH = 8192
-UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
 _SPACE = "\u2581"
 """SentencePiece's mark of a preceding space."""
 _WORDS = ("Story", "Once", "upon", "a", "time", "in", "small", "village", "at", "the", "edge", "of", "great",
@@ -128,13 +129,7 @@ def _metadata(writer: gguf.GGUFWriter, name: str, shape: Shape) -> None:
     writer.add_rope_dimension_count(shape.n_embd // shape.n_head)
     writer.add_layer_norm_rms_eps(RMS_EPS)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    writer.add_tokenizer_model("llama")
-    writer.add_token_list(tokens)
-    writer.add_token_scores(scores)
-    writer.add_token_types(types)
-    writer.add_unk_token_id(UNK_ID)
-    writer.add_bos_token_id(BOS_ID)
-    writer.add_eos_token_id(EOS_ID)
+    add_vocab(writer, tokens, scores, types)
     writer.add_add_bos_token(True)
 
 

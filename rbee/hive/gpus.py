@@ -97,20 +97,3 @@ def list_devices() -> list[Gpu]:
     environ = environment()
     return [gpu for gpu in found if allowed(gpu, environ)]
 
-
-def processes_on(uuid: str) -> list[tuple[int, int]]:
-    """(pid, used bytes) of every compute process NVML sees on the GPU `uuid`."""
-    try:
-        import pynvml
-    except ImportError:
-        return []
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError:
-        return []
-    try:
-        handle = pynvml.nvmlDeviceGetHandleByUUID(uuid)
-        return [(int(p.pid), int(p.usedGpuMemory or 0))
-                for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle)]
-    finally:
-        pynvml.nvmlShutdown()

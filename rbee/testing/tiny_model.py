@@ -113,6 +113,17 @@ def _tensors(n_vocab: int, seed: int) -> dict[str, np.ndarray]:
     return tensors
 
 
+def add_vocab(writer: gguf.GGUFWriter, tokens: list[str], scores: list[float], types: list[int]) -> None:
+    """A SentencePiece-style ("llama") vocabulary with `<unk>`, `<s>` and `</s>` at ids 0, 1, 2."""
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_unk_token_id(UNK_ID)
+    writer.add_bos_token_id(BOS_ID)
+    writer.add_eos_token_id(EOS_ID)
+
+
 def _write(path: str, *, context_length: int, seed: int) -> None:
     """Write the GGUF file to ``path`` (non-atomically)."""
     tokens, scores, types = _vocab()
@@ -126,13 +137,7 @@ def _write(path: str, *, context_length: int, seed: int) -> None:
         writer.add_head_count(N_HEAD)
         writer.add_head_count_kv(N_HEAD)
         writer.add_layer_norm_rms_eps(RMS_EPS)
-        writer.add_tokenizer_model("llama")
-        writer.add_token_list(tokens)
-        writer.add_token_scores(scores)
-        writer.add_token_types(types)
-        writer.add_unk_token_id(UNK_ID)
-        writer.add_bos_token_id(BOS_ID)
-        writer.add_eos_token_id(EOS_ID)
+        add_vocab(writer, tokens, scores, types)
         for name, tensor in _tensors(len(tokens), seed).items():
             writer.add_tensor(name, tensor)
         writer.write_header_to_file()
