@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 
 import aiohttp
 
@@ -44,11 +45,16 @@ def run_logs(args: argparse.Namespace) -> int:
               "follow": "true" if args.follow else "false"}
     if args.source is not None:
         params["source"] = args.source
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(_print_logs(queen, headers, params))
+    loop.add_signal_handler(signal.SIGINT, task.cancel)  # also where SIGINT was inherited ignored
     try:
         with reaching("queen", queen):
-            asyncio.run(_print_logs(queen, headers, params))
-    except KeyboardInterrupt:
+            loop.run_until_complete(task)
+        return 0
+    except asyncio.CancelledError:
         return EXIT_INTERRUPTED
     except sse.StreamTruncated:
         raise CommandFailed("the log stream ended early (the queen or the hive stopped)") from None
-    return 0
+    finally:
+        loop.close()
