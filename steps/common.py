@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from rbee.testing.cluster import Daemon, http_json, wait_until
 from rbee.testing.http_client import EventStream
@@ -81,3 +82,15 @@ def slots_free_within(url: str, expected: int, timeout: float) -> dict:
 
     assert wait_until(check, timeout, 0.02), f"slots did not free in {timeout}s: {last}"
     return last
+
+
+def process_environment(pid: int) -> dict[str, str]:
+    """The environment a running process was started with (/proc/PID/environ)."""
+    entries = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(entry.decode(errors="replace").split("=", 1) for entry in entries if b"=" in entry)
+
+
+def address_space_soft_limit(pid: int) -> str:
+    """A running process's soft RLIMIT_AS as /proc/PID/limits gives it: bytes, or `unlimited`."""
+    limits = Path(f"/proc/{pid}/limits").read_text()
+    return next(line for line in limits.splitlines() if line.startswith("Max address space")).split()[3]

@@ -3,13 +3,11 @@ workers, their environment and limits, and the ledger's refusals."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from behave import given, then, when
 
 from rbee.testing.cluster import alive, wait_until
 from rbee.testing.http_client import request
-from steps.common import hive_workers
+from steps.common import address_space_soft_limit, hive_workers, process_environment
 
 MIB = 1024 * 1024
 
@@ -39,11 +37,6 @@ def _gpus() -> list[dict]:
         return found
     finally:
         pynvml.nvmlShutdown()
-
-
-def _environment(pid: int) -> dict[str, str]:
-    entries = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return dict(entry.decode(errors="replace").split("=", 1) for entry in entries if b"=" in entry)
 
 
 @then("GET /v1/resources on the hive lists every GPU NVML sees with its UUID and memory")
@@ -82,16 +75,15 @@ def process_on_its_gpu(context) -> None:
 @then("the worker's environment names its GPU's UUID in CUDA_VISIBLE_DEVICES")
 def visible_devices_by_uuid(context) -> None:
     record = context.worker_record
-    visible = _environment(record["pid"]).get("CUDA_VISIBLE_DEVICES")
+    visible = process_environment(record["pid"]).get("CUDA_VISIBLE_DEVICES")
     assert visible == ",".join(g["uuid"] for g in record["gpus"]), (visible, record)
 
 
 @then("the worker's process has no address-space limit")
 def no_address_space_limit(context) -> None:
     record = context.worker_record
-    limits = Path(f"/proc/{record['pid']}/limits").read_text()
-    line = next(line for line in limits.splitlines() if line.startswith("Max address space"))
-    assert line.split()[3] == "unlimited", line
+    soft = address_space_soft_limit(record["pid"])
+    assert soft == "unlimited", soft
     assert record["address_space_limit_bytes"] is None, record
 
 

@@ -6,14 +6,13 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 from behave import given, then, when
 
 from rbee.testing.cluster import hive_daemon, wait_until
 from rbee.testing.http_client import request
 from steps.cli_steps import _run
-from steps.common import hive_workers, started, tiny_ref
+from steps.common import address_space_soft_limit, hive_workers, process_environment, started, tiny_ref
 
 TIB = 1 << 40
 
@@ -116,10 +115,8 @@ def worker_idle(context, seconds: int) -> None:
 @then("the worker's process has the address-space limit the hive lists for it")
 def address_space_limit(context) -> None:
     record = context.worker_record
-    limits = Path(f"/proc/{record['pid']}/limits").read_text()
-    line = next(line for line in limits.splitlines() if line.startswith("Max address space"))
-    soft = int(line.split()[3])
-    assert soft == record["address_space_limit_bytes"] > 0, (line, record)
+    soft = address_space_soft_limit(record["pid"])
+    assert int(soft) == record["address_space_limit_bytes"] > 0, (soft, record)
     assert record["memory_required_bytes"] > 0, record
 
 
@@ -163,6 +160,6 @@ def worker_without_gpu(context, backend: str) -> None:
 
 @then("the worker's environment hides every GPU")
 def gpus_hidden(context) -> None:
-    pid = context.worker_record["pid"]
-    entries = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    assert b"CUDA_VISIBLE_DEVICES=" in entries, [e for e in entries if e.startswith(b"CUDA")]
+    environment = process_environment(context.worker_record["pid"])
+    cuda = {name: value for name, value in environment.items() if "CUDA" in name}
+    assert environment.get("CUDA_VISIBLE_DEVICES") == "", cuda
