@@ -249,7 +249,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--levels", default="1,16,64,128", help="concurrent streams to measure")
     parser.add_argument("--tokens", type=int, default=128, help="tokens per stream")
     parser.add_argument("--ttft-runs", type=int, default=10)
-    parser.add_argument("--single-runs", type=int, default=1)
+    parser.add_argument("--single-runs", type=int, default=5,
+                        help="single-stream runs; their median is the 1-stream goal's figure")
     parser.add_argument("--backend", default="cuda", choices=["cpu", "cuda", "metal"])
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "gpu-bench.md")
     parser.add_argument("--model-dir", type=Path,

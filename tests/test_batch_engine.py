@@ -11,9 +11,12 @@ import pytest
 from rbee.common.wire_requests import SamplingParams
 from rbee.testing.tiny_model import build_tiny_gguf
 from rbee.worker import batch_engine
-from rbee.worker.batch_engine import PREFILL_TOKENS_WHILE_DECODING, BatchEngine, _Batch, _default_threads
+from rbee.worker.batch_engine import BatchEngine, _Batch, _default_threads
 from rbee.worker.faults import Faults
 from rbee.worker.generation import Job, LoadSpec, Outcome
+
+CHUNK = 128
+"""Prompt tokens a step takes while others decode, in the engines these tests load."""
 
 SLOTS = 4
 CTX = 1024
@@ -29,7 +32,7 @@ def _load(model_path: str, overlap: bool, slots: int = SLOTS, ctx: int = CTX, fa
     """An engine that hands tokens out while the next batch decodes when `overlap`."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(batch_engine, "_overlaps", lambda spec: overlap)
-        spec = LoadSpec(model_path, slots, ctx, 1)
+        spec = LoadSpec(model_path, slots, ctx, 1, prefill_chunk_tokens=CHUNK)
         return asyncio.run(BatchEngine.load(spec, faults or Faults(), lambda _: None))
 
 
@@ -120,7 +123,7 @@ def test_a_long_prompt_joins_in_chunks_while_others_keep_decoding(batch):
     order: list[int] = []
     prompt = " ".join(["the little dog saw a big cat"] * 100)
     prompt_tokens = len(batch.tokenize(prompt, False))
-    assert prompt_tokens > 3 * PREFILL_TOKENS_WHILE_DECODING
+    assert prompt_tokens > 3 * CHUNK
     joiner: list[Run] = []
 
     def runner_token(_: Run, index: int) -> None:
@@ -133,7 +136,7 @@ def test_a_long_prompt_joins_in_chunks_while_others_keep_decoding(batch):
     assert runner.outcome().stop_reason == "max_tokens"
     assert joiner[0].outcome() == Outcome(tokens_out=5, stop_reason="max_tokens")
     between = order[6:order.index(1)]
-    assert len(between) >= prompt_tokens // PREFILL_TOKENS_WHILE_DECODING - 1
+    assert len(between) >= prompt_tokens // CHUNK - 1
 
 
 def test_cancelling_one_sequence_ends_it_at_the_next_step_and_spares_the_others(batch):

@@ -2,17 +2,18 @@
 together in one `llama_decode` batch per step.
 
 One thread owns the llama context: it loads the model and then runs the decode loop; nothing
-else touches the context. The event loop hands it work through a thread-safe queue. Each
-step puts the next token of every decoding sequence, plus prompt tokens of sequences that
-joined, into one batch, decodes it, and samples each sequence's next token with that
-sequence's own sampler (its own parameters and seed), the sequences spread over a few sampling
-threads (llama.cpp releases the GIL while it samples). On a GPU, where `llama_decode` returns
-before the outputs are ready, the tokens just sampled go into the next batch at once and their
-text is handed out while it decodes; a sequence that ends on such a token has one token decoded
-for nothing. Sequences join (prompt prefill) and leave (end of generation, stop sequence, max
-tokens, cancellation) between steps; a finished sequence's KV cells are cleared (once no decode
-is in flight) so its slot starts clean. A slot is a sequence id, so the slot count costs KV cache
-memory, not threads or copies of the weights.
+else touches the context. The event loop hands it work through a thread-safe queue. Each step
+puts the next token of every decoding sequence, plus prompt tokens of sequences that joined,
+into one batch, decodes it, and samples each sequence's next token with that sequence's own
+sampler (its own parameters and seed), the sequences spread over a few sampling threads
+(llama.cpp releases the GIL while it samples). On a GPU, where `llama_decode` returns before the
+outputs are ready, the tokens just sampled go into the next batch at once and their text is
+handed out while it decodes (a sequence's first token goes out before, for its time to first
+token); a sequence that ends on such a token has one token decoded for nothing. Sequences join
+(prompt prefill) and leave (end of generation, stop sequence, max tokens, cancellation) between
+steps; a finished sequence's KV cells are cleared (once no decode is in flight) so its slot
+starts clean. A slot is a sequence id, so the slot count costs KV cache memory, not threads or
+copies of the weights.
 """
 
 from __future__ import annotations
@@ -39,9 +40,6 @@ from rbee.worker.token_rules import TokenRules
 log = logging.getLogger(__name__)
 BATCH_TOKENS = 512
 """Tokens one `llama_decode` call takes (and the most sequences a worker can have)."""
-PREFILL_TOKENS_WHILE_DECODING = 128
-"""Prompt tokens a step takes while other sequences decode: a long prompt then delays their
-next token by a chunk's time, not by the whole prompt's."""
 SHUTDOWN_JOIN_S = 2.0
 """How long shutting down waits for the decode loop to leave its current step."""
 SAMPLING_THREADS = max(1, min(8, os.cpu_count() or 1))
@@ -341,12 +339,16 @@ class BatchEngine:
 
     def _step(self) -> None:
         """Sample the last batch's outputs, then hand the tokens out and decode the next batch:
-        on a GPU in the other order, so that the two overlap."""
+        on a GPU in the other order, so that the two overlap, except for each sequence's first
+        token, handed out before the launch (its time to first token)."""
         self._quiesce()
         sampled = self._sample()
         if self._overlap:
+            firsts = [pair for pair in sampled if not pair[0].rules.produced]
+            later = [pair for pair in sampled if pair[0].rules.produced]
+            self._settle(firsts)
             self._launch(sampled)
-            self._settle(sampled)
+            self._settle(later)
         else:
             self._settle(sampled)
             self._launch(sampled)
@@ -405,7 +407,7 @@ class BatchEngine:
         decoding = [s for s in sequences if s.decoding]
         room = BATCH_TOKENS - len(decoding)
         if decoding:
-            room = min(room, PREFILL_TOKENS_WHILE_DECODING)
+            room = min(room, self._spec.prefill_chunk_tokens)
         for seq in decoding:
             self._put(seq, 1)
         for seq in sequences:

@@ -13,6 +13,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol
 
+from rbee.common.tunables import Timings
 from rbee.common.wire import StopReason
 from rbee.common.wire_requests import SamplingParams
 
@@ -45,6 +46,9 @@ class LoadSpec:
     """none (every offloaded layer on `device`), layer or row (split over the visible GPUs)."""
     tensor_split: tuple[float, ...] | None = None
     """Each visible GPU's share of a split model."""
+    prefill_chunk_tokens: int = Timings.worker_prefill_chunk_tokens
+    """Prompt tokens a batched step takes while other sequences decode
+    (`Timings.worker_prefill_chunk_tokens`)."""
 
     @property
     def on_gpu(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from enum import StrEnum
@@ -89,6 +90,7 @@ class WorkerRuntime:
     async def load(self) -> None:
         """Load the model into the chosen engine off the event loop; a failure stops the worker."""
         settings = self.settings
+        sys.setswitchinterval(self.timings.worker_gil_switch_ms / 1000)
         spec = LoadSpec(
             model_path=settings.model_path,
             slots=settings.slots,
@@ -98,6 +100,7 @@ class WorkerRuntime:
             device=settings.device or 0,
             split_mode=settings.split_mode,
             tensor_split=settings.tensor_split,
+            prefill_chunk_tokens=self.timings.worker_prefill_chunk_tokens,
         )
         try:
             engine = await ENGINE_CLASSES[settings.engine].load(spec, self.faults, self._loaded_share)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepare what a lent GPU machine without internet needs, in the ignored folder build/gpu:
-# the llama-cpp-python sdist without what a CUDA build does not use (llama-src.tar.gz, ~10 MB)
+# the llama-cpp-python sdist without what a CUDA build does not use (llama-src.tar.gz, ~10 MB), its
+# Python package alone (llama-py.tar.gz)
 # and py3.12 wheels of rbee's dependencies that machine lacks (wheels/, ~30 MB).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,6 +30,14 @@ if [ ! -f "$OUT/llama-src.tar.gz" ]; then
   rm -rf "$work"
 fi
 
+if [ ! -f "$OUT/llama-py.tar.gz" ]; then
+  # The Python package alone, for a run that carries a prebuilt engine (build/gpu/prebuilt).
+  work=$(mktemp -d)
+  tar -xzf "$OUT/llama-src.tar.gz" -C "$work" "llama_cpp_python-$VERSION/llama_cpp"
+  tar -czf "$OUT/llama-py.tar.gz" -C "$work" "llama_cpp_python-$VERSION"
+  rm -rf "$work"
+fi
+
 if [ ! -f "$OUT/wheels/.done" ]; then
   platforms=()
   for p in manylinux2014_x86_64 manylinux_2_17_x86_64 manylinux_2_27_x86_64 manylinux_2_28_x86_64 \
@@ -45,4 +54,4 @@ if [ ! -f "$OUT/wheels/.done" ]; then
     "$OUT"/wheels/tqdm-*.whl "$OUT"/wheels/requests-*.whl
   touch "$OUT/wheels/.done"
 fi
-du -sh "$OUT/llama-src.tar.gz" "$OUT/wheels"
+du -sh "$OUT/llama-src.tar.gz" "$OUT/llama-py.tar.gz" "$OUT/wheels"
