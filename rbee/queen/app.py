@@ -17,6 +17,7 @@ from rbee.common.tunables import Timings
 from rbee.queen.api.keys import (
     BACKEND_POLICY,
     DISPATCHER,
+    EMBEDDINGS,
     HIVES,
     LOG_RELAY,
     NODES,
@@ -38,6 +39,7 @@ from rbee.queen.nodes.remote_hive import RemoteHive, RemoteLaunch
 from rbee.queen.nodes.ssh_preflight import SshPreflight
 from rbee.queen.rate_limits import RateLimiter, client_limits, failure_throttle
 from rbee.queen.routing.dispatch import Dispatcher
+from rbee.queen.routing.embedding_dispatch import EmbeddingDispatcher
 from rbee.queen.routing.hive_registry import HiveRegistry
 from rbee.queen.routing.placement import Placement
 from rbee.queen.routing.worker_registry import WorkerRegistry
@@ -91,6 +93,8 @@ async def build_app(settings: QueenSettings, timings: Timings, audit_log: AuditL
     app[HIVES] = hives
     app[PLACEMENT] = placement
     app[DISPATCHER] = dispatcher
+    app[EMBEDDINGS] = EmbeddingDispatcher(placement, session, lambda: keyring.headers_for("worker"),
+                                          lambda: dispatcher.draining)
     app[TIMINGS] = timings
     app[BACKEND_POLICY] = settings.backend_policy
     app[HEALTH] = DaemonHealth(
