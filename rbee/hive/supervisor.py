@@ -196,8 +196,7 @@ class WorkerSupervisor:
             options = WorkerOptions(
                 model=record.model.path, host=self.settings.worker_host, port=port,
                 worker_id=record.worker_id, hive_url=self.settings.hive_url, slots=record.slots,
-                ctx_size=self.settings.ctx_size, **spec.options,
-                **({"embedding": True} if record.embedding else {}),
+                ctx_size=self.settings.ctx_size, embedding=record.embedding, **spec.options,
             )
             args = worker_command(options, self.settings.keyring.child_args("worker", ("hive", "worker")))
             self.ledger.loading(record.worker_id)

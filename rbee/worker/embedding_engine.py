@@ -19,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from rbee.worker.faults import Faults
 from rbee.worker.generation import LoadSpec
 
@@ -43,6 +45,14 @@ def pooling_of(metadata: Mapping[str, Any]) -> int:
     if pooling not in POOLING_NAMES:
         raise ValueError(f"unknown llama.cpp pooling type {pooling}")
     return pooling
+
+
+def unit_float32(vector: np.ndarray) -> list[float]:
+    """`vector` scaled to unit L2 norm (a zero vector stays zero), each value a float32 as the
+    model computes them, so its float32 bytes (base64) carry exactly the same numbers."""
+    wide = vector.astype(np.float64)
+    norm = float(np.linalg.norm(wide))
+    return (wide / norm if norm > 0 else wide).astype(np.float32).tolist()
 
 
 def batches(lengths: list[int], max_tokens: int, max_sequences: int) -> list[list[int]]:
@@ -160,16 +170,15 @@ class EmbeddingEngine:
     def _decode(self, inputs: list[tuple[int, ...]]) -> list[list[float]]:
         """Embed the inputs of one batch, each as its own sequence."""
         import llama_cpp
-        from llama_cpp._internals import normalize_embedding
 
         self._batch.reset()
         for seq_id, tokens in enumerate(inputs):
             self._batch.add_sequence(tokens, seq_id, True)
         self._context.kv_cache_clear()
         self._context.decode(self._batch)
-        size = self.dimensions
-        return [normalize_embedding(llama_cpp.llama_get_embeddings_seq(self._context.ctx, seq_id)[:size])
-                for seq_id in range(len(inputs))]
+        ctx = self._context.ctx
+        pooled = [llama_cpp.llama_get_embeddings_seq(ctx, seq_id) for seq_id in range(len(inputs))]
+        return [unit_float32(np.ctypeslib.as_array(vector, shape=(self.dimensions,))) for vector in pooled]
 
     def shutdown(self) -> None:
         """Free the context and the model once the embedding running now returns."""
