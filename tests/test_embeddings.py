@@ -6,18 +6,23 @@ import asyncio
 import base64
 import math
 import struct
+import time
 
+import aiohttp
 import numpy as np
 import pytest
-from fake_peers import FakeHive
+from aiohttp import web
+from fake_peers import FakeHive, serve
 from test_placement import MODEL, queen
 
+from rbee.common.deadlines import parse as parse_deadline
 from rbee.common.embedding_wire import EmbeddingInference, EmbeddingResult
 from rbee.common.errors import ApiError
 from rbee.common.validation import MAX_EMBEDDING_INPUTS
 from rbee.common.wire_requests import SpawnRequest, WorkerReport
 from rbee.queen.api.embedding_requests import EmbeddingRequest
 from rbee.queen.api.embeddings import encode, response
+from rbee.queen.routing.embedding_dispatch import EmbeddingDispatcher
 from rbee.queen.routing.worker_registry import WorkerRegistry, pool_of
 from rbee.worker.embedding_engine import batches, pooling_of, unit_float32
 from rbee.worker.embedding_service import EmbeddingService
@@ -191,3 +196,42 @@ def test_a_request_spawns_a_worker_of_its_kind_beside_an_idle_one_of_the_other_k
     worker, other, spawns = asyncio.run(scenario())
     assert worker.worker_id != other["worker_id"] and worker.embedding is embedding
     assert [spawn["embedding"] for spawn in spawns] == [embedding]
+
+
+def test_a_draining_queen_refuses_new_embedding_requests_and_waits_for_the_running_one(tmp_path):
+    release = asyncio.Event()
+
+    async def slow_worker(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.json_response({"embeddings": [[1.0]], "prompt_tokens": 2})
+
+    async def scenario():
+        app = web.Application()
+        app.router.add_post("/v1/embeddings", slow_worker)
+        runner, worker_url = await serve(app)
+        hive = await FakeHive(worker_url).start()
+        try:
+            async with queen(tmp_path, local=hive) as q, aiohttp.ClientSession() as session:
+                hive.add_worker(MODEL, "idle", embedding=True)
+                embeddings = EmbeddingDispatcher(q.placement, session, dict)
+                deadline = parse_deadline(str(int((time.time() + 30) * 1000)))
+                body = {"input": ["a"]}
+                running = asyncio.create_task(embeddings.embed(MODEL, body, "auto", deadline, "c"))
+                while not embeddings.running:
+                    await asyncio.sleep(0.01)
+                drained = asyncio.create_task(embeddings.drain(10))
+                await asyncio.sleep(0.05)
+                with pytest.raises(ApiError) as refused:
+                    await embeddings.embed(MODEL, {"input": ["b"]}, "auto", deadline, "c")
+                drained_early = drained.done()
+                release.set()
+                await drained
+                return refused.value, drained_early, await running
+        finally:
+            await hive.close()
+            await runner.cleanup()
+
+    refused, drained_early, result = asyncio.run(scenario())
+    assert (refused.status, refused.code) == (503, "DRAINING")
+    assert not drained_early
+    assert result.embeddings == [[1.0]]

@@ -93,8 +93,8 @@ async def build_app(settings: QueenSettings, timings: Timings, audit_log: AuditL
     app[HIVES] = hives
     app[PLACEMENT] = placement
     app[DISPATCHER] = dispatcher
-    app[EMBEDDINGS] = EmbeddingDispatcher(placement, session, lambda: keyring.headers_for("worker"),
-                                          lambda: dispatcher.draining)
+    embeddings = EmbeddingDispatcher(placement, session, lambda: keyring.headers_for("worker"))
+    app[EMBEDDINGS] = embeddings
     app[TIMINGS] = timings
     app[BACKEND_POLICY] = settings.backend_policy
     app[HEALTH] = DaemonHealth(
@@ -104,9 +104,14 @@ async def build_app(settings: QueenSettings, timings: Timings, audit_log: AuditL
     app[NODES] = NodeService(nodes, SshPreflight(ssh), audit, directory.forget, directory.preflight)
     app.on_cleanup.append(lambda _: asyncio.to_thread(nodes.close))
     add_routes(app)
-    on_drain(app, lambda: dispatcher.drain(timings.drain_budget_s))
+    on_drain(app, lambda: _drain(dispatcher, embeddings, timings.drain_budget_s))
     app.cleanup_ctx.append(lambda _: _lifetime(directory, hives, session, settings.start_hive))
     return app
+
+
+async def _drain(dispatcher: Dispatcher, embeddings: EmbeddingDispatcher, budget_s: float) -> None:
+    """Refuse new tasks and embedding requests, and let running ones finish within the budget."""
+    await asyncio.gather(dispatcher.drain(budget_s), embeddings.drain(budget_s))
 
 
 async def _lifetime(

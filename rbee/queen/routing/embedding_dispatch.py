@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -30,21 +29,39 @@ log = logging.getLogger(__name__)
 class EmbeddingDispatcher:
     """Runs embedding requests on the embedding workers of their models."""
 
-    def __init__(
-        self, placement: Placement, session: aiohttp.ClientSession, auth: Headers,
-        draining: Callable[[], bool],
-    ) -> None:
+    def __init__(self, placement: Placement, session: aiohttp.ClientSession, auth: Headers) -> None:
         self._placement = placement
         self._session = session
         self._auth = auth
-        self._draining = draining
+        self._draining = False
+        self.running = 0
+        """Embedding requests in flight."""
+
+    async def drain(self, budget_s: float) -> None:
+        """Refuse new requests and wait up to `budget_s` for running ones to finish."""
+        self._draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget_s
+        while self.running and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if self.running:
+            log.warning("drain budget spent with %d embedding request(s) still running", self.running)
 
     async def embed(
         self, model: str, body: dict[str, Any], backend: str, deadline: Deadline, correlation_id: str
     ) -> EmbeddingResult:
         """The worker's vectors for `body` (the worker's `/v1/embeddings` body)."""
-        if self._draining():
+        if self._draining:
             raise ApiError(503, "DRAINING", "the queen is shutting down", headers={"Retry-After": "1"})
+        self.running += 1
+        try:
+            return await self._attempts(model, body, backend, deadline, correlation_id)
+        finally:
+            self.running -= 1
+
+    async def _attempts(
+        self, model: str, body: dict[str, Any], backend: str, deadline: Deadline, correlation_id: str
+    ) -> EmbeddingResult:
         headers = {CORRELATION_HEADER: correlation_id, deadlines.HEADER: deadline.header, **self._auth()}
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
