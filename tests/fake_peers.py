@@ -59,10 +59,13 @@ class FakeHive:
         self._runner: web.AppRunner | None = None
 
     def add_worker(self, model: str, state: str = "idle", slots: int = 1, backend: str = "cpu",
-                   url: str | None = None, device: int | None = None) -> dict[str, Any]:
-        """A worker this hive reports; one added `loading` loads as a spawned one does."""
+                   url: str | None = None, device: int | None = None,
+                   embedding: bool = False) -> dict[str, Any]:
+        """A worker this hive reports (serving embeddings when `embedding`); one added `loading`
+        loads as a spawned one does."""
         worker = {"worker_id": f"w-{next(WORKER_IDS)}", "model": model, "url": url or self.worker_url,
-                  "slots": slots, "state": state, "restarts": 0, "backend": backend, "device": device}
+                  "slots": slots, "state": state, "restarts": 0, "backend": backend, "device": device,
+                  "embedding": embedding}
         self.workers.append(worker)
         if state == "loading":
             self._loading[worker["worker_id"]] = self.lists_while_loading
@@ -122,7 +125,8 @@ class FakeHive:
             return web.json_response(error_body(refusal.code, refusal.message, "c0ffee", refusal.details),
                                      status=refusal.status)
         device = self.gpus[0]["index"] if backend == "cuda" else None
-        worker = self.add_worker(body["model"], "loading", body["slots"], backend, device=device)
+        worker = self.add_worker(body["model"], "loading", body["slots"], backend, device=device,
+                                 embedding=body["embedding"])
         return web.json_response(worker)
 
     async def _stop(self, request: web.Request) -> web.Response:

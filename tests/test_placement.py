@@ -129,7 +129,7 @@ def test_a_model_without_workers_gets_one_spawned_with_the_configured_slots_and_
                 return worker, hive.spawns
 
     worker, spawns = asyncio.run(scenario())
-    assert spawns == [{"model": MODEL, "slots": 3, "backend": "cuda"}]
+    assert spawns == [{"model": MODEL, "slots": 3, "backend": "cuda", "embedding": False}]
     assert (worker.model, worker.backend, worker.slots) == (MODEL, "cuda", 3)
 
 

@@ -171,6 +171,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     worker.add_argument("--engine", choices=ENGINES,
                         help="batched (default): one context, the active requests decoded together; "
                         "simple: one context and thread per slot")
+    worker.add_argument("--embedding", type=str.lower, choices=["true", "false"],
+                        help="true: serve /v1/embeddings (pooled, L2-normalised vectors) and no generation")
     worker.set_defaults(func=run_worker)
 
 

@@ -196,6 +196,8 @@ class WorkerOptions(_Options):
     tensor_split: Annotated[list[Annotated[float, Field(ge=0)]], BeforeValidator(_json_text)] | None = None
     """Share of the model each visible GPU takes when split (llama.cpp's tensor_split)."""
     engine: Literal[defaults.ENGINES] = defaults.DEFAULT_ENGINE
+    embedding: bool = False
+    """Serve `/v1/embeddings` (a context with embeddings on) instead of generation."""
 
 
 OPTIONS: dict[str, type[_Options]] = {"queen": QueenOptions, "hive": HiveOptions, "worker": WorkerOptions}

@@ -46,6 +46,12 @@ MAX_DEVICE_ID = 63
 MAX_GPU_LAYERS = 4096
 """More layers than any GGUF has; a larger gpu_layers is a typo."""
 MAX_SLOTS = 256
+MAX_EMBEDDING_INPUTS = 2_048
+"""Inputs one `/v1/embeddings` request may hold (OpenAI's own limit)."""
+MAX_TOKEN_ID = 2**31 - 1
+"""The largest token id a request may name (llama.cpp's token type is a signed 32-bit integer)."""
+MAX_EMBEDDING_DIMENSIONS = 65_536
+"""More dimensions than any embedding model has; a larger `dimensions` is a typo."""
 
 
 class InvalidField(ApiError):

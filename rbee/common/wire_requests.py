@@ -143,6 +143,8 @@ class SpawnRequest(RequestBody):
     slots: Slots = 1
     backend: BackendPolicy = "auto"
     device: DeviceId | None = None
+    embedding: StrictBool = False
+    """True: a worker that serves `/v1/embeddings` (and no generation) for the model."""
 
 
 class WorkerRef(RequestBody):
@@ -189,6 +191,7 @@ class WorkerReport(RequestBody):
     restarts: StrictInt = 0
     backend: Backend = "cpu"
     device: DeviceId | None = None
+    embedding: StrictBool = False
 
 
 class HiveHeartbeat(RequestBody):

@@ -128,11 +128,12 @@ class WorkerSupervisor:
         return owner
 
     async def spawn(
-        self, model: ModelEntry, slots: int, backend: str = "auto", device: int | None = None
+        self, model: ModelEntry, slots: int, backend: str = "auto", device: int | None = None,
+        *, embedding: bool = False,
     ) -> WorkerRecord:
-        """Preflight (backend, GPUs booked, RAM, disk), then start a worker for `model`; answers
-        once the process exists (state `loading`). A failed preflight raises its ApiError and
-        starts nothing."""
+        """Preflight (backend, GPUs booked, RAM, disk), then start a worker for `model` (one that
+        serves embeddings when `embedding`); answers once the process exists (state `loading`).
+        A failed preflight raises its ApiError and starts nothing."""
         if self.draining:
             raise ApiError(503, "DRAINING", "this hive is shutting down", headers={"Retry-After": "1"})
         if self.policy.breaker_open(model.name):
@@ -146,7 +147,8 @@ class WorkerSupervisor:
         ask = Ask(f"w-{uuid.uuid4().hex[:10]}", model.name, Path(model.path), self.settings.ctx_size, slots,
                   backend, device, inherited_option("worker", "engine") or DEFAULT_ENGINE)
         need = await asyncio.to_thread(self._preflight, ask)
-        record = WorkerRecord(ask.worker_id, model, 0, slots, need=need, host=self.settings.advertise_host)
+        record = WorkerRecord(ask.worker_id, model, 0, slots, need=need, host=self.settings.advertise_host,
+                              embedding=embedding)
         try:
             spawned = await self._launch(record)
         except BaseException:
@@ -194,7 +196,7 @@ class WorkerSupervisor:
             options = WorkerOptions(
                 model=record.model.path, host=self.settings.worker_host, port=port,
                 worker_id=record.worker_id, hive_url=self.settings.hive_url, slots=record.slots,
-                ctx_size=self.settings.ctx_size, **spec.options,
+                ctx_size=self.settings.ctx_size, embedding=record.embedding, **spec.options,
             )
             args = worker_command(options, self.settings.keyring.child_args("worker", ("hive", "worker")))
             self.ledger.loading(record.worker_id)

@@ -52,6 +52,8 @@ class WorkerRecord:
     need: Need | None = None
     host: str = "127.0.0.1"
     """The address the queen reaches the worker at."""
+    embedding: bool = False
+    """True: the worker serves embeddings, not generation."""
 
     @property
     def url(self) -> str:
@@ -76,6 +78,7 @@ class WorkerRecord:
             "last_restart_at": self.last_restart_at,
             "last_exit_code": self.last_exit_code,
             "last_kill_reason": self.last_kill_reason,
+            "embedding": self.embedding,
             **_placement_wire(self.need),
         }
 

@@ -17,6 +17,7 @@ from rbee.common.tunables import Timings
 from rbee.queen.api.keys import (
     BACKEND_POLICY,
     DISPATCHER,
+    EMBEDDINGS,
     HIVES,
     LOG_RELAY,
     NODES,
@@ -38,6 +39,7 @@ from rbee.queen.nodes.remote_hive import RemoteHive, RemoteLaunch
 from rbee.queen.nodes.ssh_preflight import SshPreflight
 from rbee.queen.rate_limits import RateLimiter, client_limits, failure_throttle
 from rbee.queen.routing.dispatch import Dispatcher
+from rbee.queen.routing.embedding_dispatch import EmbeddingDispatcher
 from rbee.queen.routing.hive_registry import HiveRegistry
 from rbee.queen.routing.placement import Placement
 from rbee.queen.routing.worker_registry import WorkerRegistry
@@ -91,6 +93,8 @@ async def build_app(settings: QueenSettings, timings: Timings, audit_log: AuditL
     app[HIVES] = hives
     app[PLACEMENT] = placement
     app[DISPATCHER] = dispatcher
+    embeddings = EmbeddingDispatcher(placement, session, lambda: keyring.headers_for("worker"))
+    app[EMBEDDINGS] = embeddings
     app[TIMINGS] = timings
     app[BACKEND_POLICY] = settings.backend_policy
     app[HEALTH] = DaemonHealth(
@@ -100,9 +104,14 @@ async def build_app(settings: QueenSettings, timings: Timings, audit_log: AuditL
     app[NODES] = NodeService(nodes, SshPreflight(ssh), audit, directory.forget, directory.preflight)
     app.on_cleanup.append(lambda _: asyncio.to_thread(nodes.close))
     add_routes(app)
-    on_drain(app, lambda: dispatcher.drain(timings.drain_budget_s))
+    on_drain(app, lambda: _drain(dispatcher, embeddings, timings.drain_budget_s))
     app.cleanup_ctx.append(lambda _: _lifetime(directory, hives, session, settings.start_hive))
     return app
+
+
+async def _drain(dispatcher: Dispatcher, embeddings: EmbeddingDispatcher, budget_s: float) -> None:
+    """Refuse new tasks and embedding requests, and let running ones finish within the budget."""
+    await asyncio.gather(dispatcher.drain(budget_s), embeddings.drain(budget_s))
 
 
 async def _lifetime(

@@ -13,6 +13,7 @@ from rbee.common.metrics import METRICS_PATH, metrics_handler
 from rbee.common.readiness import Check, ready_response
 from rbee.common.validation import check_identifier
 from rbee.worker.app_keys import RUNTIME, WORKER_METRICS
+from rbee.worker.embedding_service import EmbeddingService
 from rbee.worker.inference import InferenceService
 from rbee.worker.runtime import Phase, WorkerRuntime
 
@@ -30,12 +31,28 @@ def _status(runtime: WorkerRuntime) -> dict[str, object]:
     }
 
 
-def _service(runtime: WorkerRuntime) -> InferenceService:
+def _service(runtime: WorkerRuntime) -> InferenceService | EmbeddingService:
     if runtime.phase is Phase.DRAINING:
         raise ApiError(503, "DRAINING", "this worker is shutting down", headers={"Retry-After": "1"})
     if runtime.service is None:
         raise ApiError(503, "NOT_READY", "the model is still loading", headers={"Retry-After": "1"})
     return runtime.service
+
+
+def _generation(runtime: WorkerRuntime) -> InferenceService:
+    service = _service(runtime)
+    if not isinstance(service, InferenceService):
+        raise ApiError(409, "WRONG_WORKER_KIND", "this worker serves embeddings, not generation",
+                       {"embedding": True})
+    return service
+
+
+def _embeddings(runtime: WorkerRuntime) -> EmbeddingService:
+    service = _service(runtime)
+    if not isinstance(service, EmbeddingService):
+        raise ApiError(409, "WRONG_WORKER_KIND", "this worker serves generation, not embeddings",
+                       {"embedding": False})
+    return service
 
 
 async def health(request: web.Request) -> web.Response:
@@ -78,7 +95,7 @@ async def loading_progress(request: web.Request) -> web.StreamResponse:
 async def inference(request: web.Request) -> web.StreamResponse:
     """Run one generation and stream its native events."""
     request.app[RUNTIME].faults.on_request()
-    service = _service(request.app[RUNTIME])
+    service = _generation(request.app[RUNTIME])
     deadline = deadlines.from_request(request)
     if deadline is not None:
         deadline.check()
@@ -94,6 +111,17 @@ async def inference(request: web.Request) -> web.StreamResponse:
     finally:
         task.cancel.set()
     return response
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    """Embed the request's inputs: one L2-normalised vector each, in order."""
+    request.app[RUNTIME].faults.on_request()
+    service = _embeddings(request.app[RUNTIME])
+    deadline = deadlines.from_request(request)
+    if deadline is not None:
+        deadline.check()
+    result = await service.embed(await read_json_object(request), deadline)
+    return web.json_response(result.model_dump())
 
 
 async def cancel_inference(request: web.Request) -> web.Response:
@@ -126,4 +154,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/loading/progress", loading_progress)
     app.router.add_post("/v1/inference", inference)
     app.router.add_delete("/v1/inference/{task_id}", cancel_inference)
+    app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/v1/admin/shutdown", admin_shutdown)

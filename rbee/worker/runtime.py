@@ -14,6 +14,8 @@ from rbee.common.notify import Notifier
 from rbee.common.tunables import Timings
 from rbee.common.wire import WorkerState
 from rbee.worker.batch_engine import BatchEngine
+from rbee.worker.embedding_engine import EmbeddingEngine
+from rbee.worker.embedding_service import EmbeddingService
 from rbee.worker.faults import Faults
 from rbee.worker.generation import LoadSpec
 from rbee.worker.gpu_params import layers_on_gpu
@@ -55,7 +57,8 @@ class WorkerRuntime:
         self.phase = Phase.LOADING
         self.progress = 0.0
         """Share of the model loaded, 0.0 to 1.0."""
-        self.service: InferenceService | None = None
+        self.service: InferenceService | EmbeddingService | None = None
+        """Generation, or embeddings for a worker started with `embedding`."""
         self.changed = asyncio.Event()
         self.loaded = asyncio.Event()
 
@@ -103,20 +106,30 @@ class WorkerRuntime:
             prefill_chunk_tokens=self.timings.worker_prefill_chunk_tokens,
         )
         try:
-            engine = await ENGINE_CLASSES[settings.engine].load(spec, self.faults, self._loaded_share)
+            self.service = await self._service(spec)
         except Exception as exc:
             log.error("loading %s failed: %s", settings.model_path, exc)
             self.phase = Phase.FAILED
             self._mark_changed()
             self._stop()
             return
-        self.service = InferenceService(settings.worker_id, SlotPool.of_size(settings.slots), engine)
         self.phase = Phase.READY
         self._mark_changed()
         self.loaded.set()
         self._notifier.ready(self.status_line())
         log.info("worker %s ready with %d slot(s), %s engine", settings.worker_id, settings.slots,
-                 settings.engine)
+                 "embedding" if settings.embedding else settings.engine)
+
+    async def _service(self, spec: LoadSpec) -> InferenceService | EmbeddingService:
+        """Load the model into the engine the settings choose and wrap it in its service."""
+        settings = self.settings
+        pool = SlotPool.of_size(settings.slots)
+        if settings.embedding:
+            embedder = await EmbeddingEngine.load(spec, self.faults)
+            self._loaded_share(1.0)
+            return EmbeddingService(settings.worker_id, pool, embedder)
+        engine = await ENGINE_CLASSES[settings.engine].load(spec, self.faults, self._loaded_share)
+        return InferenceService(settings.worker_id, pool, engine)
 
     async def drain(self) -> None:
         """Refuse new work, let running generations finish within the budget, cancel the rest."""

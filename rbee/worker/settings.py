@@ -37,6 +37,8 @@ class WorkerSettings:
     """Each visible GPU's share of a model split over several."""
     engine: str = DEFAULT_ENGINE
     """`batched` (one context, sequences decoded together) or `simple` (a context per slot)."""
+    embedding: bool = False
+    """Serve `/v1/embeddings` instead of generation."""
     metrics_public: bool = False
     """Serve /metrics without a token."""
     faults: Faults = field(default_factory=Faults)

@@ -15,7 +15,8 @@ async def spawn_worker(request: web.Request) -> web.Response:
     """Resolve the model and start a worker for it; answers at once with state `loading`."""
     body = SpawnRequest.parse(await read_json_object(request))
     model = await request.app[CATALOG].resolve(body.model)
-    record = await request.app[SUPERVISOR].spawn(model, body.slots, body.backend, body.device)
+    record = await request.app[SUPERVISOR].spawn(model, body.slots, body.backend, body.device,
+                                                 embedding=body.embedding)
     return web.json_response(record.to_wire(), status=202)
 
 

@@ -10,11 +10,13 @@ from rbee.queen.nodes.log_relay import LogRelay
 from rbee.queen.nodes.node_service import NodeService
 from rbee.queen.routing.backend_policy import BackendPolicy
 from rbee.queen.routing.dispatch import Dispatcher
+from rbee.queen.routing.embedding_dispatch import EmbeddingDispatcher
 from rbee.queen.routing.hive_registry import HiveRegistry
 from rbee.queen.routing.placement import Placement
 from rbee.queen.routing.worker_registry import WorkerRegistry
 
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+EMBEDDINGS = web.AppKey("embeddings", EmbeddingDispatcher)
 PLACEMENT = web.AppKey("placement", Placement)
 REGISTRY = web.AppKey("registry", WorkerRegistry)
 HIVES = web.AppKey("hives", HiveRegistry)

@@ -15,6 +15,7 @@ from pydantic.json_schema import models_json_schema
 
 from rbee import __version__
 from rbee.common.wire_requests import HiveHeartbeat, NodeRemove, TaskRequest, WorkerRef
+from rbee.queen.api.embedding_requests import EmbeddingRequest
 from rbee.queen.api.openai_requests import ChatCompletionRequest, CompletionRequest
 from rbee.queen.nodes.node_spec_checks import NodeAdd
 
@@ -66,6 +67,23 @@ _MODELS = {
             "type": "object", "required": ["id", "object"],
             "properties": {"id": {"type": "string"}, "object": {"const": "model"}},
         }},
+    },
+}
+_EMBEDDINGS = {
+    "type": "object",
+    "required": ["object", "data", "model", "usage"],
+    "properties": {
+        "object": {"const": "list"},
+        "data": {"type": "array", "items": {
+            "type": "object", "required": ["object", "index", "embedding"],
+            "properties": {"object": {"const": "embedding"}, "index": {"type": "integer", "minimum": 0},
+                           "embedding": {"anyOf": [{"type": "array", "items": {"type": "number"}},
+                                                   {"type": "string", "contentEncoding": "base64"}]}},
+        }},
+        "model": {"type": "string"},
+        "usage": {"type": "object", "required": ["prompt_tokens", "total_tokens"],
+                  "properties": {"prompt_tokens": {"type": "integer", "minimum": 0},
+                                 "total_tokens": {"type": "integer", "minimum": 0}}},
     },
 }
 _HEALTH = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
@@ -143,7 +161,8 @@ def _errors(*statuses: str) -> dict[str, Any]:
 
 
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (
-    TaskRequest, CompletionRequest, ChatCompletionRequest, WorkerRef, HiveHeartbeat, NodeAdd, NodeRemove,
+    TaskRequest, CompletionRequest, ChatCompletionRequest, EmbeddingRequest, WorkerRef, HiveHeartbeat,
+    NodeAdd, NodeRemove,
 )
 """The request bodies of the queen's routes, whose schemas go to `components/schemas`."""
 _SCHEMA_REF = "#/components/schemas/{model}"
@@ -238,6 +257,11 @@ def document() -> dict[str, Any]:
                 "requestBody": _body(ChatCompletionRequest),
                 "responses": {**_ok("completion", {JSON: {"schema": {"type": "object"}}, **_STREAM}),
                               **_errors(*_TASK_ERRORS)},
+            }},
+            "/v1/embeddings": {"post": {
+                "summary": "OpenAI embeddings from an embedding worker of the model (pooled, L2-normalised)",
+                "requestBody": _body(EmbeddingRequest),
+                "responses": {**_ok("embeddings", {JSON: {"schema": _EMBEDDINGS}}), **_errors(*_TASK_ERRORS)},
             }},
             "/v2/tasks": {"post": {
                 "summary": "run a prompt, streaming rbee's native events",

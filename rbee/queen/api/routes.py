@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from rbee.common.metrics import METRICS_PATH, metrics_handler
-from rbee.queen.api import logs, nodes, openai, openapi, status, tasks, ui, workers
+from rbee.queen.api import embeddings, logs, nodes, openai, openapi, status, tasks, ui, workers
 
 PUBLIC_PATHS = frozenset({"/health"})
 """Routes that answer without a token (health checks for probes and load balancers)."""
@@ -33,6 +33,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/models", openai.list_models)
     app.router.add_post("/v1/chat/completions", openai.chat_completions)
     app.router.add_post("/v1/completions", openai.completions)
+    app.router.add_post("/v1/embeddings", embeddings.embeddings)
     app.router.add_post("/v2/registry/beehives/add", nodes.add_node)
     app.router.add_get("/v2/registry/beehives/list", nodes.list_nodes)
     app.router.add_post("/v2/registry/beehives/remove", nodes.remove_node)

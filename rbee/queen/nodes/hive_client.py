@@ -53,10 +53,13 @@ class HiveClient:
         """The node's RAM, disk, CPUs and GPUs now."""
         return await self._get("/v1/resources")
 
-    async def spawn_worker(self, model: str, slots: int, backend: str = "auto") -> dict[str, Any]:
-        """Ask the hive to start a worker on `backend` (a policy: `auto` lets the hive choose);
-        returns its record (state `loading`, with the backend and GPU it got)."""
-        body = {"model": model, "slots": slots, "backend": backend}
+    async def spawn_worker(
+        self, model: str, slots: int, backend: str = "auto", embedding: bool = False
+    ) -> dict[str, Any]:
+        """Ask the hive to start a worker on `backend` (a policy: `auto` lets the hive choose), one
+        serving embeddings when `embedding`; returns its record (state `loading`, with the backend
+        and GPU it got)."""
+        body = {"model": model, "slots": slots, "backend": backend, "embedding": embedding}
         return await self._post("/v1/workers/spawn", body)
 
     async def stop_worker(self, worker_id: str) -> dict[str, Any]:

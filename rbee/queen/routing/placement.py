@@ -11,6 +11,10 @@ does not slow every request down.
 
 A model whose queued requests keep waiting (`gpu_replica_after_wait_s`) gets one more worker,
 up to `gpu_max_replicas` workers, one spawn at a time.
+
+A model's embedding workers (`embedding`: spawned for `/v1/embeddings`) and its generation workers
+are two pools: a request is only ever placed on a worker of its own kind, and each pool has its
+own admission queue, spawn lock and replicas (`pool_of`).
 """
 
 from __future__ import annotations
@@ -31,7 +35,13 @@ from rbee.queen.routing.admission import AdmissionQueue
 from rbee.queen.routing.backend_policy import AUTO
 from rbee.queen.routing.hive_registry import HiveRegistry
 from rbee.queen.routing.spawn_order import is_refusal, most_specific, spawn_order
-from rbee.queen.routing.worker_registry import PENDING_STATES, ROUTABLE_STATES, WorkerRegistry, WorkerView
+from rbee.queen.routing.worker_registry import (
+    PENDING_STATES,
+    ROUTABLE_STATES,
+    WorkerRegistry,
+    WorkerView,
+    pool_of,
+)
 
 log = logging.getLogger(__name__)
 READY_POLL_S = 0.1
@@ -168,88 +178,94 @@ class Placement:
 
     @asynccontextmanager
     async def worker_for(
-        self, model: str, backend: str = AUTO, node: str | None = None
+        self, model: str, backend: str = AUTO, node: str | None = None, embedding: bool = False
     ) -> AsyncIterator[WorkerView]:
         """Hold a slot's worth of a worker of `model` for backend policy `backend` (on `node`, when
-        given)."""
-        worker = await self._admit(model, backend, node)
+        given): an embedding worker when `embedding`, else a generation worker."""
+        worker = await self._admit(model, backend, node, embedding)
         self._registry.acquire(worker.worker_id)
         try:
             yield worker
         finally:
             self._registry.release(worker.worker_id)
-            self.admission.slot_freed(model)
+            self.admission.slot_freed(pool_of(model, embedding))
 
-    async def _admit(self, model: str, backend: str, node: str | None) -> WorkerView:
-        """A worker with a free slot now, or after waiting in the model's admission queue."""
-        worker = await self._choose(model, backend, node)
+    async def _admit(self, model: str, backend: str, node: str | None, embedding: bool) -> WorkerView:
+        """A worker with a free slot now, or after waiting in its pool's admission queue."""
+        worker = await self._choose(model, backend, node, embedding)
         if worker is not None:
             return worker
+        pool = pool_of(model, embedding)
         loop = asyncio.get_running_loop()
         queued_at = loop.time()
-        async with self.admission.place(model):
+        async with self.admission.place(pool):
             while True:
-                await self.admission.wait_turn(model, loop.time() - queued_at)
-                worker = await self._choose(model, backend, node)
+                await self.admission.wait_turn(pool, loop.time() - queued_at)
+                worker = await self._choose(model, backend, node, embedding)
                 if worker is not None:
-                    log.debug("request for %s admitted after %.3fs queued", model, loop.time() - queued_at)
+                    log.debug("request for %s admitted after %.3fs queued", pool, loop.time() - queued_at)
                     return worker
                 if loop.time() - queued_at >= self._gpu.replica_after_wait_s:
-                    self._add_replica(model, backend, node)
+                    self._add_replica(model, backend, node, embedding)
 
-    async def _choose(self, model: str, backend: str, node: str | None) -> WorkerView | None:
-        """A worker of `model` with a free slot (spawned or awaited when there is none at all);
-        None when every worker of the model is busy."""
-        lock = self._model_locks.setdefault(model, asyncio.Lock())
+    async def _choose(self, model: str, backend: str, node: str | None, embedding: bool) -> WorkerView | None:
+        """A worker of `model` and kind `embedding` with a free slot (spawned or awaited when there
+        is none at all); None when every such worker is busy."""
+        lock = self._model_locks.setdefault(pool_of(model, embedding), asyncio.Lock())
         async with lock:
             handles = await self._usable(node)
             urls = {h.client.base_url for h in handles}
-            worker = self._registry.pick(model, backend, urls)
+            worker = self._registry.pick(model, backend, urls, embedding)
             if worker is not None:
                 return worker
-            workers = self._registry.for_model(model, backend, urls)
+            workers = self._registry.for_model(model, backend, urls, embedding)
             pending = [w for w in workers if w.state in PENDING_STATES]
             if pending and not any(w.state in ROUTABLE_STATES for w in workers):
                 return await self._wait_serving(self._by_url(handles, pending[0].hive_url),
                                                 pending[0].worker_id)
             if not workers:
-                return await self._spawn(model, backend, handles, explicit=node is not None)
+                return await self._spawn(model, backend, handles, explicit=node is not None,
+                                         embedding=embedding)
         return None
 
     @staticmethod
     def _by_url(handles: list[HiveHandle], hive_url: str) -> HiveHandle:
         return next(h for h in handles if h.client.base_url == hive_url)
 
-    def _add_replica(self, model: str, backend: str, node: str | None) -> None:
-        """Spawn one more worker of `model` in the background, unless one is being spawned or the
-        model has `gpu_max_replicas` workers already."""
-        live = [w for w in self._registry.for_model(model, backend)
+    def _add_replica(self, model: str, backend: str, node: str | None, embedding: bool) -> None:
+        """Spawn one more worker of `model` and kind `embedding` in the background, unless one is
+        being spawned or the pool has `gpu_max_replicas` workers already."""
+        pool = pool_of(model, embedding)
+        live = [w for w in self._registry.for_model(model, backend, embedding=embedding)
                 if w.state in (*PENDING_STATES, *ROUTABLE_STATES)]
-        if model in self._replicas or len(live) >= self._gpu.max_replicas:
+        if pool in self._replicas or len(live) >= self._gpu.max_replicas:
             return
         log.info("requests for %s keep waiting; adding worker %d of at most %d",
-                 model, len(live) + 1, self._gpu.max_replicas)
-        task = asyncio.create_task(self._replica(model, backend, node, {w.hive_url for w in live}))
-        self._replicas[model] = task
-        task.add_done_callback(lambda _: self._replicas.pop(model, None))
+                 pool, len(live) + 1, self._gpu.max_replicas)
+        task = asyncio.create_task(self._replica(model, backend, node, {w.hive_url for w in live}, embedding))
+        self._replicas[pool] = task
+        task.add_done_callback(lambda _: self._replicas.pop(pool, None))
 
-    async def _replica(self, model: str, backend: str, node: str | None, busy_urls: set[str]) -> None:
+    async def _replica(
+        self, model: str, backend: str, node: str | None, busy_urls: set[str], embedding: bool
+    ) -> None:
         """Spawn a replica and wake a waiter for each of its slots; a failure is logged and holds
-        the model's replica spawn for `gpu_replica_after_wait_s`, so refusing hives are not flooded."""
+        the pool's replica spawn for `gpu_replica_after_wait_s`, so refusing hives are not flooded."""
         try:
             handles = await self._usable(node)
-            await self._spawn(model, backend, handles, node is not None, busy_urls)
-            self.admission.slot_freed(model)
+            await self._spawn(model, backend, handles, node is not None, busy_urls, embedding=embedding)
+            self.admission.slot_freed(pool_of(model, embedding))
         except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
             log.warning("could not add a worker for %s: %s", model, exc)
             await asyncio.sleep(self._gpu.replica_after_wait_s)
 
     async def _spawn(
         self, model: str, backend: str, handles: list[HiveHandle], explicit: bool,
-        busy_urls: set[str] | None = None,
+        busy_urls: set[str] | None = None, *, embedding: bool = False,
     ) -> WorkerView:
-        """Spawn on the first node in spawn order whose hive answers or starts and does not refuse
-        (only the named one when explicit); every node failing raises the most specific failure."""
+        """Spawn (an embedding worker when `embedding`) on the first node in spawn order whose hive
+        answers or starts and does not refuse (only the named one when explicit); every node
+        failing raises the most specific failure."""
         failure: ApiError | None = None
         now = time.monotonic()
         candidates = [h for h in handles if explicit or not self._cooling_down(h, now)]
@@ -264,7 +280,7 @@ class Placement:
                 continue
             self._failed_until.pop(handle.name, None)
             try:
-                record = await handle.client.spawn_worker(model, self._worker_slots, backend)
+                record = await handle.client.spawn_worker(model, self._worker_slots, backend, embedding)
             except ApiError as exc:
                 if explicit or not is_refusal(exc):
                     raise
@@ -292,7 +308,7 @@ class Placement:
                     {"worker_id": worker_id},
                 )
             if worker.state in ROUTABLE_STATES:
-                self.admission.slot_freed(worker.model, worker.slots - 1)
+                self.admission.slot_freed(pool_of(worker.model, worker.embedding), worker.slots - 1)
                 return worker
             await asyncio.sleep(READY_POLL_S)
         raise ApiError(504, "WORKER_LOAD_TIMEOUT", "the worker did not finish loading in time")

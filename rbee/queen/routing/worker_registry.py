@@ -31,6 +31,8 @@ class WorkerView:
     backend: str = "cpu"
     device: int | None = None
     """The GPU index on its node (None on the CPU)."""
+    embedding: bool = False
+    """True: the worker serves embeddings and never generation (and the other way round)."""
 
     def to_wire(self, in_flight: int) -> dict[str, Any]:
         """JSON form for /v2/workers/list."""
@@ -44,8 +46,15 @@ class WorkerView:
             "restarts": self.restarts,
             "backend": self.backend,
             "device": self.device,
+            "embedding": self.embedding,
             "in_flight": in_flight,
         }
+
+
+def pool_of(model: str, embedding: bool) -> str:
+    """The name a model's workers of one kind queue, lock and add replicas under: the model for
+    generation, `<model> (embeddings)` for its embedding workers."""
+    return f"{model} (embeddings)" if embedding else model
 
 
 class WorkerRegistry:
@@ -89,6 +98,7 @@ class WorkerRegistry:
                 restarts=item.get("restarts", 0),
                 backend=item.get("backend", "cpu"),
                 device=item.get("device"),
+                embedding=item.get("embedding", False),
             )
         self._workers = fresh
 
@@ -97,18 +107,21 @@ class WorkerRegistry:
         return self._workers.get(worker_id)
 
     def for_model(
-        self, model: str, policy: str = AUTO, hive_urls: Collection[str] | None = None
+        self, model: str, policy: str = AUTO, hive_urls: Collection[str] | None = None,
+        embedding: bool = False,
     ) -> list[WorkerView]:
-        """Workers of `model` that may serve `policy`, in any state (only of `hive_urls` when given)."""
+        """Workers of `model` that may serve `policy`, in any state (only of `hive_urls` when given):
+        its embedding workers when `embedding`, else its generation workers."""
         return [w for w in self._workers.values() if w.model == model and serves(policy, w.backend)
-                and (hive_urls is None or w.hive_url in hive_urls)]
+                and w.embedding == embedding and (hive_urls is None or w.hive_url in hive_urls)]
 
     def pick(
-        self, model: str, policy: str = AUTO, hive_urls: Collection[str] | None = None
+        self, model: str, policy: str = AUTO, hive_urls: Collection[str] | None = None,
+        embedding: bool = False,
     ) -> WorkerView | None:
-        """The serving worker of `model` for `policy` with a free slot: a CUDA one first, then the
-        least loaded."""
-        candidates = [w for w in self.for_model(model, policy, hive_urls) if self.has_free_slot(w)]
+        """The serving worker of `model` for `policy` (an embedding one when `embedding`) with a
+        free slot: a CUDA one first, then the least loaded."""
+        candidates = [w for w in self.for_model(model, policy, hive_urls, embedding) if self.has_free_slot(w)]
         return min(candidates, key=lambda w: (w.backend != "cuda", self.in_flight(w.worker_id) / w.slots),
                    default=None)
 
