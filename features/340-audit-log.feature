@@ -18,6 +18,13 @@ Feature: Tamper-evident audit log in the queen and the hive
     And the audit task records hold the prompt's SHA-256 and never its text or a token
     And every audit file is mode 0600
 
+  Scenario: An embedding request leaves its inputs' SHA-256 in the queen's audit log, never their text
+    When I request embeddings of "a secret sentence" through the queen with the queen's token
+    And the queen is stopped with SIGTERM
+    Then `rbee audit verify` on the queen's audit log exits 0
+    And the queen's audit log has records "embedding.submitted, embedding.completed"
+    And the audit embedding records hold the inputs' SHA-256 and never their text
+
   Scenario: SIGHUP is recorded as a config reload
     When I send SIGHUP to the queen
     Then the queen's audit log has a "config.reload" record

@@ -140,6 +140,15 @@ def stream_with_token(context) -> None:
     context.events = stream.read_all()
 
 
+@when('I request embeddings of "{text}" through the queen with the queen\'s token')
+def embed_with_token(context, text: str) -> None:
+    body = {"model": f"file://{context.tiny_model}", "input": text}
+    headers = _bearer(context.tokens["queen"])
+    answer = request("POST", f"{context.queen_url}/v1/embeddings", body, headers=headers)
+    assert answer.status == 200, answer.body
+    context.embedded_text = text
+
+
 @given("a long native task is streaming through the queen with the queen's token")
 def long_stream_with_token(context) -> None:
     body = {**_task(context), "max_tokens": 400, "ignore_eos": True}

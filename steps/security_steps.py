@@ -185,6 +185,18 @@ def prompt_hashed(context) -> None:
                 assert token not in text, path
 
 
+@then("the audit embedding records hold the inputs' SHA-256 and never their text")
+def embedding_inputs_hashed(context) -> None:
+    digest = "sha256:" + hashlib.sha256(json.dumps([context.embedded_text]).encode()).hexdigest()
+    records = [r for r in _audit_records(context, "queen") if r["event"].startswith("embedding.")]
+    submitted = [r for r in records if r["event"] == "embedding.submitted"]
+    assert submitted and all(r["input_sha256"] == digest and r["inputs"] == 1 for r in submitted), records
+    completed = [r for r in records if r["event"] == "embedding.completed"]
+    assert completed and completed[0]["prompt_tokens"] > 0, records
+    for path in _audit_dir(context, "queen").glob("audit-*.jsonl"):
+        assert context.embedded_text not in path.read_text(), path
+
+
 @then("every audit file is mode 0600")
 def audit_modes(context) -> None:
     files = [*_audit_dir(context, "queen").glob("*.jsonl"), *_audit_dir(context, "hive").glob("*.jsonl")]

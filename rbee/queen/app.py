@@ -93,7 +93,7 @@ async def build_app(settings: QueenSettings, timings: Timings, audit_log: AuditL
     app[HIVES] = hives
     app[PLACEMENT] = placement
     app[DISPATCHER] = dispatcher
-    embeddings = EmbeddingDispatcher(placement, session, lambda: keyring.headers_for("worker"))
+    embeddings = EmbeddingDispatcher(placement, session, lambda: keyring.headers_for("worker"), audit)
     app[EMBEDDINGS] = embeddings
     app[TIMINGS] = timings
     app[BACKEND_POLICY] = settings.backend_policy

@@ -4,18 +4,21 @@ The worker is placed like a generation task's (`Placement.worker_for` with `embe
 when one serves the model, spawned through a hive when none does. A worker lost before it
 answered (connection refused or reset) is replaced and the request sent again, up to
 `MAX_ATTEMPTS` times; an error the worker answers (a 400 for an input too long) goes to the
-client as it is.
+client as it is. Each request is audited like a task: `embedding.submitted` with the SHA-256 of
+its inputs (never their text), then `embedding.completed` or `embedding.failed`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
 import aiohttp
 
 from rbee.common import deadlines, wire
+from rbee.common.audit import Audit, no_audit, prompt_digest
 from rbee.common.deadlines import Deadline
 from rbee.common.embedding_wire import EmbeddingResult
 from rbee.common.errors import CORRELATION_HEADER, ApiError
@@ -29,10 +32,13 @@ log = logging.getLogger(__name__)
 class EmbeddingDispatcher:
     """Runs embedding requests on the embedding workers of their models."""
 
-    def __init__(self, placement: Placement, session: aiohttp.ClientSession, auth: Headers) -> None:
+    def __init__(
+        self, placement: Placement, session: aiohttp.ClientSession, auth: Headers, audit: Audit = no_audit
+    ) -> None:
         self._placement = placement
         self._session = session
         self._auth = auth
+        self._audit = audit
         self._draining = False
         self.running = 0
         """Embedding requests in flight."""
@@ -53,11 +59,22 @@ class EmbeddingDispatcher:
         """The worker's vectors for `body` (the worker's `/v1/embeddings` body)."""
         if self._draining:
             raise ApiError(503, "DRAINING", "the queen is shutting down", headers={"Retry-After": "1"})
+        inputs = body.get("input")
+        self._audit("embedding.submitted", model=model, correlation_id=correlation_id,
+                    inputs=len(inputs) if isinstance(inputs, list) else 1,
+                    input_sha256=prompt_digest(json.dumps(inputs, sort_keys=True)))
+        outcome: dict[str, Any] = {"event": "embedding.failed", "code": "CANCELLED"}
         self.running += 1
         try:
-            return await self._attempts(model, body, backend, deadline, correlation_id)
+            result = await self._attempts(model, body, backend, deadline, correlation_id)
+            outcome = {"event": "embedding.completed", "prompt_tokens": result.prompt_tokens}
+            return result
+        except ApiError as err:
+            outcome = {"event": "embedding.failed", "code": err.code}
+            raise
         finally:
             self.running -= 1
+            self._audit(outcome.pop("event"), model=model, correlation_id=correlation_id, **outcome)
 
     async def _attempts(
         self, model: str, body: dict[str, Any], backend: str, deadline: Deadline, correlation_id: str
