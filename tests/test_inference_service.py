@@ -336,8 +336,8 @@ class FailingEngine:
         self.context_tokens = real.context_tokens
         self.chat_template = real.chat_template
 
-    def tokenize(self, text: str, parse_special: bool) -> list[int]:
-        return self._real.tokenize(text, parse_special)
+    def tokenize(self, text: str, parse_special: bool, add_bos: bool = True) -> list[int]:
+        return self._real.tokenize(text, parse_special, add_bos)
 
     def special_texts(self) -> tuple[str, str]:
         return self._real.special_texts()

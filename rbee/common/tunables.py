@@ -127,6 +127,9 @@ class Timings:
     """llama.cpp threads per worker context when `--threads` is not given; 0 = every core.
     (Measured on 2 cores with Gemma 3 270M: all cores give 31 tokens/s to one stream and the
     same 35 tokens/s aggregate to two streams as one thread per slot, which gives 19 to one.)"""
+    max_output_tokens: int = tunable(0, "tokens", ge=0)
+    """The most tokens a worker generates for a request without `max_tokens`; 0 = until the end of
+    text or the context is full (what OpenAI, llama-server and vLLM do)."""
     rate_limit_per_s: float = tunable(50.0, "requests/s", ge=0)
     """Requests per second each client (token) may make at the queen, sustained; 0 = unlimited."""
     rate_limit_burst: int = tunable(100, "requests")

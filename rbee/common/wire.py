@@ -125,6 +125,28 @@ class Token(WireEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall(WireEvent):
+    """A whole tool call the worker parsed from the output: the `index`-th of the answer, its id
+    (`call_…`), the function's name and its arguments as a JSON string."""
+
+    TYPE: ClassVar[str] = "tool_call"
+    index: int
+    id: str
+    name: str
+    arguments: str
+
+    def to_wire(self) -> dict[str, Any]:
+        """The event's JSON object."""
+        return {"type": self.TYPE, "index": self.index, "id": self.id, "name": self.name,
+                "arguments": self.arguments}
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> Self:
+        """The event of a received JSON object."""
+        return cls(data["index"], data["id"], data["name"], data["arguments"])
+
+
+@dataclass(frozen=True, slots=True)
 class End(WireEvent):
     """The generation finished: how many tokens, why, and how fast."""
 
@@ -168,7 +190,7 @@ class Error(WireEvent):
         return ApiError(status, self.code, self.message, details)
 
 
-TaskEvent = Started | Token | End | Error
+TaskEvent = Started | Token | ToolCall | End | Error
 """An event of the native token stream."""
 
 
@@ -305,7 +327,7 @@ DownloadEvent = DownloadProgress | DownloadDone | DownloadFailed
 """An event of a hive's `/v1/models/download/progress` stream."""
 
 E = TypeVar("E", bound=WireEvent)
-_TASK_EVENTS: dict[str, type[TaskEvent]] = {cls.TYPE: cls for cls in (Started, Token, End, Error)}
+_TASK_EVENTS: dict[str, type[TaskEvent]] = {cls.TYPE: cls for cls in (Started, Token, ToolCall, End, Error)}
 _LOADING_EVENTS: dict[str, type[LoadingEvent]] = {
     cls.TYPE: cls for cls in (LoadingProgress, LoadingReady, LoadingFailed)
 }

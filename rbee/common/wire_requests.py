@@ -8,11 +8,12 @@ worker's `/v1/inference`, `rbee infer`). A body's `parse` validates it or raises
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, StrictInt, StrictStr
+from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, StrictInt, StrictStr, model_validator
 
 from rbee.common.request_body import RequestBody, refusal
 from rbee.common.request_fields import (
@@ -32,6 +33,7 @@ from rbee.common.request_fields import (
     StopText,
 )
 from rbee.common.validation import (
+    MAX_HISTORY_TOOL_CALLS,
     MAX_MESSAGES,
     MAX_PROMPT_CHARS,
     MAX_SEED,
@@ -40,6 +42,7 @@ from rbee.common.validation import (
     MAX_TOKENS_LIMIT,
 )
 from rbee.common.wire import WorkerState
+from rbee.common.wire_tools import ToolCallId, ToolCallRef, ToolParams
 
 
 def _one_or_list(value: Any) -> Any:
@@ -63,7 +66,8 @@ Stop = Annotated[
 class SamplingParams(RequestBody):
     """Generation settings common to every inference API; `null` means the default."""
 
-    max_tokens: Annotated[int, Field(strict=True, ge=1, le=MAX_TOKENS_LIMIT), DefaultWhen()] = 128
+    max_tokens: Annotated[int, Field(strict=True, ge=1, le=MAX_TOKENS_LIMIT)] | None = None
+    """None: until the end of text or a full context (the worker's `max_output_tokens` caps it)."""
     temperature: Annotated[float, Field(strict=True, ge=0, le=2, allow_inf_nan=False), DefaultWhen()] = 0.7
     top_p: Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False), DefaultWhen()] = 0.95
     seed: Annotated[int, Field(strict=True, ge=0, le=MAX_SEED)] | None = None
@@ -75,15 +79,77 @@ class SamplingParams(RequestBody):
         return self.model_dump(mode="json", include=set(SamplingParams.model_fields))
 
 
-class ChatMessage(RequestBody):
-    """One message of a chat."""
+_MEDIA_PARTS = ("image_url", "input_audio", "file")
 
-    role: Literal["system", "user", "assistant"]
-    content: MessageText
+
+def _text_of_parts(value: Any) -> Any:
+    """OpenAI's content parts: the texts of `{"type": "text"}` parts, joined by newlines."""
+    if not isinstance(value, list):
+        return value
+    texts = []
+    for part in value:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind != "text":
+            named = kind if kind in _MEDIA_PARTS else "a non-text"
+            raise refusal(f"may hold only text parts ({named} part given): rbee serves text models only")
+        texts.append(part.get("text"))
+    if not all(isinstance(text, str) for text in texts):
+        raise refusal("text parts must each carry a 'text' string")
+    return "\n".join(texts)
+
+
+def _developer_is_system(value: Any) -> Any:
+    """OpenAI's `developer` role is the `system` role of older models and of chat templates."""
+    return "system" if value == "developer" else value
+
+
+_HistoryCalls = Annotated[list[ToolCallRef], Field(min_length=1, max_length=MAX_HISTORY_TOOL_CALLS)]
+
+
+class ChatMessage(RequestBody):
+    """One message of a chat: `developer` is read as `system`, content parts are joined; an
+    assistant message may carry `tool_calls` (its content null), a `tool` message answers one."""
+
+    role: Annotated[Literal["system", "user", "assistant", "tool"], BeforeValidator(_developer_is_system)]
+    content: Annotated[MessageText | None, BeforeValidator(_text_of_parts)] = None
+    tool_calls: _HistoryCalls | None = None
+    tool_call_id: ToolCallId | None = None
+
+    @model_validator(mode="after")
+    def _shape_of_role(self) -> ChatMessage:
+        if self.tool_calls is not None and self.role != "assistant":
+            raise refusal("'tool_calls' may only be in an assistant message")
+        if self.role == "tool" and self.tool_call_id is None:
+            raise refusal("a tool message needs its 'tool_call_id'")
+        if self.content is None and self.tool_calls is None:
+            raise refusal("'content' may be null only in an assistant message with 'tool_calls'")
+        return self
+
+    def template_message(self) -> dict[str, Any]:
+        """The message as Hugging Face chat templates read it (tool arguments as objects)."""
+        message: dict[str, Any] = {"role": self.role, "content": self.content or ""}
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {"id": call.id, "type": "function",
+                 "function": {"name": call.function.name,
+                              "arguments": _arguments_object(call.function.arguments)}}
+                for call in self.tool_calls
+            ]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        return message
+
+
+def _arguments_object(arguments: str) -> Any:
+    """A call's JSON arguments parsed (templates render them with `tojson`), else the text itself."""
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments
 
 
 def _within_prompt_cap(messages: list[ChatMessage]) -> list[ChatMessage]:
-    if sum(len(message.content) for message in messages) > MAX_PROMPT_CHARS:
+    if sum(len(message.content or "") for message in messages) > MAX_PROMPT_CHARS:
         raise refusal(f"must hold at most {MAX_PROMPT_CHARS} characters in all")
     return messages
 
@@ -105,8 +171,8 @@ class PromptInference(InferenceRequest):
     prompt: PromptText
 
 
-class ChatInference(InferenceRequest):
-    """An inference of chat messages (rendered with the model's chat template)."""
+class ChatInference(InferenceRequest, ToolParams):
+    """An inference of chat messages (rendered with the model's chat template), maybe with tools."""
 
     messages: Messages
 

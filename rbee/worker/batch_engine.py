@@ -239,9 +239,10 @@ class BatchEngine:
         progress(1.0)
         return batch_engine
 
-    def tokenize(self, text: str, parse_special: bool) -> list[int]:
-        """Prompt tokens with BOS (the vocabulary is read-only, so any thread may tokenize)."""
-        return self._model.tokenize(text.encode("utf-8"), add_bos=True, special=parse_special)
+    def tokenize(self, text: str, parse_special: bool, add_bos: bool = True) -> list[int]:
+        """Prompt tokens, with BOS unless told (the vocabulary is read-only, so any thread may
+        tokenize)."""
+        return self._model.tokenize(text.encode("utf-8"), add_bos=add_bos, special=parse_special)
 
     def special_texts(self) -> tuple[str, str]:
         """The text of the BOS and EOS tokens."""

@@ -98,9 +98,9 @@ def special_texts(model: Any) -> tuple[str, str]:
     return text(model.token_bos()), text(model.token_eos())
 
 
-def tokenize(context: Any, text: str, parse_special: bool) -> list[int]:
-    """Tokenize a prompt with BOS; special tokens are parsed only for rendered templates."""
-    return context.tokenize(text.encode("utf-8"), add_bos=True, special=parse_special)
+def tokenize(context: Any, text: str, parse_special: bool, add_bos: bool = True) -> list[int]:
+    """Tokenize a prompt, with BOS unless told; special tokens are parsed only for rendered templates."""
+    return context.tokenize(text.encode("utf-8"), add_bos=add_bos, special=parse_special)
 
 
 def is_end_of_generation(vocab: Any, token: int) -> bool:

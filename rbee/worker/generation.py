@@ -62,6 +62,11 @@ class Job:
     cancel: threading.Event
     emit: EmitToken
     """Called on the engine's thread once per generated token with the text it releases."""
+    grammar: str | None = None
+    """GBNF text (root rule `root`) every sampled token must follow; None: free text."""
+    grammar_triggers: tuple[str, ...] = ()
+    """Patterns (regular expressions) that switch the grammar on once one appears in the output
+    (a lazy grammar: free text until then); empty: the grammar holds from the first token."""
 
 
 class Engine(Protocol):
@@ -71,8 +76,9 @@ class Engine(Protocol):
     """Context tokens one generation may use (prompt plus output)."""
     chat_template: str | None
 
-    def tokenize(self, text: str, parse_special: bool) -> list[int]:
-        """Prompt tokens with BOS; special tokens parsed only for rendered chat templates."""
+    def tokenize(self, text: str, parse_special: bool, add_bos: bool = True) -> list[int]:
+        """Prompt tokens, with BOS unless told (a rendered template that wrote BOS itself);
+        special tokens parsed only for rendered chat templates."""
         ...
 
     def special_texts(self) -> tuple[str, str]:

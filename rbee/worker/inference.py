@@ -18,6 +18,8 @@ from rbee.worker.chat_prompt import render_chat
 from rbee.worker.generation import Engine, Job, Outcome
 from rbee.worker.slots import Slot, SlotPool
 from rbee.worker.token_relay import TokenRelay
+from rbee.worker.tool_choice import NO_TOOLS, ToolGrammar, grammar_of
+from rbee.worker.tool_parser import ToolCallSplitter
 
 log = logging.getLogger(__name__)
 _FINISHED = object()
@@ -32,6 +34,9 @@ class Task:
     prompt_tokens: list[int]
     params: SamplingParams
     stops: tuple[str, ...]
+    grammar: ToolGrammar = NO_TOOLS
+    splitter: ToolCallSplitter | None = None
+    """Splits the output into content and tool calls when the request offers tools."""
     cancel: threading.Event = field(default_factory=threading.Event)
     events: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     started_at: float = field(default_factory=time.monotonic)
@@ -43,8 +48,10 @@ class Task:
 class InferenceService:
     """Admits inference requests onto slots and streams their native events."""
 
-    def __init__(self, worker_id: str, pool: SlotPool, engine: Engine) -> None:
+    def __init__(self, worker_id: str, pool: SlotPool, engine: Engine, max_output_tokens: int = 0) -> None:
         self.worker_id = worker_id
+        self.max_output_tokens = max_output_tokens
+        """The budget of a request without `max_tokens` (the `max_output_tokens` tunable); 0: the context."""
         self.pool = pool
         self.engine = engine
         self._active: dict[str, Task] = {}
@@ -61,8 +68,13 @@ class InferenceService:
         """Runs on the loop for each generated token."""
         self.tokens_generated += 1
         self._last_progress = time.monotonic()
-        if text:
+        if not text:
+            return
+        if task.splitter is None:
             task.events.put_nowait(wire.Token(text, index))
+            return
+        for piece in task.splitter.feed(text):
+            task.events.put_nowait(wire.Token(piece, index) if isinstance(piece, str) else piece)
 
     @property
     def active_count(self) -> int:
@@ -90,7 +102,18 @@ class InferenceService:
                 "the prompt does not fit the model's context window",
                 {"prompt_tokens": len(prompt_tokens), "context_tokens": context_tokens},
             )
-        task = Task(task_id, slot, prompt_tokens, params, stops + params.stop, deadline=deadline)
+        if params.max_tokens is None:
+            params = params.model_copy(update={"max_tokens": self.max_output_tokens or context_tokens})
+        grammar, splitter = NO_TOOLS, None
+        if isinstance(params, ChatInference) and params.tool_mode != "none":
+            try:
+                grammar = grammar_of(params)
+            except BaseException:
+                self.pool.release(slot)
+                raise
+            splitter = ToolCallSplitter(frozenset(tool.function.name for tool in params.tools or ()))
+        task = Task(task_id, slot, prompt_tokens, params, stops + params.stop, grammar, splitter,
+                    deadline=deadline)
         self._active[task_id] = task
         self.peak_active = max(self.peak_active, len(self._active))
         self._launch(task)
@@ -108,7 +131,8 @@ class InferenceService:
 
         if len(self._active) == 1:
             self._last_progress = time.monotonic()
-        job = Job(task.prompt_tokens, task.params, task.stops, task.cancel, emit)
+        job = Job(task.prompt_tokens, task.params, task.stops, task.cancel, emit,
+                  grammar=task.grammar.gbnf, grammar_triggers=task.grammar.triggers)
         task.future = asyncio.wrap_future(self.engine.start(task.slot.index, job), loop=loop)
 
         def finished(_: asyncio.Future[Outcome]) -> None:
@@ -130,9 +154,11 @@ class InferenceService:
     def _prompt_tokens(self, request: PromptInference | ChatInference) -> tuple[list[int], tuple[str, ...]]:
         if isinstance(request, ChatInference):
             bos, eos = self.engine.special_texts()
-            messages = [message.model_dump() for message in request.messages]
-            chat = render_chat(messages, self.engine.chat_template, bos, eos)
-            return self.engine.tokenize(chat.text, chat.parse_special), chat.stops
+            messages = [message.template_message() for message in request.messages]
+            tools = request.tool_wire().get("tools") if request.tool_mode != "none" else None
+            chat = render_chat(messages, self.engine.chat_template, bos, eos, tools)
+            own_bos = bool(bos) and chat.parse_special and chat.text.startswith(bos)
+            return self.engine.tokenize(chat.text, chat.parse_special, add_bos=not own_bos), chat.stops
         return self.engine.tokenize(request.prompt, False), ()
 
     def cancel(self, task_id: str) -> bool:
@@ -158,6 +184,9 @@ class InferenceService:
                            task.deadline.header if task.deadline else None)
         while (item := await task.events.get()) is not _FINISHED:
             yield item
+        if task.splitter is not None and task.future is not None and task.future.exception() is None:
+            for piece in task.splitter.flush():
+                yield wire.Token(piece, task.future.result().tokens_out) if isinstance(piece, str) else piece
         yield self._final_event(task)
 
     def _final_event(self, task: Task) -> wire.End | wire.Error:

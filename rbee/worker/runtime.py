@@ -107,7 +107,8 @@ class WorkerRuntime:
             self._mark_changed()
             self._stop()
             return
-        self.service = InferenceService(settings.worker_id, SlotPool.of_size(settings.slots), engine)
+        self.service = InferenceService(settings.worker_id, SlotPool.of_size(settings.slots), engine,
+                                        self.timings.max_output_tokens)
         self.phase = Phase.READY
         self._mark_changed()
         self.loaded.set()

@@ -48,9 +48,9 @@ class SimpleEngine:
             raise
         return cls(contexts, executors, faults)
 
-    def tokenize(self, text: str, parse_special: bool) -> list[int]:
-        """Prompt tokens with BOS (the vocabulary is shared and read-only)."""
-        return engine.tokenize(self._contexts[0], text, parse_special)
+    def tokenize(self, text: str, parse_special: bool, add_bos: bool = True) -> list[int]:
+        """Prompt tokens, with BOS unless told (the vocabulary is shared and read-only)."""
+        return engine.tokenize(self._contexts[0], text, parse_special, add_bos)
 
     def special_texts(self) -> tuple[str, str]:
         """The text of the BOS and EOS tokens."""
