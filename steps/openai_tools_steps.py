@@ -1,7 +1,5 @@
 """Steps for tools, chat templates and context limits through the openai client and LangChain."""
 
-from __future__ import annotations
-
 import asyncio
 import json
 from typing import Literal

@@ -50,7 +50,7 @@ def test_sampling_defaults_apply_when_fields_are_absent():
 @pytest.mark.parametrize(
     "body",
     [{"max_tokens": 0}, {"max_tokens": 10**6}, {"max_tokens": True}, {"max_tokens": "5"},
-     {"temperature": -0.1}, {"temperature": 2.5}, {"top_p": 1.5}, {"seed": -1},
+     {"temperature": -0.1}, {"temperature": 2.5}, {"top_p": 1.5}, {"seed": -2},
      {"stop": ["a", "b", "c", "d", "e"]}, {"stop": 7}],
 )
 def test_out_of_range_sampling_fields_are_refused(body):

@@ -7,7 +7,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StrictBool, StrictStr, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    StrictBool,
+    StrictStr,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+)
 
 from rbee.common.request_body import RequestBody, refusal
 from rbee.common.validation import (
@@ -52,7 +61,16 @@ class NamedToolChoice(RequestBody):
     function: FunctionName
 
 
-ToolChoice = Literal["auto", "none", "required"] | NamedToolChoice
+def _one_tool_choice(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """One refusal for a `tool_choice` that is none of its forms (not one per form tried)."""
+    try:
+        return handler(value)
+    except ValidationError:
+        raise refusal('must be "auto", "none", "required" or {"type": "function", "function": '
+                      '{"name": …}}') from None
+
+
+ToolChoice = Annotated[Literal["auto", "none", "required"] | NamedToolChoice, WrapValidator(_one_tool_choice)]
 
 
 class CalledFunction(RequestBody):
