@@ -58,14 +58,14 @@ Feature: Tools, chat templates and limits that follow the model, through real Op
     Given a queen on free loopback ports
     When the openai client sends a user message with an image part
     Then the openai client raised a bad request error with code "INVALID_REQUEST"
-    And the error names the field "messages.content"
+    And the openai error names the field "messages.content"
 
   Scenario: A chat template that raises is a 400 with the template's own message
     Given a queen on free loopback ports
     And the tiny model with the Gemma-style chat template
     When the openai client sends two user messages in a row
     Then the openai client raised a bad request error with code "CHAT_TEMPLATE_ERROR"
-    And the error message contains "Conversation roles must alternate"
+    And the openai error message contains "Conversation roles must alternate"
 
   Scenario: Without max_tokens the answer runs past 128 tokens and stops at the context
     Given a queen on free loopback ports whose workers have a context of 512 tokens

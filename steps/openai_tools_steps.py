@@ -244,13 +244,13 @@ def same_prompt_tokens(context) -> None:
     assert counts[0] == counts[1] > 0, counts
 
 
-@then('the error names the field "{field}"')
+@then('the openai error names the field "{field}"')
 def error_names_field(context, field: str) -> None:
     assert context.error.body["details"]["field"] == field, context.error.body
     assert f"'{field}'" in context.error.body["message"], context.error.body
 
 
-@then('the error message contains "{text}"')
+@then('the openai error message contains "{text}"')
 def error_message_contains(context, text: str) -> None:
     assert text in context.error.body["message"], context.error.body
 
