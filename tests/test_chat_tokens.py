@@ -1,7 +1,9 @@
-"""A chat's prompt tokens and budget in the worker, over the real batched engine and tiny GGUFs
-with chat templates: one BOS whoever writes it, and no `max_tokens` meaning the context."""
+"""Chats in the worker, over the real batched engine and tiny GGUFs with chat templates: one BOS
+whoever writes it, no `max_tokens` meaning the context, and tool choices whose grammars
+llama.cpp takes (a required call always parses)."""
 
 import asyncio
+import json
 
 import pytest
 
@@ -65,3 +67,22 @@ def test_without_max_tokens_a_generation_runs_until_the_context_is_full(hermes_s
 def test_the_server_cap_bounds_a_generation_without_max_tokens(hermes_style):
     _, events = _run(hermes_style, {"messages": CHAT, "ignore_eos": True}, max_output_tokens=40)
     assert (events[-1].tokens_out, events[-1].stop_reason) == (40, "max_tokens")
+
+
+TOOLS = [{"type": "function", "function": {"name": "pick", "parameters": {
+    "type": "object", "properties": {"color": {"enum": ["red", "blue"]}}, "required": ["color"]}}}]
+
+
+def test_a_required_call_from_the_engine_is_a_tool_call_event_that_parses(hermes_style):
+    _, events = _run(hermes_style, {"messages": CHAT, "tools": TOOLS, "tool_choice": "required",
+                                    "parallel_tool_calls": False})
+    calls = [event for event in events if event.TYPE == "tool_call"]
+    assert len(calls) == 1 and calls[0].name == "pick", events
+    assert json.loads(calls[0].arguments)["color"] in {"red", "blue"}
+    assert [event.TYPE for event in events] == ["started", "tool_call", "end"]
+    assert events[-1].stop_reason == "eos"
+
+
+def test_an_auto_choice_runs_under_a_lazy_grammar_llama_cpp_accepts(hermes_style):
+    _, events = _run(hermes_style, {"messages": CHAT, "tools": TOOLS, "max_tokens": 24})
+    assert events[-1].TYPE == "end", events
