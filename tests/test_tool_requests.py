@@ -30,6 +30,8 @@ def _refused(body: dict) -> ApiError:
     ({"tools": [{"type": "function", "function": {"name": "has space"}}]}, "tools.function.name"),
     ({"tools": [{"type": "retrieval", "function": {"name": "f"}}]}, "tools.type"),
     ({"tool_choice": "sometimes"}, "tool_choice"),
+    ({"functions": [TOOL["function"]]}, "functions"),
+    ({"function_call": "auto"}, "function_call"),
     ({"messages": [{"role": "tool", "content": "42"}]}, "messages"),
     ({"messages": [{"role": "user", "content": None}]}, "messages"),
     ({"messages": [{"role": "user", "content": "Hi", "tool_calls": [CALL]}]}, "messages"),
@@ -48,6 +50,12 @@ def test_the_history_of_a_tool_call_and_its_result_reaches_the_worker():
     assert body["messages"][1] == {"role": "assistant", "tool_calls": [CALL]}
     assert body["messages"][2] == {"role": "tool", "tool_call_id": "call_1", "content": "12:00"}
     assert body["tools"] == [TOOL] and body["parallel_tool_calls"] is True
+
+
+def test_a_message_authors_name_reaches_the_template():
+    messages = [{"role": "user", "content": "Hi", "name": "ada"}]
+    parsed = ChatCompletionRequest.parse({**ASK, "messages": messages})
+    assert parsed.messages[0].template_message() == {"role": "user", "content": "Hi", "name": "ada"}
 
 
 def test_developer_is_sent_as_system_and_text_parts_as_one_text():

@@ -54,7 +54,7 @@ from rbee.common.validation import (
     RANDOM_SEED,
 )
 from rbee.common.wire import WorkerState
-from rbee.common.wire_tools import ToolCallId, ToolCallRef, ToolParams
+from rbee.common.wire_tools import ToolCallId, ToolCallRef, ToolName, ToolParams
 
 
 def _one_or_list(value: Any) -> Any:
@@ -178,6 +178,8 @@ class ChatMessage(RequestBody):
     content: Annotated[MessageText | None, BeforeValidator(_text_of_parts)] = None
     tool_calls: _HistoryCalls | None = None
     tool_call_id: ToolCallId | None = None
+    name: ToolName | None = None
+    """The author's name (OpenAI's `name`), passed to the template."""
 
     @model_validator(mode="after")
     def _shape_of_role(self) -> ChatMessage:
@@ -201,6 +203,8 @@ class ChatMessage(RequestBody):
             ]
         if self.tool_call_id is not None:
             message["tool_call_id"] = self.tool_call_id
+        if self.name is not None:
+            message["name"] = self.name
         return message
 
 

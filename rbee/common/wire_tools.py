@@ -95,6 +95,18 @@ class ToolParams(RequestBody):
     tool_choice: ToolChoice | None = None
     """None: `auto` when tools are offered, else `none` (OpenAI's defaults)."""
     parallel_tool_calls: StrictBool = True
+    functions: Any = None
+    """OpenAI's deprecated form of `tools`: refused, naming its replacement."""
+    function_call: Any = None
+    """OpenAI's deprecated form of `tool_choice`: refused, naming its replacement."""
+
+    @field_validator("functions", "function_call")
+    @classmethod
+    def _deprecated(cls, value: Any, info: ValidationInfo) -> None:
+        if value is not None:
+            replacement = "tools" if info.field_name == "functions" else "tool_choice"
+            raise refusal(f"is OpenAI's deprecated form of '{replacement}', which rbee takes instead")
+        return None
 
     @field_validator("tools")
     @classmethod
@@ -127,4 +139,5 @@ class ToolParams(RequestBody):
         """The tool fields alone, as JSON for the worker (none when no tool is offered)."""
         if not self.tools:
             return {}
-        return self.model_dump(mode="json", include=set(ToolParams.model_fields), exclude_none=True)
+        fields = {"tools", "tool_choice", "parallel_tool_calls"}
+        return self.model_dump(mode="json", include=fields, exclude_none=True)
