@@ -1,6 +1,7 @@
 """OpenAI's function tools as request fields: the `tools` a chat offers, its `tool_choice`, and
 the tool calls an assistant message of its history made. The queen validates them and the
-worker receives them unchanged (it renders and constrains them; see `rbee.worker.tool_calls`).
+worker receives them unchanged: it renders them (`chat_prompt`), constrains the calls
+(`tool_choice`, `tool_grammar`) and parses them (`tool_parser`).
 """
 
 from __future__ import annotations
