@@ -161,14 +161,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         warm_up = SamplingParams(max_tokens=8, ignore_eos=True)
         engine.start(0, Job(engine.tokenize("Warm up", False), warm_up, (), threading.Event(),
-                            lambda i, t: None)).result()
+                            lambda i, t, lp: None)).result()
         gate.release.clear()
         futures: list[Future[Outcome]] = []
         for stream in range(args.streams):
             prompt = engine.tokenize(f"Story {stream}: once upon a time, in a land far away, there was",
                                      False)
             job = Job(prompt, _params(args, stream), (), threading.Event(),
-                      lambda i, t, out=texts[stream]: out.append(t))
+                      lambda i, t, lp, out=texts[stream]: out.append(t))
             futures.append(engine.start(stream, job))
         gate.reached.wait()
         phases.reset()

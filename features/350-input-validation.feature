@@ -26,11 +26,11 @@ Feature: Every input is validated before use, and bad input is never echoed
       | max_tokens  | 100000                             |
       | temperature | 3.5                                |
       | top_p       | 2                                  |
-      | seed        | -1                                 |
+      | seed        | -2                                 |
 
-  Scenario: An over-long prompt is refused with 400
+  Scenario: A prompt over the character safety bound is refused with 400
     Given a queen on free loopback ports
-    When I post a native task with a prompt of 40000 characters
+    When I post a native task with a prompt of 1000001 characters
     Then the answer is status 400 with error code "INVALID_REQUEST" and a correlation id
 
   Scenario Outline: The hive refuses a spawn with <field> set to <value>

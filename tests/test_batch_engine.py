@@ -63,7 +63,7 @@ def _start(engine, slot, params, prompt="Once upon a time", stops=(), on_token=N
     """Submit a job; `on_token(run, index)` runs on the decode loop's thread after each token."""
     run = Run(future=None)
 
-    def emit(index: int, text: str) -> None:
+    def emit(index: int, text: str, logprobs=None) -> None:
         run.pieces.append((index, text))
         if on_token is not None:
             on_token(run, index)
@@ -175,7 +175,7 @@ def test_shutting_down_cancels_running_sequences_and_stops_the_loop(model_path, 
     assert run.outcome().stop_reason == "cancelled"
     assert not engine._thread.is_alive()
     with pytest.raises(RuntimeError):
-        engine.start(1, Job([1], SamplingParams(), (), threading.Event(), lambda i, t: None))
+        engine.start(1, Job([1], SamplingParams(), (), threading.Event(), lambda i, t, lp: None))
 
 
 def test_a_file_that_is_no_model_fails_the_load(tmp_path):

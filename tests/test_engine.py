@@ -7,6 +7,7 @@ import pytest
 from rbee.common.wire_requests import SamplingParams
 from rbee.testing.tiny_model import build_tiny_gguf
 from rbee.worker import engine
+from rbee.worker.generation import Job
 
 
 @pytest.fixture(scope="module")
@@ -18,9 +19,8 @@ def context(tmp_path_factory):
 def _run(context, params, stops=(), cancel=None):
     pieces: list[tuple[int, str]] = []
     prompt = engine.tokenize(context, "Once upon a time", parse_special=False)
-    outcome = engine.generate(
-        context, prompt, params, stops, cancel or threading.Event(), lambda i, t: pieces.append((i, t))
-    )
+    job = Job(prompt, params, stops, cancel or threading.Event(), lambda i, t, lp: pieces.append((i, t)))
+    outcome = engine.generate(context, job)
     return outcome, pieces
 
 

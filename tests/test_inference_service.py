@@ -334,10 +334,11 @@ class FailingEngine:
     def __init__(self, real: BatchEngine) -> None:
         self._real = real
         self.context_tokens = real.context_tokens
+        self.vocab_size = real.vocab_size
         self.chat_template = real.chat_template
 
-    def tokenize(self, text: str, parse_special: bool) -> list[int]:
-        return self._real.tokenize(text, parse_special)
+    def tokenize(self, text: str, parse_special: bool, add_bos: bool = True) -> list[int]:
+        return self._real.tokenize(text, parse_special, add_bos)
 
     def special_texts(self) -> tuple[str, str]:
         return self._real.special_texts()
@@ -346,6 +347,9 @@ class FailingEngine:
         failed: Future[Outcome] = Future()
         failed.set_exception(RuntimeError("llama_decode returned -1"))
         return failed
+
+    def start_all(self, starts: list[tuple[int, Job]]) -> list[Future[Outcome]]:
+        return [self.start(slot, job) for slot, job in starts]
 
     def shutdown(self) -> None:
         pass

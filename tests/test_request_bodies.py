@@ -13,6 +13,7 @@ import pytest
 from rbee.cli.infer import _task_body
 from rbee.common.errors import ApiError
 from rbee.common.request_body import RequestBody
+from rbee.common.validation import MAX_PROMPT_CHARS
 from rbee.common.wire_requests import (
     ChatInference,
     HiveHeartbeat,
@@ -46,7 +47,7 @@ REFUSALS = [
     (TaskRequest, TASK, "temperature", 2.5),
     (TaskRequest, TASK, "top_p", 1.5),
     (TaskRequest, TASK, "top_p", -0.01),
-    (TaskRequest, TASK, "seed", -1),
+    (TaskRequest, TASK, "seed", -2),
     (TaskRequest, TASK, "seed", 2**31),
     (TaskRequest, TASK, "stop", ["a", "b", "c", "d", "e"]),
     (TaskRequest, TASK, "stop", [SECRET * 5]),
@@ -60,7 +61,8 @@ REFUSALS = [
     (CompletionRequest, TASK, "stream", "true"),
     (CompletionRequest, TASK, "stream_options", SECRET),
     (ChatCompletionRequest, CHAT, "messages", []),
-    (ChatCompletionRequest, CHAT, "messages", [{"role": "user", "content": "x" * 20_000}] * 2),
+    (ChatCompletionRequest, CHAT, "messages",
+     [{"role": "user", "content": "x" * (MAX_PROMPT_CHARS // 2 + 1)}] * 2),
     (ChatCompletionRequest, CHAT, "messages.role", [{"role": SECRET, "content": "Hi"}]),
     (ChatCompletionRequest, CHAT, "messages.content", [{"role": "user", "content": "\x1b[31m" + SECRET}]),
     (PromptInference, {"prompt": "Hi"}, "task_id", "../../" + SECRET),
@@ -162,7 +164,7 @@ def test_one_stop_string_stands_for_a_list_of_one():
                                              (ChatCompletionRequest, CHAT)])
 def test_unknown_fields_are_ignored(model, base):
     parsed = model.parse({**base, "logit_bias": {"50256": -100}, "user": "someone"})
-    assert "logit_bias" not in parsed.model_dump() and "user" not in parsed.model_dump()
+    assert "metadata" not in parsed.model_dump() and "user" not in parsed.model_dump()
 
 
 def test_a_completion_prompt_given_as_a_list_of_one_is_that_prompt():
@@ -181,8 +183,10 @@ def test_include_usage_is_read_from_the_stream_options():
 
 def test_the_worker_gets_the_prompt_and_every_sampling_field_of_a_task():
     body = TaskRequest.parse({**TASK, "stop": "x", "node": "GPU-1", "backend": "cuda"}).worker_body()
-    assert body == {"prompt": "Once", "max_tokens": 128, "temperature": 0.7, "top_p": 0.95, "seed": None,
-                    "stop": ["x"], "ignore_eos": False}
+    assert body == {"prompt": "Once", "max_tokens": None, "temperature": 0.7, "top_p": 0.95, "top_k": 40,
+                    "min_p": 0.05, "repeat_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0,
+                    "logit_bias": {}, "seed": None, "stop": ["x"], "ignore_eos": False, "n_probs": None,
+                    "response_format": None}
 
 
 def test_a_node_name_in_a_task_is_lowered():
@@ -223,7 +227,7 @@ def test_rbee_infer_refuses_an_out_of_range_flag_naming_the_flag():
 
 def test_rbee_infer_sends_the_defaults_of_the_flags_it_was_not_given():
     body = _task_body(_infer_args(seed=7))
-    assert (body["max_tokens"], body["temperature"], body["seed"]) == (128, 0.7, 7) and "node" not in body
+    assert (body["temperature"], body["seed"]) == (0.7, 7) and "node" not in body and "max_tokens" not in body
 
 
 def test_every_request_body_in_the_openapi_document_refers_to_a_generated_model_schema():

@@ -16,7 +16,7 @@ PROMPT = [1, 2]
 def _rules(max_tokens=10, stops=(), ignore_eos=False, context_tokens=100, on_token=None):
     pieces: list[tuple[int, str]] = []
     params = SamplingParams(max_tokens=max_tokens, ignore_eos=ignore_eos)
-    job = Job(PROMPT, params, stops, threading.Event(), lambda i, text: pieces.append((i, text)))
+    job = Job(PROMPT, params, stops, threading.Event(), lambda i, text, logprobs: pieces.append((i, text)))
     rules = TokenRules(job, context_tokens, lambda token: token == EOG,
                        lambda tokens: b"".join(VOCAB[t] for t in tokens), on_token)
     return rules, pieces

@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     infer = sub.add_parser("infer", help="run a prompt and print tokens as they arrive")
     infer.add_argument("--model", default="default", help="catalog name or model ref")
     infer.add_argument("--prompt", required=True)
-    infer.add_argument("--max-tokens", type=int, default=None, help="default 128")
+    infer.add_argument("--max-tokens", type=int, default=None,
+                       help="default: until the end of text or a full context")
     infer.add_argument("--temperature", type=float, default=None, help="default 0.7")
     infer.add_argument("--seed", type=int, default=None)
     infer.add_argument("--ignore-eos", action="store_true",

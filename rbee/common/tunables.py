@@ -136,6 +136,9 @@ class Timings:
     """Python's thread switch interval in a worker (`sys.setswitchinterval`): how long its decode
     loop may wait for the interpreter lock that the event loop holds (Python's default: 5 ms;
     0.5 ms gave 3 % more tokens/s at 64 streams of an 8B model on an H200, docs/gpu.md)."""
+    max_output_tokens: int = tunable(0, "tokens", ge=0)
+    """The most tokens a worker generates for a request without `max_tokens`; 0 = until the end of
+    text or the context is full (what OpenAI, llama-server and vLLM do)."""
     rate_limit_per_s: float = tunable(50.0, "requests/s", ge=0)
     """Requests per second each client (token) may make at the queen, sustained; 0 = unlimited."""
     rate_limit_burst: int = tunable(100, "requests")

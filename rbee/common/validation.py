@@ -14,12 +14,51 @@ from urllib.parse import unquote
 
 from rbee.common.errors import ApiError
 
-MAX_PROMPT_CHARS = 32_000
+MAX_PROMPT_CHARS = 1_000_000
+"""A safety bound on a prompt's (or a chat's) characters, of the order of the 1 MiB body limit and far
+above a context's worth of text (a 128k-token context holds about 500,000 characters): the real
+limit is the worker's context, checked in tokens (400 `PROMPT_TOO_LONG`)."""
 MAX_TOKENS_LIMIT = 8_192
 MAX_STOP_SEQUENCES = 4
 MAX_STOP_CHARS = 64
 MAX_SEED = 2**31 - 1
+RANDOM_SEED = -1
+"""A `seed` of -1 asks for a random one (as llama-server takes it)."""
+MAX_TOP_K = 1_000
+"""Candidates `top_k` keeps at most (0 keeps them all)."""
+MAX_REPEAT_PENALTY = 10.0
+"""`repeat_penalty` divides a repeated token's logit; 1 is off."""
+MAX_OPENAI_PENALTY = 2.0
+"""`presence_penalty` and `frequency_penalty` lie in [-2, 2], as OpenAI bounds them."""
+PENALTY_WINDOW_TOKENS = 64
+"""Last tokens the penalties look back over (llama-server's `repeat_last_n` default)."""
+MAX_LOGIT_BIAS = 100.0
+"""A `logit_bias` value lies in [-100, 100], as OpenAI bounds it."""
+MAX_LOGIT_BIAS_ENTRIES = 1_024
+"""Tokens one `logit_bias` may name."""
+MAX_TOKEN_ID_DIGITS = 9
+"""Digits of a token id in `logit_bias` (the worker checks it against its vocabulary)."""
+MAX_TOP_LOGPROBS = 20
+"""Alternatives per token of chat `top_logprobs` (OpenAI's limit)."""
+MAX_COMPLETION_LOGPROBS = 5
+"""Alternatives per token of the completions API's `logprobs` (OpenAI's limit)."""
+MAX_CHOICES = 16
+"""Choices (`n`) one request may ask for; each also needs a free slot on its worker."""
+MAX_SCHEMA_CHARS = 32_000
+"""Characters of a `response_format` JSON schema once serialized."""
 MAX_MESSAGES = 256
+MAX_TOOLS = 128
+"""Functions one chat request may offer (`tools`)."""
+MAX_TOOL_DESCRIPTION_CHARS = 8_192
+MAX_TOOL_ARGUMENTS_CHARS = 100_000
+"""The JSON arguments of one tool call in a chat's history."""
+MAX_PARALLEL_TOOL_CALLS = 8
+"""Tool calls one answer may make when `parallel_tool_calls` is true (the grammar's bound)."""
+MAX_HISTORY_TOOL_CALLS = 128
+"""Tool calls one assistant message of a chat's history may carry."""
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+"""OpenAI's rule for a function name."""
+TOOL_CALL_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 _FORBIDDEN_PROMPT_CHARS = re.compile(
     "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069]"

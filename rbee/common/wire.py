@@ -107,43 +107,124 @@ class Started(WireEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class Candidate:
+    """A token's text, its log probability and its UTF-8 bytes (a token may end mid-character)."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        """The candidate's JSON object."""
+        return {"token": self.token, "logprob": self.logprob, "bytes": list(self.bytes)}
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> Self:
+        """The candidate of a received JSON object."""
+        return cls(data["token"], data["logprob"], tuple(data["bytes"]))
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprobs:
+    """The log probabilities of one generated token: the one sampled and the likeliest tokens of
+    that step, from the log-softmax of the model's raw logits over the whole vocabulary (before
+    logit bias, penalties, temperature or grammar)."""
+
+    sampled: Candidate
+    top: tuple[Candidate, ...] = ()
+
+    def to_wire(self) -> dict[str, Any]:
+        """The log probabilities' JSON object."""
+        return {**self.sampled.to_wire(), "top_logprobs": [c.to_wire() for c in self.top]}
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> Self:
+        """The log probabilities of a received JSON object."""
+        return cls(Candidate.from_wire(data), tuple(Candidate.from_wire(c) for c in data["top_logprobs"]))
+
+
+@dataclass(frozen=True, slots=True)
 class Token(WireEvent):
-    """One generated token's text and its index in the output."""
+    """One generated token's text and its index in the output; its log probabilities when the
+    request asked for them (`n_probs`), and the choice it belongs to when it asked for `n` > 1."""
 
     TYPE: ClassVar[str] = "token"
     token: str
     index: int
+    logprobs: TokenLogprobs | None = None
+    choice: int = 0
 
     def to_wire(self) -> dict[str, Any]:
         """The event's JSON object."""
-        return {"type": self.TYPE, "token": self.token, "index": self.index}
+        wire: dict[str, Any] = {"type": self.TYPE, "token": self.token, "index": self.index}
+        if self.logprobs is not None:
+            wire["logprobs"] = self.logprobs.to_wire()
+        if self.choice:
+            wire["choice"] = self.choice
+        return wire
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> Self:
         """The event of a received JSON object."""
-        return cls(data["token"], data["index"])
+        logprobs = data.get("logprobs")
+        return cls(data["token"], data["index"],
+                   TokenLogprobs.from_wire(logprobs) if logprobs is not None else None,
+                   data.get("choice", 0))
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall(WireEvent):
+    """A whole tool call the worker parsed from the output: the `index`-th of the answer, its id
+    (`call_…`), the function's name and its arguments as a JSON string."""
+
+    TYPE: ClassVar[str] = "tool_call"
+    index: int
+    id: str
+    name: str
+    arguments: str
+
+    def to_wire(self) -> dict[str, Any]:
+        """The event's JSON object."""
+        return {"type": self.TYPE, "index": self.index, "id": self.id, "name": self.name,
+                "arguments": self.arguments}
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> Self:
+        """The event of a received JSON object."""
+        return cls(data["index"], data["id"], data["name"], data["arguments"])
 
 
 @dataclass(frozen=True, slots=True)
 class End(WireEvent):
-    """The generation finished: how many tokens, why, and how fast."""
+    """The generation finished: how many tokens (of every choice together), why, and how fast."""
 
     TYPE: ClassVar[str] = "end"
     tokens_out: int
     stop_reason: StopReason
     duration_ms: float
     tokens_per_second: float = 0.0
+    stop_reasons: tuple[StopReason, ...] = ()
+    """Each choice's stop reason, when the request asked for `n` > 1 (`stop_reason` is the first's)."""
 
     def to_wire(self) -> dict[str, Any]:
         """The event's JSON object."""
-        return {"type": self.TYPE, "tokens_out": self.tokens_out, "stop_reason": self.stop_reason,
-                "duration_ms": self.duration_ms, "tokens_per_second": self.tokens_per_second}
+        wire: dict[str, Any] = {"type": self.TYPE, "tokens_out": self.tokens_out,
+                                "stop_reason": self.stop_reason, "duration_ms": self.duration_ms,
+                                "tokens_per_second": self.tokens_per_second}
+        if self.stop_reasons:
+            wire["stop_reasons"] = list(self.stop_reasons)
+        return wire
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> Self:
         """The event of a received JSON object."""
         return cls(data["tokens_out"], StopReason(data["stop_reason"]), data["duration_ms"],
-                   data.get("tokens_per_second", 0.0))
+                   data.get("tokens_per_second", 0.0),
+                   tuple(StopReason(reason) for reason in data.get("stop_reasons", ())))
+
+    def choice_stop_reasons(self, choices: int) -> tuple[StopReason, ...]:
+        """The stop reason of each of `choices` choices."""
+        return self.stop_reasons or (self.stop_reason,) * choices
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +249,7 @@ class Error(WireEvent):
         return ApiError(status, self.code, self.message, details)
 
 
-TaskEvent = Started | Token | End | Error
+TaskEvent = Started | Token | ToolCall | End | Error
 """An event of the native token stream."""
 
 
@@ -305,7 +386,7 @@ DownloadEvent = DownloadProgress | DownloadDone | DownloadFailed
 """An event of a hive's `/v1/models/download/progress` stream."""
 
 E = TypeVar("E", bound=WireEvent)
-_TASK_EVENTS: dict[str, type[TaskEvent]] = {cls.TYPE: cls for cls in (Started, Token, End, Error)}
+_TASK_EVENTS: dict[str, type[TaskEvent]] = {cls.TYPE: cls for cls in (Started, Token, ToolCall, End, Error)}
 _LOADING_EVENTS: dict[str, type[LoadingEvent]] = {
     cls.TYPE: cls for cls in (LoadingProgress, LoadingReady, LoadingFailed)
 }

@@ -8,11 +8,14 @@ worker's `/v1/inference`, `rbee infer`). A body's `parse` validates it or raises
 
 from __future__ import annotations
 
+import json
+import math
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, StrictInt, StrictStr
+from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, StrictInt, StrictStr, model_validator
 
 from rbee.common.request_body import RequestBody, refusal
 from rbee.common.request_fields import (
@@ -31,15 +34,27 @@ from rbee.common.request_fields import (
     Slots,
     StopText,
 )
+from rbee.common.response_format import ResponseFormat
 from rbee.common.validation import (
+    MAX_CHOICES,
+    MAX_HISTORY_TOOL_CALLS,
+    MAX_LOGIT_BIAS,
+    MAX_LOGIT_BIAS_ENTRIES,
     MAX_MESSAGES,
+    MAX_OPENAI_PENALTY,
     MAX_PROMPT_CHARS,
+    MAX_REPEAT_PENALTY,
     MAX_SEED,
     MAX_SLOTS,
     MAX_STOP_SEQUENCES,
+    MAX_TOKEN_ID_DIGITS,
     MAX_TOKENS_LIMIT,
+    MAX_TOP_K,
+    MAX_TOP_LOGPROBS,
+    RANDOM_SEED,
 )
 from rbee.common.wire import WorkerState
+from rbee.common.wire_tools import ToolCallId, ToolCallRef, ToolName, ToolParams
 
 
 def _one_or_list(value: Any) -> Any:
@@ -60,30 +75,149 @@ Stop = Annotated[
 ]
 
 
+def _number(low: float, high: float, default: float, low_open: bool = False) -> Any:
+    """A finite number in [low, high] (`(low, high]` when `low_open`); `null` means `default`."""
+    bound = {"gt": low} if low_open else {"ge": low}
+    return Annotated[float, Field(strict=True, le=high, allow_inf_nan=False, **bound), DefaultWhen()]
+
+
+_Temperature = _number(0, 2, 0.7)
+_Probability = _number(0, 1, 0.95)
+_RepeatPenalty = _number(0, MAX_REPEAT_PENALTY, 1.0, low_open=True)
+_Penalty = _number(-MAX_OPENAI_PENALTY, MAX_OPENAI_PENALTY, 0.0)
+_TOKEN_ID = re.compile(rf"[0-9]{{1,{MAX_TOKEN_ID_DIGITS}}}")
+
+
+def _logit_bias(value: Any) -> Any:
+    """Check every entry here, so that a refusal names `logit_bias` and never echoes a key."""
+    if not isinstance(value, dict):
+        raise refusal("must be an object of token ids to numbers")
+    if len(value) > MAX_LOGIT_BIAS_ENTRIES:
+        raise refusal(f"must name at most {MAX_LOGIT_BIAS_ENTRIES} tokens")
+    for key, bias in value.items():
+        if not _TOKEN_ID.fullmatch(key):
+            raise refusal("must have token ids (strings of digits) as keys")
+        number = isinstance(bias, int | float) and not isinstance(bias, bool)
+        if not number or not math.isfinite(bias) or abs(bias) > MAX_LOGIT_BIAS:
+            raise refusal(f"must map each token to a number from -{MAX_LOGIT_BIAS:g} to {MAX_LOGIT_BIAS:g}")
+    return {key: float(bias) for key, bias in value.items()}
+
+
+LogitBias = Annotated[dict[str, float], BeforeValidator(_logit_bias), DefaultWhen()]
+"""OpenAI's `logit_bias`: token ids (as strings) to a bias added to their logits."""
+
+
 class SamplingParams(RequestBody):
     """Generation settings common to every inference API; `null` means the default."""
 
-    max_tokens: Annotated[int, Field(strict=True, ge=1, le=MAX_TOKENS_LIMIT), DefaultWhen()] = 128
-    temperature: Annotated[float, Field(strict=True, ge=0, le=2, allow_inf_nan=False), DefaultWhen()] = 0.7
-    top_p: Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False), DefaultWhen()] = 0.95
-    seed: Annotated[int, Field(strict=True, ge=0, le=MAX_SEED)] | None = None
+    max_tokens: Annotated[int, Field(strict=True, ge=1, le=MAX_TOKENS_LIMIT)] | None = None
+    """None: until the end of text or a full context (the worker's `max_output_tokens` caps it)."""
+    temperature: _Temperature = 0.7
+    top_p: _Probability = 0.95
+    top_k: Annotated[int, Field(strict=True, ge=0, le=MAX_TOP_K), DefaultWhen()] = 40
+    """llama-server's extension: keep the `top_k` likeliest tokens (0: all)."""
+    min_p: _Probability = 0.05
+    """llama-server's extension: drop tokens less likely than `min_p` times the likeliest."""
+    repeat_penalty: _RepeatPenalty = 1.0
+    """llama-server's extension: divides the logit of a recently seen token (1: off)."""
+    presence_penalty: _Penalty = 0.0
+    frequency_penalty: _Penalty = 0.0
+    logit_bias: LogitBias = {}
+    seed: Annotated[int, Field(strict=True, ge=RANDOM_SEED, le=MAX_SEED)] | None = None
+    """The sampler's seed; None or -1: a random one."""
     stop: Stop = ()
     ignore_eos: StrictBool = False
+    n_probs: Annotated[int, Field(strict=True, ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    """llama-server's name: report each token's log probability and its `n_probs` likeliest
+    alternatives; None: no log probabilities."""
+    response_format: ResponseFormat | None = None
+    """OpenAI's structured output: the worker constrains the output to JSON (or a schema)."""
+
+    @property
+    def fixed_seed(self) -> int | None:
+        """The seed asked for; None when it is to be random."""
+        return None if self.seed is None or self.seed == RANDOM_SEED else self.seed
 
     def sampling_wire(self) -> dict[str, Any]:
         """The sampling fields alone, as JSON for the worker (also of a body that extends them)."""
-        return self.model_dump(mode="json", include=set(SamplingParams.model_fields))
+        return self.model_dump(mode="json", include=set(SamplingParams.model_fields), by_alias=True)
+
+
+_MEDIA_PARTS = ("image_url", "input_audio", "file")
+
+
+def _text_of_parts(value: Any) -> Any:
+    """OpenAI's content parts: the texts of `{"type": "text"}` parts, joined by newlines."""
+    if not isinstance(value, list):
+        return value
+    texts = []
+    for part in value:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind != "text":
+            named = kind if kind in _MEDIA_PARTS else "a non-text"
+            raise refusal(f"may hold only text parts ({named} part given): rbee serves text models only")
+        texts.append(part.get("text"))
+    if not all(isinstance(text, str) for text in texts):
+        raise refusal("text parts must each carry a 'text' string")
+    return "\n".join(texts)
+
+
+def _developer_is_system(value: Any) -> Any:
+    """OpenAI's `developer` role is the `system` role of older models and of chat templates."""
+    return "system" if value == "developer" else value
+
+
+_HistoryCalls = Annotated[list[ToolCallRef], Field(min_length=1, max_length=MAX_HISTORY_TOOL_CALLS)]
 
 
 class ChatMessage(RequestBody):
-    """One message of a chat."""
+    """One message of a chat: `developer` is read as `system`, content parts are joined; an
+    assistant message may carry `tool_calls` (its content null), a `tool` message answers one."""
 
-    role: Literal["system", "user", "assistant"]
-    content: MessageText
+    role: Annotated[Literal["system", "user", "assistant", "tool"], BeforeValidator(_developer_is_system)]
+    content: Annotated[MessageText | None, BeforeValidator(_text_of_parts)] = None
+    tool_calls: _HistoryCalls | None = None
+    tool_call_id: ToolCallId | None = None
+    name: ToolName | None = None
+    """The author's name (OpenAI's `name`), passed to the template."""
+
+    @model_validator(mode="after")
+    def _shape_of_role(self) -> ChatMessage:
+        if self.tool_calls is not None and self.role != "assistant":
+            raise refusal("'tool_calls' may only be in an assistant message")
+        if self.role == "tool" and self.tool_call_id is None:
+            raise refusal("a tool message needs its 'tool_call_id'")
+        if self.content is None and self.tool_calls is None:
+            raise refusal("'content' may be null only in an assistant message with 'tool_calls'")
+        return self
+
+    def template_message(self) -> dict[str, Any]:
+        """The message as Hugging Face chat templates read it (tool arguments as objects)."""
+        message: dict[str, Any] = {"role": self.role, "content": self.content or ""}
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {"id": call.id, "type": "function",
+                 "function": {"name": call.function.name,
+                              "arguments": _arguments_object(call.function.arguments)}}
+                for call in self.tool_calls
+            ]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        if self.name is not None:
+            message["name"] = self.name
+        return message
+
+
+def _arguments_object(arguments: str) -> Any:
+    """A call's JSON arguments parsed (templates render them with `tojson`), else the text itself."""
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments
 
 
 def _within_prompt_cap(messages: list[ChatMessage]) -> list[ChatMessage]:
-    if sum(len(message.content) for message in messages) > MAX_PROMPT_CHARS:
+    if sum(len(message.content or "") for message in messages) > MAX_PROMPT_CHARS:
         raise refusal(f"must hold at most {MAX_PROMPT_CHARS} characters in all")
     return messages
 
@@ -93,10 +227,16 @@ Messages = Annotated[
 ]
 
 
+Choices = Annotated[int, Field(strict=True, ge=1, le=MAX_CHOICES), DefaultWhen()]
+"""OpenAI's `n`: how many answers to generate for one prompt."""
+
+
 class InferenceRequest(SamplingParams):
-    """A worker's `POST /v1/inference`: a task id (made up when absent) and sampling."""
+    """A worker's `POST /v1/inference`: a task id (made up when absent), sampling, and how many
+    choices to generate from the one prompt."""
 
     task_id: Annotated[Identifier, DefaultWhen((None, ""))] = Field(default_factory=lambda: uuid.uuid4().hex)
+    n: Choices = 1
 
 
 class PromptInference(InferenceRequest):
@@ -105,8 +245,8 @@ class PromptInference(InferenceRequest):
     prompt: PromptText
 
 
-class ChatInference(InferenceRequest):
-    """An inference of chat messages (rendered with the model's chat template)."""
+class ChatInference(InferenceRequest, ToolParams):
+    """An inference of chat messages (rendered with the model's chat template), maybe with tools."""
 
     messages: Messages
 

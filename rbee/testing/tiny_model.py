@@ -124,7 +124,7 @@ def add_vocab(writer: gguf.GGUFWriter, tokens: list[str], scores: list[float], t
     writer.add_eos_token_id(EOS_ID)
 
 
-def _write(path: str, *, context_length: int, seed: int) -> None:
+def _write(path: str, *, context_length: int, seed: int, chat_template: str | None) -> None:
     """Write the GGUF file to ``path`` (non-atomically)."""
     tokens, scores, types = _vocab()
     writer = gguf.GGUFWriter(path, ARCH)
@@ -138,6 +138,8 @@ def _write(path: str, *, context_length: int, seed: int) -> None:
         writer.add_head_count_kv(N_HEAD)
         writer.add_layer_norm_rms_eps(RMS_EPS)
         add_vocab(writer, tokens, scores, types)
+        if chat_template is not None:
+            writer.add_chat_template(chat_template)
         for name, tensor in _tensors(len(tokens), seed).items():
             writer.add_tensor(name, tensor)
         writer.write_header_to_file()
@@ -148,18 +150,20 @@ def _write(path: str, *, context_length: int, seed: int) -> None:
 
 
 def build_tiny_gguf(
-    path: str | os.PathLike[str], *, context_length: int = 2048, seed: int = 0
+    path: str | os.PathLike[str], *, context_length: int = 2048, seed: int = 0,
+    chat_template: str | None = None,
 ) -> pathlib.Path:
     """Write a tiny random-weight llama-architecture GGUF to `path` and return the path.
 
     The file is deterministic for a given ``seed`` and ``context_length`` and is
-    written atomically: readers never see a partially written model.
+    written atomically: readers never see a partially written model. `chat_template` becomes
+    its `tokenizer.chat_template` (none by default).
     """
     target = pathlib.Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
-        _write(tmp, context_length=context_length, seed=seed)
+        _write(tmp, context_length=context_length, seed=seed, chat_template=chat_template)
         os.replace(tmp, target)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)

@@ -13,7 +13,9 @@ token); a sequence that ends on such a token has one token decoded for nothing. 
 (prompt prefill) and leave (end of generation, stop sequence, max tokens, cancellation) between
 steps; a finished sequence's KV cells are cleared (once no decode is in flight) so its slot
 starts clean. A slot is a sequence id, so the slot count costs KV cache memory, not threads or
-copies of the weights.
+copies of the weights. The choices of one request (`n` > 1) decode the prompt once: the first
+choice's sequence decodes it, and the others copy its cells (`llama_memory_seq_cp`) and sample
+their first token from the same logits, each with its own sampler.
 """
 
 from __future__ import annotations
@@ -24,17 +26,17 @@ import functools
 import logging
 import os
 import queue
-import random
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from rbee.common.wire import StopReason
-from rbee.common.wire_requests import SamplingParams
+from rbee.common.wire import StopReason, TokenLogprobs
 from rbee.worker import engine
 from rbee.worker.faults import Faults
 from rbee.worker.generation import Job, LoadSpec, Outcome, Progress
+from rbee.worker.logprobs import logits_at, token_logprobs
+from rbee.worker.sampling import build_sampler
 from rbee.worker.token_rules import TokenRules
 
 log = logging.getLogger(__name__)
@@ -48,10 +50,6 @@ whole vocabulary once per sequence, and more than 8 threads gain little against 
 GPU_THREADS = 4
 """llama.cpp's CPU threads for a fully offloaded model (unless `threads` is given): its CPU work
 is small, and idle threads would spin against the sampling threads."""
-# llama-cpp-python's own defaults for what rbee's API does not expose
-TOP_K = 40
-MIN_P = 0.05
-TYPICAL_P = 1.0
 
 
 @dataclass(eq=False)
@@ -68,8 +66,27 @@ class _Sequence:
     position: int = 0
     logits_at: int = -1
     """Index in the last batch of the token whose logits this sequence samples from."""
+    leader: _Sequence | None = None
+    """The sequence whose prompt cells this one waits to copy (another choice of its request)."""
+    followers: list[_Sequence] = field(default_factory=list)
+    """Sequences waiting to copy this one's prompt cells."""
+    copy_due: bool = False
+    """The leader's prompt is in the KV cache: copy its cells before the next decode."""
 
     def __post_init__(self) -> None:
+        self.pending = list(self.job.prompt_tokens)
+
+    def follow(self, leader: _Sequence) -> None:
+        """Take the prompt from `leader`'s cells instead of decoding it."""
+        self.leader = leader
+        self.pending = []
+        leader.followers.append(self)
+
+    def unfollow(self) -> None:
+        """The leader is gone before its prompt was copied: decode the prompt after all."""
+        self.leader = None
+        self.copy_due = False
+        self.logits_at = -1
         self.pending = list(self.job.prompt_tokens)
 
     @property
@@ -128,11 +145,12 @@ class _Batch:
 
 class _CachedVocab:
     """Each token's text and whether it ends generation, asked of llama.cpp once per token
-    (used only by the decode loop's thread)."""
+    (used by the decode loop's thread; `piece` also by the sampling threads)."""
 
     def __init__(self, model: Any) -> None:
         self._model = model
         self._texts: dict[tuple[int, ...], bytes] = {}
+        self._pieces: dict[int, bytes] = {}
         self.is_end = functools.cache(functools.partial(engine.is_end_of_generation, model.vocab))
 
     def detokenize(self, tokens: list[int]) -> bytes:
@@ -143,22 +161,12 @@ class _CachedVocab:
             text = self._texts[key] = self._model.detokenize(tokens)
         return text
 
-
-def _sampler(params: SamplingParams) -> Any:
-    """A sampler chain as llama-cpp-python's `generate` builds it, seeded for this sequence."""
-    from llama_cpp import _internals
-
-    sampler = _internals.LlamaSampler()
-    if params.temperature == 0.0:
-        sampler.add_greedy()
-        return sampler
-    sampler.add_top_k(TOP_K)
-    sampler.add_typical(TYPICAL_P, 1)
-    sampler.add_top_p(params.top_p, 1)
-    sampler.add_min_p(MIN_P, 1)
-    sampler.add_temp(params.temperature)
-    sampler.add_dist(params.seed if params.seed is not None else random.randrange(2**31))
-    return sampler
+    def piece(self, token: int) -> bytes:
+        """One token's bytes as it reads in the output, remembered (any sampling thread may ask)."""
+        text = self._pieces.get(token)
+        if text is None:
+            text = self._pieces[token] = engine.token_piece(self._model.vocab, token)
+        return text
 
 
 def _default_threads(offloaded: bool) -> int:
@@ -212,7 +220,7 @@ class BatchEngine:
         self._spec = spec
         self._faults = faults
         self._overlap = _overlaps(spec)
-        self._queue: queue.SimpleQueue[tuple[int, Job, Future[Outcome]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[tuple[int, Job, Future[Outcome]]] | None] = queue.SimpleQueue()
         self._active: dict[int, _Sequence] = {}
         self._stale: list[_Sequence] = []
         """Sequences gone whose cells and sampler are freed once no decode is in flight."""
@@ -226,6 +234,7 @@ class BatchEngine:
         self._vocab: _CachedVocab | None = None
         self._batch = _Batch(BATCH_TOKENS)
         self.context_tokens = 0
+        self.vocab_size = 0
         self.chat_template: str | None = None
 
     @classmethod
@@ -237,9 +246,10 @@ class BatchEngine:
         progress(1.0)
         return batch_engine
 
-    def tokenize(self, text: str, parse_special: bool) -> list[int]:
-        """Prompt tokens with BOS (the vocabulary is read-only, so any thread may tokenize)."""
-        return self._model.tokenize(text.encode("utf-8"), add_bos=True, special=parse_special)
+    def tokenize(self, text: str, parse_special: bool, add_bos: bool = True) -> list[int]:
+        """Prompt tokens, with BOS unless told (the vocabulary is read-only, so any thread may
+        tokenize)."""
+        return self._model.tokenize(text.encode("utf-8"), add_bos=add_bos, special=parse_special)
 
     def special_texts(self) -> tuple[str, str]:
         """The text of the BOS and EOS tokens."""
@@ -247,11 +257,16 @@ class BatchEngine:
 
     def start(self, slot: int, job: Job) -> Future[Outcome]:
         """Queue `job` to join the batch as sequence `slot` at the next step."""
+        return self.start_all([(slot, job)])[0]
+
+    def start_all(self, starts: list[tuple[int, Job]]) -> list[Future[Outcome]]:
+        """Queue jobs to join the batch together at the next step (one request's choices: those
+        that follow the first one find it there, its prompt not yet decoded)."""
         if self._closed:
             raise RuntimeError("the engine is shut down")
-        done: Future[Outcome] = Future()
-        self._queue.put((slot, job, done))
-        return done
+        item = [(slot, job, Future[Outcome]()) for slot, job in starts]
+        self._queue.put(item)
+        return [done for _, _, done in item]
 
     def shutdown(self) -> None:
         """Cancel every sequence, stop the decode loop and wait (blocking, at most
@@ -271,6 +286,7 @@ class BatchEngine:
             self._model, self._context = _load(self._spec)
             self._vocab = _CachedVocab(self._model)
             self.context_tokens = llama_cpp.llama_n_ctx_seq(self._context.ctx)
+            self.vocab_size = self._model.n_vocab()
             self.chat_template = engine.chat_template_of(self._model.metadata())
         except BaseException as exc:
             self._free()
@@ -302,7 +318,8 @@ class BatchEngine:
             while True:
                 if item is None:
                     return False
-                self._join(*item)
+                for start in item:
+                    self._join(*start)
                 item = self._queue.get_nowait()
         except queue.Empty:
             return True
@@ -321,10 +338,13 @@ class BatchEngine:
             self._finish(seq, StopReason.MAX_TOKENS)
         else:
             try:
-                seq.sampler = _sampler(job.params)
+                seq.sampler = build_sampler(job, self._model)
             except Exception as exc:
                 done.set_exception(exc)
                 return
+            leader = self._active.get(job.follows) if job.follows is not None else None
+            if leader is not None and leader.position == 0 and leader.job.prompt_tokens == job.prompt_tokens:
+                seq.follow(leader)
             self._active[slot] = seq
 
     def _guarded_step(self) -> None:
@@ -342,6 +362,7 @@ class BatchEngine:
         on a GPU in the other order, so that the two overlap, except for each sequence's first
         token, handed out before the launch (its time to first token)."""
         self._quiesce()
+        self._copy_prompts()
         sampled = self._sample()
         if self._overlap:
             firsts = [pair for pair in sampled if not pair[0].rules.produced]
@@ -367,9 +388,24 @@ class BatchEngine:
                 seq.sampler.close()
         self._stale.clear()
 
-    def _sample(self) -> list[tuple[_Sequence, int]]:
-        """The next token of every sequence whose input the last batch completed; the sequences
-        are spread over `SAMPLING_THREADS` threads, each sampler used by one thread."""
+    def _copy_prompts(self) -> None:
+        """Give each sequence whose leader's prompt is now in the KV cache a copy of those cells
+        (llama.cpp copies them before the next decode)."""
+        import llama_cpp
+
+        for seq in self._active.values():
+            leader = seq.leader
+            if seq.copy_due and leader is not None:
+                llama_cpp.llama_memory_seq_cp(self._context.memory, leader.seq_id, seq.seq_id, -1, -1)
+                seq.position = leader.position
+                seq.leader = None
+                seq.copy_due = False
+                leader.followers.remove(seq)
+
+    def _sample(self) -> list[tuple[_Sequence, int, TokenLogprobs | None]]:
+        """The next token of every sequence whose input the last batch completed, and its log
+        probabilities for a sequence that asks; the sequences are spread over `SAMPLING_THREADS`
+        threads, each sampler used by one thread."""
         import llama_cpp
 
         ready = [s for s in self._active.values() if s.logits_at >= 0]
@@ -379,9 +415,19 @@ class BatchEngine:
         # one read on this thread first: llama.cpp puts the batch's outputs in order on the first
         llama_cpp.llama_get_logits_ith(ctx, ready[0].logits_at)
         sample = llama_cpp.llama_sampler_sample
+        n_vocab = self._model.n_vocab()
+        vocab = self._vocab
+        assert vocab is not None
 
-        def sample_all(chunk: list[_Sequence]) -> list[int]:
-            return [sample(seq.sampler.sampler, ctx, seq.logits_at) for seq in chunk]
+        def sample_one(seq: _Sequence) -> tuple[int, TokenLogprobs | None]:
+            token = sample(seq.sampler.sampler, ctx, seq.logits_at)
+            n_probs = seq.job.params.n_probs
+            if n_probs is None:
+                return token, None
+            return token, token_logprobs(logits_at(ctx, seq.logits_at, n_vocab), token, n_probs, vocab.piece)
+
+        def sample_all(chunk: list[_Sequence]) -> list[tuple[int, TokenLogprobs | None]]:
+            return [sample_one(seq) for seq in chunk]
 
         parts = min(SAMPLING_THREADS, len(ready))
         futures = [self._pool.submit(sample_all, ready[i::parts]) for i in range(1, parts)]
@@ -389,18 +435,18 @@ class BatchEngine:
             first = sample_all(ready[::parts])
         finally:
             wait(futures)
-        tokens = [0] * len(ready)
+        tokens: list[tuple[int, TokenLogprobs | None]] = [(0, None)] * len(ready)
         tokens[::parts] = first
         for i, part in enumerate(futures, start=1):
             tokens[i::parts] = part.result()
-        return list(zip(ready, tokens, strict=True))
+        return [(seq, token, logprobs) for seq, (token, logprobs) in zip(ready, tokens, strict=True)]
 
-    def _launch(self, sampled: list[tuple[_Sequence, int]]) -> None:
+    def _launch(self, sampled: list[tuple[_Sequence, int, TokenLogprobs | None]]) -> None:
         """Start decoding the next batch: the sampled token of every sequence still going, then
         prompt tokens of joining ones (on a GPU the call returns before the outputs are ready)."""
         import llama_cpp
 
-        for seq, token in sampled:
+        for seq, token, _ in sampled:
             if self._active.get(seq.seq_id) is seq:
                 seq.pending.append(token)
         sequences = list(self._active.values())
@@ -411,7 +457,7 @@ class BatchEngine:
         for seq in decoding:
             self._put(seq, 1)
         for seq in sequences:
-            if not seq.decoding:
+            if not seq.decoding and seq.leader is None:
                 take = min(room, len(seq.pending))
                 room -= take
                 self._put(seq, take)
@@ -430,11 +476,16 @@ class BatchEngine:
         last = self._batch.add(tokens, seq.position, seq.seq_id, completes)
         seq.position += take
         seq.logits_at = last if completes else -1
+        if completes and seq.followers:
+            for follower in seq.followers:
+                if follower.leader is seq:
+                    follower.logits_at = last
+                    follower.copy_due = True
 
-    def _settle(self, sampled: list[tuple[_Sequence, int]]) -> None:
+    def _settle(self, sampled: list[tuple[_Sequence, int, TokenLogprobs | None]]) -> None:
         """Hand out each sampled token, or end its sequence on it."""
-        for seq, token in sampled:
-            stop_reason = seq.rules.accept(token)
+        for seq, token, logprobs in sampled:
+            stop_reason = seq.rules.accept(token, logprobs)
             if stop_reason is not None:
                 self._finish(seq, stop_reason)
 
@@ -448,3 +499,7 @@ class BatchEngine:
         """Forget a sequence; its cells and sampler are freed at the next quiet moment."""
         self._active.pop(seq.seq_id, None)
         self._stale.append(seq)
+        for follower in seq.followers:
+            if follower.leader is seq:
+                follower.unfollow()
+        seq.followers.clear()

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import functools
 import os
-import random
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from rbee.common.wire import StopReason
-from rbee.common.wire_requests import SamplingParams
-from rbee.worker.generation import EmitToken, Job, Outcome
+from rbee.worker.generation import Job, Outcome
 from rbee.worker.gpu_params import GpuParams, layers_on_gpu
 from rbee.worker.token_rules import TokenRules
 
@@ -98,9 +96,28 @@ def special_texts(model: Any) -> tuple[str, str]:
     return text(model.token_bos()), text(model.token_eos())
 
 
-def tokenize(context: Any, text: str, parse_special: bool) -> list[int]:
-    """Tokenize a prompt with BOS; special tokens are parsed only for rendered templates."""
-    return context.tokenize(text.encode("utf-8"), add_bos=True, special=parse_special)
+def tokenize(context: Any, text: str, parse_special: bool, add_bos: bool = True) -> list[int]:
+    """Tokenize a prompt, with BOS unless told; special tokens are parsed only for rendered templates."""
+    return context.tokenize(text.encode("utf-8"), add_bos=add_bos, special=parse_special)
+
+
+PIECE_BYTES = 256
+"""Room for one token's text; llama.cpp reports a longer piece's size, and it is asked again."""
+
+
+def token_piece(vocab: Any, token: int) -> bytes:
+    """One token's bytes as it reads in the output (a control token's own text included)."""
+    import ctypes
+
+    import llama_cpp
+
+    size = PIECE_BYTES
+    while True:
+        buffer = ctypes.create_string_buffer(size)
+        n = llama_cpp.llama_token_to_piece(vocab, token, buffer, size, 0, True)
+        if n >= 0:
+            return buffer.raw[:n]
+        size = -n
 
 
 def is_end_of_generation(vocab: Any, token: int) -> bool:
@@ -110,35 +127,42 @@ def is_end_of_generation(vocab: Any, token: int) -> bool:
     return bool(llama_cpp.llama_vocab_is_eog(vocab, token))
 
 
-def generate(
-    context: Any,
-    prompt_tokens: list[int],
-    params: SamplingParams,
-    stops: tuple[str, ...],
-    cancel: threading.Event,
-    emit: EmitToken,
-    on_token: Callable[[int], None] | None = None,
-) -> Outcome:
-    """Generate until max tokens, end of generation, a stop sequence or cancellation.
+def generate(context: Any, job: Job, on_token: Callable[[int], None] | None = None) -> Outcome:
+    """Generate until max tokens, end of generation, a stop sequence or cancellation, sampling
+    with the job's own chain (rbee.worker.sampling) on the context's last logits.
 
-    `emit` is called once per generated token with the text it releases (possibly empty:
+    `job.emit` is called once per generated token with the text it releases (possibly empty:
     a partial UTF-8 sequence or a possible stop sequence is held back), `on_token` (when given)
     just before. Text is detokenized one token at a time, so the cost per token stays constant
     however long the output grows.
     """
-    context.set_seed(params.seed if params.seed is not None else random.randrange(2**31))
-    job = Job(prompt_tokens, params, stops, cancel, emit)
-    is_end = functools.partial(is_end_of_generation, context._model.vocab)
+    from rbee.worker.logprobs import logits_at, token_logprobs
+    from rbee.worker.sampling import build_sampler
+
+    model = context._model
+    is_end = functools.partial(is_end_of_generation, model.vocab)
     rules = TokenRules(job, context.n_ctx(), is_end, context.detokenize, on_token)
     stop_reason = StopReason.MAX_TOKENS
-    if rules.budget > 0:
-        for token in context.generate(
-            prompt_tokens, temp=params.temperature, top_p=params.top_p, reset=True
-        ):
-            if cancel.is_set():
+    if rules.budget <= 0:
+        return rules.finish(stop_reason)
+    sampler = build_sampler(job, model)
+    n_probs = job.params.n_probs
+    try:
+        context.reset()
+        context.eval(job.prompt_tokens)
+        while True:
+            if job.cancel.is_set():
                 stop_reason = StopReason.CANCELLED
                 break
-            if (ended := rules.accept(token)) is not None:
+            token = sampler.sample(context._ctx, -1)
+            logprobs = None
+            if n_probs is not None:
+                logits = logits_at(context._ctx.ctx, -1, context.n_vocab())
+                logprobs = token_logprobs(logits, token, n_probs, functools.partial(token_piece, model.vocab))
+            if (ended := rules.accept(token, logprobs)) is not None:
                 stop_reason = ended
                 break
+            context.eval([token])
+    finally:
+        sampler.close()
     return rules.finish(stop_reason)

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from rbee.common.tunables import Timings
-from rbee.common.wire import StopReason
+from rbee.common.wire import StopReason, TokenLogprobs
 from rbee.common.wire_requests import SamplingParams
 
-EmitToken = Callable[[int, str], None]
+EmitToken = Callable[[int, str, TokenLogprobs | None], None]
 Progress = Callable[[float], None]
 
 
@@ -65,7 +65,16 @@ class Job:
     stops: tuple[str, ...]
     cancel: threading.Event
     emit: EmitToken
-    """Called on the engine's thread once per generated token with the text it releases."""
+    """Called on the engine's thread once per generated token with the text it releases and,
+    when `params.n_probs` asks for them, the token's log probabilities."""
+    grammar: str | None = None
+    """GBNF text (root rule `root`) every sampled token must follow; None: free text."""
+    grammar_triggers: tuple[str, ...] = ()
+    """Patterns (regular expressions) that switch the grammar on once one appears in the output
+    (a lazy grammar: free text until then); empty: the grammar holds from the first token."""
+    follows: int | None = None
+    """The slot of another job of the same request and prompt whose prompt cells this one copies
+    instead of decoding the prompt again (`n` > 1); None: it decodes its own prompt."""
 
 
 class Engine(Protocol):
@@ -73,10 +82,13 @@ class Engine(Protocol):
 
     context_tokens: int
     """Context tokens one generation may use (prompt plus output)."""
+    vocab_size: int
+    """Tokens in the model's vocabulary."""
     chat_template: str | None
 
-    def tokenize(self, text: str, parse_special: bool) -> list[int]:
-        """Prompt tokens with BOS; special tokens parsed only for rendered chat templates."""
+    def tokenize(self, text: str, parse_special: bool, add_bos: bool = True) -> list[int]:
+        """Prompt tokens, with BOS unless told (a rendered template that wrote BOS itself);
+        special tokens parsed only for rendered chat templates."""
         ...
 
     def special_texts(self) -> tuple[str, str]:
@@ -85,6 +97,11 @@ class Engine(Protocol):
 
     def start(self, slot: int, job: Job) -> Future[Outcome]:
         """Begin generating for `job` in slot `slot` (which the caller holds)."""
+        ...
+
+    def start_all(self, starts: list[tuple[int, Job]]) -> list[Future[Outcome]]:
+        """Begin generating for each `(slot, job)` together: one request's choices, the first
+        first (those that follow it copy its prompt cells)."""
         ...
 
     def shutdown(self) -> None:

@@ -129,7 +129,7 @@ class WorkerRuntime:
             self._loaded_share(1.0)
             return EmbeddingService(settings.worker_id, pool, embedder)
         engine = await ENGINE_CLASSES[settings.engine].load(spec, self.faults, self._loaded_share)
-        return InferenceService(settings.worker_id, pool, engine)
+        return InferenceService(settings.worker_id, pool, engine, self.timings.max_output_tokens)
 
     async def drain(self) -> None:
         """Refuse new work, let running generations finish within the budget, cancel the rest."""

@@ -1,7 +1,8 @@
 """The simple engine: one llama context and one thread per slot (`--engine simple`).
 
 Each slot's context is loaded, used and left by its own thread only, so no context is ever
-touched by two threads. Kept beside the batched engine for comparison.
+touched by two threads. Kept beside the batched engine for comparison. A request's choices
+(`n` > 1) each decode the prompt in their own context: contexts share no cells to copy.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class SimpleEngine:
         self._executors = executors
         self._faults = faults
         self.context_tokens = contexts[0].n_ctx()
+        self.vocab_size = contexts[0].n_vocab()
         self.chat_template = engine.chat_template_of(contexts[0].metadata)
 
     @classmethod
@@ -48,9 +50,9 @@ class SimpleEngine:
             raise
         return cls(contexts, executors, faults)
 
-    def tokenize(self, text: str, parse_special: bool) -> list[int]:
-        """Prompt tokens with BOS (the vocabulary is shared and read-only)."""
-        return engine.tokenize(self._contexts[0], text, parse_special)
+    def tokenize(self, text: str, parse_special: bool, add_bos: bool = True) -> list[int]:
+        """Prompt tokens, with BOS unless told (the vocabulary is shared and read-only)."""
+        return engine.tokenize(self._contexts[0], text, parse_special, add_bos)
 
     def special_texts(self) -> tuple[str, str]:
         """The text of the BOS and EOS tokens."""
@@ -60,10 +62,13 @@ class SimpleEngine:
         """Generate in the slot's own thread."""
         return self._executors[slot].submit(self._run, self._contexts[slot], job)
 
+    def start_all(self, starts: list[tuple[int, Job]]) -> list[Future[Outcome]]:
+        """Start each job in its own slot's thread."""
+        return [self.start(slot, job) for slot, job in starts]
+
     def _run(self, context: Any, job: Job) -> Outcome:
         self._faults.on_generation_start()
-        return engine.generate(context, job.prompt_tokens, job.params, job.stops, job.cancel, job.emit,
-                               self._faults.on_token)
+        return engine.generate(context, job, self._faults.on_token)
 
     def shutdown(self) -> None:
         """Stop the slot threads (after their current generation returns)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import codecs
 from collections.abc import Callable
 
-from rbee.common.wire import StopReason
+from rbee.common.wire import StopReason, TokenLogprobs
 from rbee.worker.generation import Job, Outcome
 from rbee.worker.stop_matcher import StopMatcher
 
@@ -34,15 +34,15 @@ class TokenRules:
         """Tokens this generation may produce: `max_tokens`, or fewer when the context is fuller."""
         self.produced = 0
 
-    def accept(self, token: int) -> StopReason | None:
-        """Hand out a sampled token's text (after calling `on_token`); the stop reason when the
-        generation ends with this token, None while it goes on."""
+    def accept(self, token: int, logprobs: TokenLogprobs | None = None) -> StopReason | None:
+        """Hand out a sampled token's text and log probabilities (after calling `on_token`); the
+        stop reason when the generation ends with this token, None while it goes on."""
         if not self._job.params.ignore_eos and self._is_end(token):
             return StopReason.EOS
         if self._on_token is not None:
             self._on_token(self.produced)
         text = self._decoder.decode(self._detokenize([token]))
-        self._job.emit(self.produced, self._matcher.feed(text))
+        self._job.emit(self.produced, self._matcher.feed(text), logprobs)
         self.produced += 1
         if self._matcher.stopped:
             return StopReason.STOP
@@ -55,5 +55,5 @@ class TokenRules:
         if stop_reason != StopReason.CANCELLED:
             tail = self._matcher.feed(self._decoder.decode(b"", final=True)) + self._matcher.flush()
             if tail:
-                self._job.emit(self.produced, tail)
+                self._job.emit(self.produced, tail, None)
         return Outcome(tokens_out=self.produced, stop_reason=stop_reason)

@@ -57,15 +57,20 @@ async def _openai_stream(
 ) -> web.StreamResponse:
     response = await sse.open_stream(request)
     first = True
+    called_tools = False
     async for event in events:
         match event:
             case wire.Token():
                 await sse.send_data(response, responder.chunk(event.token, first))
                 first = False
+            case wire.ToolCall():
+                for chunk in responder.tool_call_chunks(event, first):
+                    await sse.send_data(response, chunk)
+                first, called_tools = False, True
             case wire.Started():
                 responder.prompt_tokens = event.prompt_tokens
             case wire.End():
-                await sse.send_data(response, responder.final_chunk(event.stop_reason))
+                await sse.send_data(response, responder.final_chunk(event.stop_reason, called_tools))
                 if responder.request.include_usage:
                     await sse.send_data(response, responder.usage_chunk(event.tokens_out))
             case wire.Error():
@@ -78,14 +83,17 @@ async def _openai_whole(
     responder: OpenAIResponder, events: AsyncIterator[wire.TaskEvent]
 ) -> web.Response:
     parts: list[str] = []
+    calls: list[wire.ToolCall] = []
     async for event in events:
         match event:
             case wire.Token():
                 parts.append(event.token)
+            case wire.ToolCall():
+                calls.append(event)
             case wire.Started():
                 responder.prompt_tokens = event.prompt_tokens
             case wire.End():
-                answer = responder.complete("".join(parts), event.stop_reason, event.tokens_out)
+                answer = responder.complete("".join(parts), event.stop_reason, event.tokens_out, calls)
                 return web.json_response(answer)
             case wire.Error():
                 raise event.to_api_error(503)

@@ -7,9 +7,21 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from rbee.common import wire
 from rbee.queen.api.openai_requests import ChatCompletionRequest, CompletionRequest
 
 FINISH_REASONS = {"max_tokens": "length", "eos": "stop", "stop": "stop", "cancelled": "stop"}
+
+
+def finish_reason(stop_reason: str, called_tools: bool) -> str:
+    """OpenAI's finish reason: `tool_calls` for an answer that called tools and was not cut short."""
+    reason = FINISH_REASONS.get(stop_reason, "stop")
+    return "tool_calls" if called_tools and reason == "stop" else reason
+
+
+def tool_call_json(call: wire.ToolCall) -> dict[str, Any]:
+    """A tool call as an OpenAI message carries it."""
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
 
 
 @dataclass(frozen=True)
@@ -62,12 +74,15 @@ class OpenAIResponder:
             "total_tokens": self.prompt_tokens + completion_tokens,
         }
 
-    def _choice(self, text: str | None, finish_reason: str | None, first: bool) -> dict[str, Any]:
+    def _choice(self, text: str | None, finish_reason: str | None, first: bool,
+                tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         if not self.request.chat:
             return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
         delta: dict[str, Any] = {"role": "assistant"} if first else {}
         if text is not None:
             delta["content"] = text
+        if tool_calls is not None:
+            delta["tool_calls"] = tool_calls
         return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
 
     def chunk(self, text: str | None, first: bool = False) -> dict[str, Any]:
@@ -75,10 +90,19 @@ class OpenAIResponder:
         suffix = ".chunk" if self.request.chat else ""
         return {**self._base(suffix), "choices": [self._choice(text, None, first)]}
 
-    def final_chunk(self, stop_reason: str) -> dict[str, Any]:
+    def tool_call_chunks(self, call: wire.ToolCall, first: bool = False) -> list[dict[str, Any]]:
+        """A tool call streamed as OpenAI streams one: its id, type and name with empty
+        arguments, then the arguments."""
+        head = {"index": call.index, "id": call.id, "type": "function",
+                "function": {"name": call.name, "arguments": ""}}
+        rest = {"index": call.index, "function": {"arguments": call.arguments}}
+        return [{**self._base(".chunk"), "choices": [self._choice(None, None, first, [head])]},
+                {**self._base(".chunk"), "choices": [self._choice(None, None, False, [rest])]}]
+
+    def final_chunk(self, stop_reason: str, called_tools: bool = False) -> dict[str, Any]:
         """The streamed chunk that carries the finish reason."""
         suffix = ".chunk" if self.request.chat else ""
-        reason = FINISH_REASONS.get(stop_reason, "stop")
+        reason = finish_reason(stop_reason, called_tools)
         return {**self._base(suffix), "choices": [self._choice(None, reason, False)]}
 
     def usage_chunk(self, completion_tokens: int) -> dict[str, Any]:
@@ -86,13 +110,18 @@ class OpenAIResponder:
         suffix = ".chunk" if self.request.chat else ""
         return {**self._base(suffix), "choices": [], "usage": self.usage(completion_tokens)}
 
-    def complete(self, text: str, stop_reason: str, completion_tokens: int) -> dict[str, Any]:
-        """The whole non-streamed answer."""
-        reason = FINISH_REASONS.get(stop_reason, "stop")
+    def complete(self, text: str, stop_reason: str, completion_tokens: int,
+                 tool_calls: list[wire.ToolCall] | None = None) -> dict[str, Any]:
+        """The whole non-streamed answer (content null when it only called tools)."""
+        reason = finish_reason(stop_reason, bool(tool_calls))
         if self.request.chat:
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if tool_calls:
+                message["content"] = text if text.strip() else None
+                message["tool_calls"] = [tool_call_json(call) for call in tool_calls]
             choice: dict[str, Any] = {
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
+                "message": message,
                 "logprobs": None,
                 "finish_reason": reason,
             }

@@ -10,6 +10,7 @@ from pydantic import BeforeValidator, Field, StrictBool, model_validator
 from rbee.common.request_body import RequestBody
 from rbee.common.request_fields import BackendPolicy, DefaultWhen, ModelRef, PromptText
 from rbee.common.wire_requests import Messages, SamplingParams
+from rbee.common.wire_tools import ToolParams
 
 
 class StreamOptions(RequestBody):
@@ -59,11 +60,12 @@ class CompletionRequest(OpenAIBody):
         return {"prompt": self.prompt, **self.sampling_wire()}
 
 
-class ChatCompletionRequest(OpenAIBody):
+class ChatCompletionRequest(OpenAIBody, ToolParams):
     """`POST /v1/chat/completions`."""
 
     messages: Messages
 
     def worker_body(self) -> dict[str, Any]:
-        """What the worker gets: the messages and the sampling settings."""
-        return {"messages": [message.model_dump() for message in self.messages], **self.sampling_wire()}
+        """What the worker gets: the messages, the tools and the sampling settings."""
+        messages = [message.model_dump(exclude_none=True) for message in self.messages]
+        return {"messages": messages, **self.tool_wire(), **self.sampling_wire()}

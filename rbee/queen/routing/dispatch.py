@@ -99,9 +99,9 @@ class Dispatcher:
         log_context.bind(task_id=task.task_id)
         body = task.worker_body
         text = body.get("prompt") or json.dumps(body.get("messages"), sort_keys=True)
+        budget = {"max_tokens": body["max_tokens"]} if body.get("max_tokens") is not None else {}
         self._audit("task.submitted", task_id=task.task_id, model=task.model,
-                    correlation_id=task.correlation_id, prompt_sha256=prompt_digest(text),
-                    max_tokens=body.get("max_tokens"))
+                    correlation_id=task.correlation_id, prompt_sha256=prompt_digest(text), **budget)
         outcome: dict[str, Any] = {"event": "task.cancelled", "reason": "the client went away"}
         try:
             async for event in self._meter.observe(self._attempts(task)):
