@@ -264,6 +264,9 @@ class TaskRequest(SamplingParams):
     node: NodeName | None = None
     backend: BackendPolicy | None = None
     """None: the queen's policy for the model (`model_backends`, else `backend`)."""
+    n: Annotated[Literal[1], DefaultWhen()] = 1
+    """Refused above 1: the native event stream has no shape for several choices (the OpenAI
+    routes take `n`)."""
 
     def worker_body(self) -> dict[str, Any]:
         """What the worker gets: the prompt and the sampling settings."""

@@ -415,7 +415,7 @@ class BatchEngine:
         # one read on this thread first: llama.cpp puts the batch's outputs in order on the first
         llama_cpp.llama_get_logits_ith(ctx, ready[0].logits_at)
         sample = llama_cpp.llama_sampler_sample
-        n_vocab = self._model.n_vocab()
+        n_vocab = self.vocab_size
         vocab = self._vocab
         assert vocab is not None
 

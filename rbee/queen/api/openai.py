@@ -56,21 +56,18 @@ async def _openai_stream(
     request: web.Request, responder: OpenAIResponder, events: AsyncIterator[wire.TaskEvent]
 ) -> web.StreamResponse:
     response = await sse.open_stream(request)
-    first = True
-    called_tools = False
     async for event in events:
         match event:
             case wire.Token():
-                await sse.send_data(response, responder.chunk(event.token, first))
-                first = False
+                await sse.send_data(response, responder.chunk(event))
             case wire.ToolCall():
-                for chunk in responder.tool_call_chunks(event, first):
+                for chunk in responder.tool_call_chunks(event):
                     await sse.send_data(response, chunk)
-                first, called_tools = False, True
             case wire.Started():
                 responder.prompt_tokens = event.prompt_tokens
             case wire.End():
-                await sse.send_data(response, responder.final_chunk(event.stop_reason, called_tools))
+                for chunk in responder.final_chunks(event):
+                    await sse.send_data(response, chunk)
                 if responder.request.include_usage:
                     await sse.send_data(response, responder.usage_chunk(event.tokens_out))
             case wire.Error():
@@ -82,19 +79,16 @@ async def _openai_stream(
 async def _openai_whole(
     responder: OpenAIResponder, events: AsyncIterator[wire.TaskEvent]
 ) -> web.Response:
-    parts: list[str] = []
-    calls: list[wire.ToolCall] = []
     async for event in events:
         match event:
             case wire.Token():
-                parts.append(event.token)
+                responder.add(event)
             case wire.ToolCall():
-                calls.append(event)
+                responder.add_tool_call(event)
             case wire.Started():
                 responder.prompt_tokens = event.prompt_tokens
             case wire.End():
-                answer = responder.complete("".join(parts), event.stop_reason, event.tokens_out, calls)
-                return web.json_response(answer)
+                return web.json_response(responder.complete(event))
             case wire.Error():
                 raise event.to_api_error(503)
     raise wire.worker_crashed().to_api_error(503)

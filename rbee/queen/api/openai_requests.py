@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, StrictBool, model_validator
+from pydantic import BeforeValidator, Field, StrictBool, ValidationInfo, field_validator, model_validator
 
-from rbee.common.request_body import RequestBody
+from rbee.common.request_body import RequestBody, refusal
 from rbee.common.request_fields import BackendPolicy, DefaultWhen, ModelRef, PromptText
-from rbee.common.wire_requests import Messages, SamplingParams
+from rbee.common.validation import MAX_COMPLETION_LOGPROBS, MAX_TOP_LOGPROBS
+from rbee.common.wire_requests import Choices, Messages, SamplingParams
 from rbee.common.wire_tools import ToolParams
 
 
@@ -20,10 +21,11 @@ class StreamOptions(RequestBody):
 
 
 class OpenAIBody(SamplingParams):
-    """What both OpenAI routes take; `max_completion_tokens` stands for an absent `max_tokens`."""
+    """What both OpenAI routes take; `max_completion_tokens` stands for an absent `max_tokens`.
+    Log probabilities are asked for with each route's own field, not llama-server's `n_probs`."""
 
     model: ModelRef
-    n: Literal[1] = 1
+    n: Choices = 1
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     backend: BackendPolicy | None = None
@@ -41,6 +43,15 @@ class OpenAIBody(SamplingParams):
         """Whether a stream ends with a usage chunk."""
         return self.stream_options is not None and self.stream_options.include_usage
 
+    @property
+    def logprob_alternatives(self) -> int | None:
+        """Alternatives per token to report with its log probability; None: no log probabilities."""
+        return None
+
+    def generation_wire(self) -> dict[str, Any]:
+        """The sampling fields, the log probabilities asked for and the choices, for the worker."""
+        return {**self.sampling_wire(), "n_probs": self.logprob_alternatives, "n": self.n}
+
 
 _Prompts = Annotated[list[PromptText], Field(min_length=1, max_length=1)]
 
@@ -54,18 +65,43 @@ class CompletionRequest(OpenAIBody):
     """`POST /v1/completions`."""
 
     prompt: Annotated[PromptText, BeforeValidator(_only_prompt, json_schema_input_type=PromptText | _Prompts)]
+    logprobs: Annotated[int, Field(strict=True, ge=0, le=MAX_COMPLETION_LOGPROBS)] | None = None
+    """Alternatives per token (OpenAI's limit is 5); the sampled token's own comes too."""
+    echo: Annotated[Literal[False], DefaultWhen()] = False
+    """Refused when true: rbee does not return the prompt with the completion."""
+    best_of: Annotated[Literal[1], DefaultWhen()] = 1
+    """Refused above 1: rbee does not generate candidates to rank (ask for `n` choices instead)."""
+
+    @property
+    def logprob_alternatives(self) -> int | None:
+        """The completions API's `logprobs`."""
+        return self.logprobs
 
     def worker_body(self) -> dict[str, Any]:
-        """What the worker gets: the prompt and the sampling settings."""
-        return {"prompt": self.prompt, **self.sampling_wire()}
+        """What the worker gets: the prompt and the generation settings."""
+        return {"prompt": self.prompt, **self.generation_wire()}
 
 
 class ChatCompletionRequest(OpenAIBody, ToolParams):
     """`POST /v1/chat/completions`."""
 
     messages: Messages
+    logprobs: Annotated[StrictBool, DefaultWhen()] = False
+    top_logprobs: Annotated[int, Field(strict=True, ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _needs_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and not info.data.get("logprobs"):
+            raise refusal("needs `logprobs` set to true")
+        return value
+
+    @property
+    def logprob_alternatives(self) -> int | None:
+        """`top_logprobs` (0 when absent) once `logprobs` is true."""
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def worker_body(self) -> dict[str, Any]:
-        """What the worker gets: the messages, the tools and the sampling settings."""
+        """What the worker gets: the messages, the tools and the generation settings."""
         messages = [message.model_dump(exclude_none=True) for message in self.messages]
-        return {"messages": messages, **self.tool_wire(), **self.sampling_wire()}
+        return {"messages": messages, **self.tool_wire(), **self.generation_wire()}
