@@ -1,8 +1,10 @@
 """The generation loop on real llama.cpp with the tiny random-weight model."""
 
+import json
 import threading
 
 import pytest
+from llama_cpp.llama_grammar import JSON_GBNF
 
 from rbee.common.wire_requests import SamplingParams
 from rbee.testing.tiny_model import build_tiny_gguf
@@ -56,3 +58,26 @@ def test_a_stop_sequence_ends_generation_and_is_not_emitted(context):
     outcome, stopped = _run(context, params, stops=(stop,))
     assert outcome.stop_reason == "stop"
     assert "".join(t for _, t in stopped) == text[: text.find(stop)]
+
+
+def _run_job(context, params, **job_fields):
+    pieces: list[tuple[int, str, object]] = []
+    prompt = engine.tokenize(context, "Once upon a time", parse_special=False)
+    job = Job(prompt, params, (), threading.Event(), lambda i, t, lp: pieces.append((i, t, lp)), **job_fields)
+    return engine.generate(context, job), pieces
+
+
+def test_the_simple_engine_samples_with_the_same_chain_grammar_included(context):
+    params = SamplingParams(max_tokens=300, temperature=1.0, seed=4, ignore_eos=True)
+    outcome, pieces = _run_job(context, params, grammar=JSON_GBNF)
+    assert isinstance(json.loads("".join(t for _, t, _ in pieces)), dict)
+    assert outcome.stop_reason == "eos"  # a complete grammar ends the text, ignore_eos or not
+
+
+def test_the_simple_engine_reports_log_probabilities_and_honours_logit_bias(context):
+    forced = engine.tokenize(context, " hello", parse_special=False)[-1]
+    params = SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True, n_probs=2,
+                            logit_bias={str(forced): 100})
+    _, pieces = _run_job(context, params)
+    assert [t for _, t, _ in pieces] == [" hello"] * 4
+    assert all(len(lp.top) == 2 and lp.sampled.token == " hello" for _, _, lp in pieces)

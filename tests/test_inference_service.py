@@ -3,6 +3,7 @@ admitting requests onto slots, streaming native events, cancelling, deadlines, a
 slot only once the engine has finished with it."""
 
 import asyncio
+import json
 import re
 import time
 from concurrent.futures import Future
@@ -365,3 +366,61 @@ def test_a_generation_that_fails_in_the_engine_ends_with_generation_failed_and_f
     assert events[-1]["code"] == "GENERATION_FAILED"
     assert "llama_decode" not in events[-1]["message"]
     assert free == SLOTS
+
+
+def test_n_choices_take_a_slot_each_and_end_with_every_choices_stop_reason(fast):
+    async def scenario():
+        svc = service(fast)
+        task = svc.admit(body(n=2, max_tokens=6, temperature=1.0, seed=3))
+        free_while_running = svc.pool.free
+        events = await events_of(svc, task)
+        await asyncio.sleep(0)
+        return free_while_running, events, svc.pool.free
+
+    free_while_running, events, free_after = asyncio.run(scenario())
+    assert (free_while_running, free_after) == (0, SLOTS)
+    tokens = [e for e in events if e["type"] == "token"]
+    assert sorted({e.get("choice", 0) for e in tokens}) == [0, 1]
+    first, second = ([e for e in tokens if e.get("choice", 0) == choice] for choice in (0, 1))
+    assert text_of(first) != text_of(second)
+    end = events[-1]
+    assert (end["tokens_out"], end["stop_reasons"]) == (12, ["max_tokens", "max_tokens"])
+
+
+def test_more_choices_than_the_worker_has_slots_are_refused_naming_n(fast):
+    error = refusal(service(fast), body(n=SLOTS + 1))
+    assert (error.status, error.code, error.details["field"]) == (400, "TOO_MANY_CHOICES", "n")
+
+
+def test_a_logit_bias_token_outside_the_vocabulary_is_refused(fast):
+    error = refusal(service(fast), body(logit_bias={str(fast.vocab_size): 5}))
+    assert (error.status, error.details["field"]) == (400, "logit_bias")
+
+
+def test_a_schema_with_a_keyword_the_grammar_cannot_enforce_is_refused(fast):
+    schema = {"type": "object", "properties": {"age": {"type": "integer", "maximum": 120}}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "p", "schema": schema}}
+    error = refusal(service(fast), body(response_format=fmt))
+    assert (error.status, error.details["field"]) == (400, "response_format") and "maximum" in error.message
+
+
+def test_a_json_object_request_streams_a_json_object(fast):
+    async def scenario():
+        svc = service(fast)
+        request = body(response_format={"type": "json_object"}, max_tokens=300, temperature=0)
+        return await events_of(svc, svc.admit(request))
+
+    events = asyncio.run(scenario())
+    assert isinstance(json.loads(text_of(events)), dict) and events[-1]["stop_reason"] == "eos"
+
+
+def test_log_probabilities_ride_on_the_token_events_only_when_asked(fast):
+    async def scenario():
+        svc = service(fast)
+        asked = await events_of(svc, svc.admit(body(n_probs=2, max_tokens=3)))
+        plain = await events_of(svc, svc.admit(body(max_tokens=3)))
+        return asked, plain
+
+    asked, plain = asyncio.run(scenario())
+    assert [len(e["logprobs"]["top_logprobs"]) for e in asked if e["type"] == "token"] == [2, 2, 2]
+    assert all("logprobs" not in e for e in plain)

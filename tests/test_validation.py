@@ -47,17 +47,32 @@ def test_sampling_defaults_apply_when_fields_are_absent():
     assert params.max_tokens is None and params.temperature == 0.7 and params.seed is None
 
 
+def test_seed_minus_one_asks_for_a_random_seed_as_llama_server_takes_it():
+    assert SamplingParams.parse({"seed": -1}).fixed_seed is None
+    assert SamplingParams.parse({"seed": 0}).fixed_seed == 0
+
+
+def test_a_refused_logit_bias_names_the_field_and_never_echoes_a_token_id():
+    with pytest.raises(ApiError) as caught:
+        SamplingParams.parse({"logit_bias": {"sec" + "ret": 1}})
+    assert caught.value.details["field"] == "logit_bias" and "secret" not in caught.value.message
+
+
 @pytest.mark.parametrize(
     "body",
     [{"max_tokens": 0}, {"max_tokens": 10**6}, {"max_tokens": True}, {"max_tokens": "5"},
      {"temperature": -0.1}, {"temperature": 2.5}, {"top_p": 1.5}, {"seed": -2},
-     {"stop": ["a", "b", "c", "d", "e"]}, {"stop": 7}],
+     {"stop": ["a", "b", "c", "d", "e"]}, {"stop": 7}, {"top_k": -1}, {"top_k": 1001}, {"min_p": 1.1},
+     {"repeat_penalty": 0}, {"repeat_penalty": 11}, {"presence_penalty": -2.1}, {"frequency_penalty": 2.1},
+     {"logit_bias": {"1": 100.5}}, {"logit_bias": {"-1": 1}}, {"logit_bias": {"1": True}},
+     {"logit_bias": [1]}, {"logit_bias": {str(i): 1 for i in range(1025)}}, {"n_probs": 21},
+     {"response_format": {"type": "yaml"}}],
 )
 def test_out_of_range_sampling_fields_are_refused(body):
     with pytest.raises(ApiError) as caught:
         SamplingParams.parse(body)
     assert caught.value.status == 400
-    assert caught.value.details["field"] in body
+    assert caught.value.details["field"].split(".")[0] in body
 
 
 @pytest.mark.parametrize("prompt", ["", "nul\x00byte", "esc\x1b[31m", "bidi\u202eoverride", 5])

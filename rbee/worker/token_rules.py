@@ -30,6 +30,9 @@ class TokenRules:
         self._on_token = on_token
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._matcher = StopMatcher(job.stops)
+        self._ends_at_eos = not job.params.ignore_eos or job.grammar is not None
+        """A grammar allows end of generation only once it is complete: it ends there even
+        when `ignore_eos` asks to go on."""
         self.budget = min(job.params.max_tokens, context_tokens - len(job.prompt_tokens))
         """Tokens this generation may produce: `max_tokens`, or fewer when the context is fuller."""
         self.produced = 0
@@ -37,7 +40,7 @@ class TokenRules:
     def accept(self, token: int, logprobs: TokenLogprobs | None = None) -> StopReason | None:
         """Hand out a sampled token's text and log probabilities (after calling `on_token`); the
         stop reason when the generation ends with this token, None while it goes on."""
-        if not self._job.params.ignore_eos and self._is_end(token):
+        if self._ends_at_eos and self._is_end(token):
             return StopReason.EOS
         if self._on_token is not None:
             self._on_token(self.produced)
