@@ -210,8 +210,9 @@ def _check_completion_logprobs(tokens, token_logprobs, top_logprobs, offsets, te
     assert "".join(tokens) == text
     assert offsets == [sum(len(t) for t in tokens[:i]) for i in range(len(tokens))], offsets
     assert all(lp <= 0 for lp in token_logprobs)
-    # the likeliest `top` and the sampled token, which may be one of them
-    assert all(top <= len(alternatives) <= top + 1 for alternatives in top_logprobs), top_logprobs
+    # the likeliest `top` and the sampled token, keyed by text (tokens of the same text share a key)
+    for token, logprob, alternatives in zip(tokens, token_logprobs, top_logprobs, strict=True):
+        assert alternatives[token] == logprob and 1 <= len(alternatives) <= top + 1, alternatives
 
 
 @then("the completion logprobs list every token with its offset and {top:d} alternatives")

@@ -5,6 +5,7 @@ logits, and the choices of one request sharing the prompt's cells."""
 import asyncio
 import json
 import math
+import re
 import threading
 
 import jsonschema_rs
@@ -98,6 +99,16 @@ def test_a_lazy_grammar_whose_trigger_never_appears_leaves_the_text_free(batch):
     lazy, _ = _generate(batch, grammar=JSON_GBNF, grammar_triggers=("<tool_call>",), max_tokens=30,
                         temperature=1.0, seed=5, ignore_eos=True)
     assert lazy.text == free.text and not free.text.lstrip().startswith("{")
+
+
+def test_a_lazy_grammar_leaves_the_text_free_until_its_trigger_then_holds_it_to_the_end(batch):
+    free, _ = _generate(batch, max_tokens=40, temperature=1.0, seed=5, ignore_eos=True)
+    start = free.text.index(" there")
+    lazy, outcome = _generate(batch, grammar='root ::= " there {" [a-z]+ "}"', max_tokens=80,
+                              grammar_triggers=(r"[\s\S]*?( there)[\s\S]*",), temperature=1.0, seed=5)
+    assert lazy.text[:start] == free.text[:start]
+    assert re.fullmatch(r" there \{[a-z]+\}", lazy.text[start:]), lazy.text
+    assert outcome.stop_reason == "eos"
 
 
 def test_a_grammar_llama_cpp_cannot_parse_fails_the_job(batch):

@@ -70,8 +70,10 @@ class Job:
     grammar: str | None = None
     """GBNF text (root rule `root`) every sampled token must follow; None: free text."""
     grammar_triggers: tuple[str, ...] = ()
-    """Patterns (regular expressions) that switch the grammar on once one appears in the output
-    (a lazy grammar: free text until then); empty: the grammar holds from the first token."""
+    """Regular expressions that switch the grammar on (a lazy grammar: free text until then);
+    empty: the grammar holds from the first token. llama.cpp matches each against the whole
+    output so far and holds the text from the first capture group on to the grammar, so write
+    them as llama.cpp's chat code does: `[\\s\\S]*?(<tool_call>)[\\s\\S]*`."""
     follows: int | None = None
     """The slot of another job of the same request and prompt whose prompt cells this one copies
     instead of decoding the prompt again (`n` > 1); None: it decodes its own prompt."""

@@ -65,7 +65,9 @@ def _add_sampling(sampler: Any, params: SamplingParams, n_vocab: int) -> None:
 
 
 def _add_grammar(sampler: Any, model: Any, grammar: str, triggers: tuple[str, ...]) -> None:
-    """Add the grammar sampler (lazy when `triggers` are given), checking that llama.cpp took it."""
+    """Add the grammar sampler (lazy when `triggers` are given), checking that llama.cpp took it
+    (llama-cpp-python's `add_grammar` helpers would add the null sampler of a grammar llama.cpp
+    could not parse)."""
     import ctypes
 
     import llama_cpp
