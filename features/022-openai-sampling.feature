@@ -23,6 +23,11 @@ Feature: OpenAI structured output, log probabilities, sampling fields and n thro
     Then the streamed answer parses and matches the person schema
     And every streamed choice finished with "stop"
 
+  Scenario: The async client gets a json_schema answer too
+    When the async openai client asks for a chat completion with the person json_schema and seed 9
+    Then the answer parses and matches the person schema
+    And every choice finished with "stop"
+
   Scenario: A text completion honours response_format too
     When the openai client asks for a text completion with the person json_schema and seed 3
     Then the answer parses and matches the person schema

@@ -3,6 +3,7 @@ official openai client."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 
@@ -74,6 +75,18 @@ def chat_json_object(context) -> None:
 def chat_person(context, seed: int) -> None:
     context.completion = _chat(context, response_format=PERSON_FORMAT, max_tokens=STRUCTURED_TOKENS,
                                temperature=1.0, seed=seed)
+
+
+@when("the async openai client asks for a chat completion with the person json_schema and seed {seed:d}")
+def async_chat_person(context, seed: int) -> None:
+    async def ask():
+        base_url = f"{context.queen_url}/v1"
+        async with openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0) as client:
+            return await client.chat.completions.create(
+                model=tiny_ref(context), messages=_messages(), response_format=PERSON_FORMAT,
+                max_tokens=STRUCTURED_TOKENS, temperature=1.0, seed=seed)
+
+    context.completion = asyncio.run(ask())
 
 
 @when("the openai client streams a chat completion with the person json_schema and seed {seed:d}")

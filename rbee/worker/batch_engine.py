@@ -224,6 +224,8 @@ class BatchEngine:
         self._active: dict[int, _Sequence] = {}
         self._stale: list[_Sequence] = []
         """Sequences gone whose cells and sampler are freed once no decode is in flight."""
+        self._copies_due: list[_Sequence] = []
+        """Sequences whose leader's prompt the last batch completed: their cells to copy."""
         self._in_flight = False
         self._thread = threading.Thread(target=self._own, name="decode-loop", daemon=True)
         self._pool = ThreadPoolExecutor(max(1, SAMPLING_THREADS - 1), thread_name_prefix="sampling")
@@ -393,14 +395,15 @@ class BatchEngine:
         (llama.cpp copies them before the next decode)."""
         import llama_cpp
 
-        for seq in self._active.values():
+        for seq in self._copies_due:
             leader = seq.leader
-            if seq.copy_due and leader is not None:
+            if seq.copy_due and leader is not None and self._active.get(seq.seq_id) is seq:
                 llama_cpp.llama_memory_seq_cp(self._context.memory, leader.seq_id, seq.seq_id, -1, -1)
                 seq.position = leader.position
                 seq.leader = None
                 seq.copy_due = False
                 leader.followers.remove(seq)
+        self._copies_due.clear()
 
     def _sample(self) -> list[tuple[_Sequence, int, TokenLogprobs | None]]:
         """The next token of every sequence whose input the last batch completed, and its log
@@ -481,6 +484,7 @@ class BatchEngine:
                 if follower.leader is seq:
                     follower.logits_at = last
                     follower.copy_due = True
+                    self._copies_due.append(follower)
 
     def _settle(self, sampled: list[tuple[_Sequence, int, TokenLogprobs | None]]) -> None:
         """Hand out each sampled token, or end its sequence on it."""
