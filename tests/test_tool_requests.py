@@ -76,8 +76,16 @@ def _responder() -> OpenAIResponder:
     return OpenAIResponder(parse_request({**ASK, "tools": [TOOL]}, chat=True))
 
 
+def _answer(text: str, stop_reason: str, calls: list[wire.ToolCall]) -> dict:
+    responder = _responder()
+    responder.add(wire.Token(text, 0))
+    for call in calls:
+        responder.add_tool_call(call)
+    return responder.complete(wire.End(9, wire.StopReason(stop_reason), 1.0))
+
+
 def test_an_answer_of_calls_only_has_null_content_and_finish_reason_tool_calls():
-    answer = _responder().complete("\n", "eos", 9, [wire.ToolCall(0, "call_abc", "get_time", "{}")])
+    answer = _answer("\n", "eos", [wire.ToolCall(0, "call_abc", "get_time", "{}")])
     choice = answer["choices"][0]
     assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
     assert choice["message"]["tool_calls"] == [
@@ -85,16 +93,18 @@ def test_an_answer_of_calls_only_has_null_content_and_finish_reason_tool_calls()
 
 
 def test_calls_cut_short_by_max_tokens_finish_with_length():
-    answer = _responder().complete("", "max_tokens", 9, [wire.ToolCall(0, "call_abc", "get_time", "{}")])
+    answer = _answer("", "max_tokens", [wire.ToolCall(0, "call_abc", "get_time", "{}")])
     assert answer["choices"][0]["finish_reason"] == "length"
 
 
 def test_a_streamed_call_is_a_head_delta_with_empty_arguments_then_the_arguments():
     call = wire.ToolCall(0, "call_abc", "get_time", "{\"tz\": 1}")
-    head, rest = _responder().tool_call_chunks(call, True)
+    responder = _responder()
+    head, rest = responder.tool_call_chunks(call)
     function = {"name": "get_time", "arguments": ""}
     first = {"index": 0, "id": "call_abc", "type": "function", "function": function}
     assert head["choices"][0]["delta"] == {"role": "assistant", "tool_calls": [first]}
     arguments = {"index": 0, "function": {"arguments": "{\"tz\": 1}"}}
     assert rest["choices"][0]["delta"] == {"tool_calls": [arguments]}
-    assert _responder().final_chunk("eos", True)["choices"][0]["finish_reason"] == "tool_calls"
+    [final] = responder.final_chunks(wire.End(2, wire.StopReason.EOS, 1.0))
+    assert final["choices"][0]["finish_reason"] == "tool_calls"
