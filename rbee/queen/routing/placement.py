@@ -26,6 +26,7 @@ import aiohttp
 
 from rbee.common.errors import ApiError
 from rbee.common.tunables import GpuLimits, Timings
+from rbee.common.wire import WorkerState
 from rbee.queen.nodes.hive_directory import HiveDirectory, HiveHandle
 from rbee.queen.routing.admission import AdmissionQueue
 from rbee.queen.routing.backend_policy import AUTO
@@ -168,26 +169,30 @@ class Placement:
 
     @asynccontextmanager
     async def worker_for(
-        self, model: str, backend: str = AUTO, node: str | None = None
+        self, model: str, backend: str = AUTO, node: str | None = None, waiter: object | None = None
     ) -> AsyncIterator[WorkerView]:
         """Hold a slot's worth of a worker of `model` for backend policy `backend` (on `node`, when
-        given)."""
-        worker = await self._admit(model, backend, node)
+        given); `waiter` names the request in the admission queue (`wait_note`)."""
+        worker = await self._admit(model, backend, node, waiter)
         self._registry.acquire(worker.worker_id)
         try:
             yield worker
         finally:
             self._registry.release(worker.worker_id)
-            self.admission.slot_freed(model)
+            self.admission.finished(model)
 
-    async def _admit(self, model: str, backend: str, node: str | None) -> WorkerView:
+    def loading_workers(self, model: str) -> list[WorkerView]:
+        """The workers of `model` that are loading it now."""
+        return [w for w in self._registry.for_model(model) if w.state is WorkerState.LOADING]
+
+    async def _admit(self, model: str, backend: str, node: str | None, waiter: object | None) -> WorkerView:
         """A worker with a free slot now, or after waiting in the model's admission queue."""
         worker = await self._choose(model, backend, node)
         if worker is not None:
             return worker
         loop = asyncio.get_running_loop()
         queued_at = loop.time()
-        async with self.admission.place(model):
+        async with self.admission.place(model, waiter):
             while True:
                 await self.admission.wait_turn(model, loop.time() - queued_at)
                 worker = await self._choose(model, backend, node)
