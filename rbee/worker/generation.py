@@ -45,6 +45,9 @@ class LoadSpec:
     """none (every offloaded layer on `device`), layer or row (split over the visible GPUs)."""
     tensor_split: tuple[float, ...] | None = None
     """Each visible GPU's share of a split model."""
+    on_progress: Progress | None = None
+    """Called from the loading thread with the share of the model's tensors loaded, as llama.cpp's
+    loading progress callback reports it (the batch engine; the simple engine reports per slot)."""
 
     @property
     def on_gpu(self) -> bool:
