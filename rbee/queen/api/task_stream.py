@@ -16,6 +16,7 @@ from aiohttp import web
 from rbee.common import deadlines, sse, wire
 from rbee.common.deadlines import Deadline
 from rbee.common.errors import ApiError
+from rbee.common.metrics import METRICS
 from rbee.queen.api.keys import TIMINGS
 from rbee.queen.routing.waiting import WaitNote
 
@@ -70,6 +71,7 @@ async def stream_task(
         async for item in run:
             await send(item)
     except ApiError as err:
+        request.app[METRICS].refused(err)  # as the middleware counts one answered as a status
         await send_error(response, err)
     await sse.send_data(response, sse.DONE)
     return response
