@@ -12,7 +12,7 @@ from rbee.common import sse, wire
 from rbee.common.errors import ApiError, correlation_id_of, read_json_object
 from rbee.queen.api.keys import BACKEND_POLICY, DISPATCHER, PLACEMENT, REGISTRY
 from rbee.queen.api.openai_format import OpenAIRequest, OpenAIResponder, parse_request
-from rbee.queen.api.task_stream import TaskItem, request_deadline, stream_task, wait_header
+from rbee.queen.api.task_stream import TaskItem, open_task_stream, request_deadline, wait_header
 from rbee.queen.routing.dispatch import Task
 
 BUILTIN_MODELS = ("default",)
@@ -72,10 +72,12 @@ async def _openai(request: web.Request, parsed: OpenAIRequest) -> web.StreamResp
 async def _openai_stream(
     request: web.Request, responder: OpenAIResponder, run: AsyncIterator[TaskItem]
 ) -> web.StreamResponse:
-    first = True
+    async def send_error(response: web.StreamResponse, err: ApiError) -> None:
+        await sse.send_data(response, err.body(correlation_id_of(request)))
 
-    async def send_event(response: web.StreamResponse, event: wire.TaskEvent) -> None:
-        nonlocal first
+    response, events = await open_task_stream(request, run, send_error)
+    first = True
+    async for event in events:
         match event:
             case wire.Token():
                 await sse.send_data(response, responder.chunk(event.token, first))
@@ -88,17 +90,16 @@ async def _openai_stream(
                     await sse.send_data(response, responder.usage_chunk(event.tokens_out))
             case wire.Error():
                 await send_error(response, event.to_api_error(503))
-
-    async def send_error(response: web.StreamResponse, err: ApiError) -> None:
-        await sse.send_data(response, err.body(correlation_id_of(request)))
-
-    return await stream_task(request, run, send_event, send_error)
+    await sse.send_data(response, sse.DONE)
+    return response
 
 
-async def _openai_whole(responder: OpenAIResponder, run: AsyncIterator[TaskItem]) -> web.Response:
+async def _openai_whole(
+    responder: OpenAIResponder, events: AsyncIterator[TaskItem]
+) -> web.Response:
     parts: list[str] = []
     headers: dict[str, str] = {}
-    async for event in run:
+    async for event in events:
         match event:
             case wire.Token():
                 parts.append(event.token)

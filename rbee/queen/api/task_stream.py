@@ -23,7 +23,6 @@ from rbee.queen.routing.waiting import WaitNote
 WAIT_HEADER = "X-Rbee-Queue-Wait-Ms"
 """Milliseconds the request waited at the queen for a worker's slot (queue, spawn and load)."""
 TaskItem = wire.TaskEvent | WaitNote
-SendEvent = Callable[[web.StreamResponse, wire.TaskEvent], Awaitable[None]]
 SendError = Callable[[web.StreamResponse, ApiError], Awaitable[None]]
 
 
@@ -52,26 +51,29 @@ async def first_item(run: AsyncIterator[TaskItem]) -> TaskItem:
     return first
 
 
-async def stream_task(
-    request: web.Request, run: AsyncIterator[TaskItem], send_event: SendEvent, send_error: SendError
-) -> web.StreamResponse:
-    """Relay `run` as SSE: notes as comment lines, events through `send_event`, a failure after
-    the stream opened through `send_error`, then `[DONE]`."""
+async def open_task_stream(
+    request: web.Request, run: AsyncIterator[TaskItem], send_error: SendError
+) -> tuple[web.StreamResponse, AsyncIterator[wire.TaskEvent]]:
+    """Open the SSE response at `run`'s first word (failures before it raise ApiError) and
+    return it with `run`'s events: its notes go out as comment lines on the way, and a failure
+    after the stream opened through `send_error`, which ends the events."""
     first = await first_item(run)
     response = await sse.open_stream(request, headers=wait_header(first))
+    return response, _events(request, response, first, run, send_error)
 
-    async def send(item: TaskItem) -> None:
-        if isinstance(item, WaitNote):
-            await sse.send_comment(response, item.text)
-        else:
-            await send_event(response, item)
 
+async def _events(
+    request: web.Request, response: web.StreamResponse, first: TaskItem, run: AsyncIterator[TaskItem],
+    send_error: SendError,
+) -> AsyncIterator[wire.TaskEvent]:
+    item: TaskItem | None = first
     try:
-        await send(first)
-        async for item in run:
-            await send(item)
+        while item is not None:
+            if isinstance(item, WaitNote):
+                await sse.send_comment(response, item.text)
+            else:
+                yield item
+            item = await anext(run, None)
     except ApiError as err:
         request.app[METRICS].refused(err)  # as the middleware counts one answered as a status
         await send_error(response, err)
-    await sse.send_data(response, sse.DONE)
-    return response

@@ -11,7 +11,7 @@ from rbee.common.errors import ApiError, correlation_id_of, read_json_object
 from rbee.common.validation import check_identifier
 from rbee.common.wire_requests import TaskRequest
 from rbee.queen.api.keys import BACKEND_POLICY, DISPATCHER
-from rbee.queen.api.task_stream import request_deadline, stream_task
+from rbee.queen.api.task_stream import open_task_stream, request_deadline
 from rbee.queen.routing.dispatch import Task
 
 
@@ -25,7 +25,11 @@ async def create_task(request: web.Request) -> web.StreamResponse:
     task = Task(body.model, task_id, body.worker_body(), correlation_id_of(request), deadline, backend,
                 body.node)
     async with aclosing(dispatcher.run(task)) as run:
-        return await stream_task(request, run, sse.send_data, _send_error)
+        response, events = await open_task_stream(request, run, _send_error)
+        async for event in events:
+            await sse.send_data(response, event)
+        await sse.send_data(response, sse.DONE)
+    return response
 
 
 async def _send_error(response: web.StreamResponse, err: ApiError) -> None:

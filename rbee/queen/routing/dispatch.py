@@ -267,8 +267,8 @@ class Dispatcher:
 
 
 async def _settle(hold: asyncio.Future[WorkerView]) -> None:
-    """Cancel `hold` unless it is done, and wait until it is (its slot, if it got one, is released
-    with the exit stack it entered)."""
+    """Cancel `hold` unless it is done and wait until it is, its failure marked as seen (a slot it
+    got is released with the exit stack it entered)."""
     if not hold.done():
         hold.cancel()
         await asyncio.wait({hold})
