@@ -15,6 +15,15 @@ Feature: While a request waits, its stream says why; errors in OpenAI's shape; o
     Then that stream carries text chunks after its queued comments and ends with [DONE]
     And its X-Rbee-Queue-Wait-Ms header is a whole number above 0
 
+  Scenario: Once requests of the model have finished, a queued stream is told its estimated wait
+    Given a queen on free loopback ports whose workers have 1 slot
+    And 2 native tasks for the tiny model have run to their end
+    And a long native task is streaming through the queen
+    When a streaming chat completion for the tiny model is sent without waiting for its answer
+    Then within 10 seconds that stream has sent a comment "queued position=1 eta_s=S" with S a whole number above 0
+    When I cancel that first task at the queen
+    Then that stream carries text chunks after its queued comments and ends with [DONE]
+
   Scenario: The openai client streams through the queued comments
     Given a queen on free loopback ports whose workers have 1 slot
     And a long native task is streaming through the queen

@@ -11,7 +11,7 @@ import time
 
 import httpx
 import openai
-from behave import then, when
+from behave import given, then, when
 
 from rbee.testing.cluster import http_json
 from rbee.testing.http_client import EventStream, request
@@ -77,6 +77,24 @@ def stream_sent_comment(context, seconds: int, text: str) -> None:
         time.sleep(0.05)
     assert text in context.waiting.comments, context.waiting.comments
     assert context.waiting.status == 200 and context.waiting.events == [], context.waiting.events
+
+
+@given("{count:d} native tasks for the tiny model have run to their end")
+def tasks_ran(context, count: int) -> None:
+    for _ in range(count):
+        body = {"model": tiny_ref(context), "prompt": "Hi", "max_tokens": 2}
+        answer = request("POST", f"{context.queen_url}/v2/tasks", body)
+        assert answer.status == 200 and b'"type":"end"' in answer.body, answer
+
+
+@then('within {seconds:d} seconds that stream has sent a comment "queued position=1 eta_s=S" with S a '
+      "whole number above 0")
+def stream_sent_eta(context, seconds: int) -> None:
+    deadline = time.monotonic() + seconds
+    pattern = re.compile(r"queued position=1 eta_s=([1-9]\d*)")
+    while not any(pattern.fullmatch(c) for c in context.waiting.comments) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any(pattern.fullmatch(c) for c in context.waiting.comments), context.waiting.comments
 
 
 @then("that stream carries text chunks after its queued comments and ends with [DONE]")

@@ -4,6 +4,7 @@ and its hive are real aiohttp servers on loopback (tests/fake_peers.py) whose an
 scripts; the Dispatcher and Placement use their real HTTP clients."""
 
 import asyncio
+import re
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -323,6 +324,22 @@ def test_a_task_waiting_for_a_busy_slot_gets_queued_notes_and_then_the_time_it_w
     assert waits == sorted(waits) and waits[0] > 0, notes
     started = next(wire(item) for item in items if not isinstance(item, WaitNote))
     assert started["type"] == "started" and started["queue_wait_ms"] >= notes[-1].waited_ms, items
+
+
+def test_once_tasks_have_finished_a_queued_task_is_told_an_estimated_wait(tmp_path):
+    async def scenario():
+        async with queen(tmp_path, streams("Once"), streams("Once"), streams("Once"), slots=1) as q:
+            await q.events(q.task())
+            await q.events(q.task())
+            async with q.placement.worker_for(MODEL):
+                run = q.dispatcher.run(q.task())
+                note = await asyncio.wait_for(anext(run), WAIT_S)
+            rest = [item async for item in run]
+            return note, rest
+
+    note, rest = asyncio.run(scenario())
+    assert isinstance(note, WaitNote) and re.fullmatch(r"queued position=1 eta_s=[1-9]\d*", note.text), note
+    assert wire(rest[-1])["type"] == "end", rest
 
 
 def test_a_task_that_finds_a_free_slot_gets_no_note(tmp_path):
