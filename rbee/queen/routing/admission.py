@@ -66,8 +66,7 @@ class AdmissionQueue:
             yield
         finally:
             left = self.depth(model) - 1
-            arrivals = self._arrivals[model]
-            arrivals.pop(key, None)
+            self._arrivals[model].pop(key, None)
             if left:
                 self._waiting[model] = left
             else:

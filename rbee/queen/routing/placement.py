@@ -172,7 +172,7 @@ class Placement:
         self, model: str, backend: str = AUTO, node: str | None = None, waiter: object | None = None
     ) -> AsyncIterator[WorkerView]:
         """Hold a slot's worth of a worker of `model` for backend policy `backend` (on `node`, when
-        given); `waiter` names the request in the admission queue (`wait_note`)."""
+        given); `waiter` names the request in the admission queue (`AdmissionQueue.position`)."""
         worker = await self._admit(model, backend, node, waiter)
         self._registry.acquire(worker.worker_id)
         try:
