@@ -34,7 +34,7 @@ Feature: While a request waits, its stream says why; errors in OpenAI's shape; o
     And the raw stream it read held a "queued position=1" comment before the first chunk
 
   Scenario: A cold start streams its worker's loading progress as comments, then tokens
-    Given daemons start with RBEE_FAULTS set to "slow-load-step=100"
+    Given daemons start with RBEE_FAULTS set to "slow-load-step=250"
     And daemons start with RBEE_ALLOW_FAULTS set to "1"
     And a queen on free loopback ports
     When the openai client streams a chat completion of the tiny model in the background
@@ -42,7 +42,7 @@ Feature: While a request waits, its stream says why; errors in OpenAI's shape; o
     And the raw stream it read held at least 2 different "loading N%" comments, N never falling
 
   Scenario: A native task that waits past the admission wait limit ends its stream with QUEUE_TIMEOUT
-    Given daemons start with RBEE_ADMISSION_WAIT_MAX_S set to "2"
+    Given daemons start with RBEE_ADMISSION_WAIT_MAX_S set to "3"
     And a queen on free loopback ports whose workers have 1 slot
     And a long native task is streaming through the queen
     When another native task for the tiny model is posted

@@ -11,7 +11,9 @@ estimated wait from the model's recent service rate (`waiting.ServiceRate`).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
+import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -29,8 +31,11 @@ class AdmissionQueue:
         self._timings = timings
         self._lines: dict[str, collections.deque[asyncio.Future[None]]] = {}
         self._waiting: dict[str, int] = {}
-        self._arrivals: dict[str, dict[object, None]] = {}
-        """Per model, the waiters holding a place, oldest first."""
+        self._tickets: dict[str, dict[object, int]] = {}
+        """Per model, each waiter holding a place and its arrival number."""
+        self._line_up: dict[str, list[int]] = {}
+        """Per model, the arrival numbers of the waiters holding a place, in order."""
+        self._arrived = itertools.count()
         self._rates: collections.defaultdict[str, ServiceRate] = collections.defaultdict(ServiceRate)
 
     def depth(self, model: str | None = None) -> int:
@@ -43,10 +48,8 @@ class AdmissionQueue:
 
     def position(self, model: str, waiter: object) -> int | None:
         """`waiter`'s place in `model`'s line (1: next), or None when it holds none."""
-        for index, held in enumerate(self._arrivals.get(model, ())):
-            if held == waiter:
-                return index + 1
-        return None
+        ticket = self._tickets.get(model, {}).get(waiter)
+        return None if ticket is None else bisect.bisect_left(self._line_up[model], ticket) + 1
 
     def eta_s(self, model: str, position: int) -> int | None:
         """Estimated seconds until the waiter at `position` is served (None: no rate measured yet)."""
@@ -60,18 +63,23 @@ class AdmissionQueue:
             raise ApiError(429, "QUEUE_FULL", "too many requests are waiting for this model; retry shortly",
                            {"model": model, "waiting": self.depth(model)}, headers={"Retry-After": "1"})
         key = object() if waiter is None else waiter
+        ticket = next(self._arrived)
         self._waiting[model] = self.depth(model) + 1
-        self._arrivals.setdefault(model, {})[key] = None
+        self._tickets.setdefault(model, {})[key] = ticket
+        self._line_up.setdefault(model, []).append(ticket)
         try:
             yield
         finally:
             left = self.depth(model) - 1
-            self._arrivals[model].pop(key, None)
+            line_up = self._line_up[model]
+            del line_up[bisect.bisect_left(line_up, ticket)]
+            del self._tickets[model][key]
             if left:
                 self._waiting[model] = left
             else:
                 self._waiting.pop(model, None)
-                self._arrivals.pop(model, None)
+                self._tickets.pop(model, None)
+                self._line_up.pop(model, None)
 
     async def wait_turn(self, model: str, waited_s: float) -> None:
         """Sleep until a slot of `model` may be free (or `RECHECK_S`); 503 past the longest wait."""

@@ -18,10 +18,11 @@ SERVICE_WINDOW_S = 60.0
 """Seconds of slot releases the service rate is measured over."""
 RELEASES_KEPT = 64
 """Most recent releases kept per model."""
-NOTE_INTERVAL_S = 0.25
-"""Seconds between two looks at a waiting request (so at most 4 notes a second); the first look
-is this long after the request started waiting."""
-NOTE_REPEAT_S = 2.0
+NOTE_INTERVAL_S = 1.0
+"""Seconds between two looks at a waiting request (so at most one note a second, and a queen
+holding thousands of waiting requests spends little on them); the first look is this long after
+the request started waiting."""
+NOTE_REPEAT_S = 5.0
 """Seconds after which an unchanged note is sent again (it also keeps idle proxies from closing)."""
 
 
