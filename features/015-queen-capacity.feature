@@ -2,7 +2,8 @@
 Feature: The queen's admission queue holds work beyond its workers' slots
   A request for a model whose workers are all busy waits at the queen for a slot, oldest first,
   instead of failing; the queue is bounded (429 QUEUE_FULL) and so is the wait (503 QUEUE_TIMEOUT),
-  each with a retry hint.
+  each with a retry hint. A streaming request that was already told its place in the queue (an
+  SSE comment, features/028) gets a later QUEUE_TIMEOUT as an error event in its stream instead.
 
   Scenario: A task that finds every slot busy waits in the queue and streams once a slot is free
     Given a queen on free loopback ports whose workers have 1 slot
@@ -22,10 +23,10 @@ Feature: The queen's admission queue holds work beyond its workers' slots
     Then the answer is status 429 with error code "QUEUE_FULL" and a correlation id
     And the answer has a Retry-After header
 
-  Scenario: A task that waits longer than the admission wait limit gets 503 QUEUE_TIMEOUT
+  Scenario: A request that waits longer than the admission wait limit gets 503 QUEUE_TIMEOUT
     Given daemons start with RBEE_ADMISSION_WAIT_MAX_S set to "1"
     And a queen on free loopback ports whose workers have 1 slot
     And a long native task is streaming through the queen
-    When another native task for the tiny model is posted
+    When a chat completion for the tiny model is posted without streaming
     Then the answer is status 503 with error code "QUEUE_TIMEOUT" and a correlation id
     And the answer has a Retry-After header

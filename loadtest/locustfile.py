@@ -3,8 +3,8 @@
 Each user posts `/v2/tasks` again and again (no wait), reads the whole event stream and fails the
 request unless it ends with an `end` event of the expected token count and `[DONE]`. Locust times
 a FastHttpUser request only to the response headers (which the queen sends with the first event,
-so after any wait in its admission queue); the whole stream is recorded as its own entry,
-"stream to [DONE]".
+or with the first `: queued` comment of a request that waits in its admission queue for a second
+or more); the whole stream is recorded as its own entry, "stream to [DONE]".
 
 Settings (environment): RBEE_LOAD_MODEL (model reference, required), RBEE_LOAD_TOKENS (8),
 RBEE_LOAD_TOKEN (bearer token, optional).

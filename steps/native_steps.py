@@ -160,14 +160,15 @@ def send_waiting_task(context) -> None:
     body = {"model": tiny_ref(context), "prompt": "Hi", "max_tokens": 4}
     context.waiting = EventStream(f"{context.queen_url}/v2/tasks", body, timeout=30)
     context.streams.append(context.waiting)
-    context.waiting_opened = threading.Thread(target=context.waiting.open, daemon=True)
+    context.waiting_opened = threading.Thread(target=lambda: context.waiting.open().next_event(), daemon=True)
     context.waiting_opened.start()
 
 
 @then("that task has no answer yet after 1 second")
 def no_answer_yet(context) -> None:
+    """No event yet (a waiting stream may be open, sending only `: queued` comments)."""
     context.waiting_opened.join(1.0)
-    assert context.waiting_opened.is_alive() and context.waiting.status == 0, context.waiting.status
+    assert context.waiting_opened.is_alive() and context.waiting.events == [], context.waiting.events
 
 
 def _queue(context) -> dict:

@@ -122,7 +122,7 @@ class FakeHive:
         if refusal is None and backend == "cuda" and not self.gpus:
             refusal = ApiError(400, "BACKEND_UNAVAILABLE", "the cuda backend cannot be used on this node")
         if refusal is not None:
-            return web.json_response(error_body(refusal.code, refusal.message, "c0ffee", refusal.details),
+            return web.json_response(refusal.body("c0ffee"),
                                      status=refusal.status)
         device = self.gpus[0]["index"] if backend == "cuda" else None
         worker = self.add_worker(body["model"], "loading", body["slots"], backend, device=device,
@@ -279,7 +279,7 @@ def refuses(status: int, code: str) -> Play:
     """Answer with an error response before any event."""
 
     async def play(_: FakeWorker, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
-        return web.json_response(error_body(code, "refused by the test", "c0ffee"), status=status)
+        return web.json_response(error_body(status, code, "refused by the test", "c0ffee"), status=status)
 
     return play
 

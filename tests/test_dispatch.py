@@ -4,6 +4,7 @@ and its hive are real aiohttp servers on loopback (tests/fake_peers.py) whose an
 scripts; the Dispatcher and Placement use their real HTTP clients."""
 
 import asyncio
+import re
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from rbee.queen.routing.dispatch import Dispatcher, Task
 from rbee.queen.routing.hive_registry import HiveRegistry
 from rbee.queen.routing.placement import Placement
 from rbee.queen.routing.task_meter import TaskMeter
+from rbee.queen.routing.waiting import NOTE_INTERVAL_S, WaitNote
 from rbee.queen.routing.worker_registry import WorkerRegistry
 
 MODEL = "tiny"
@@ -64,7 +66,8 @@ class Queen:
         return Task(MODEL, Dispatcher.new_task_id(), worker_body, CORRELATION_ID, deadline_in(deadline_s))
 
     async def events(self, task: Task) -> list[dict[str, Any]]:
-        return [wire(event) async for event in self.dispatcher.run(task)]
+        """The task's native events (its wait notes left out)."""
+        return [wire(event) async for event in self.dispatcher.run(task) if not isinstance(event, WaitNote)]
 
     def audited(self, name: str) -> list[dict[str, Any]]:
         return [fields for event, fields in self.audit if event == name]
@@ -301,6 +304,52 @@ def test_a_deadline_that_passes_while_waiting_for_a_free_slot_is_504(tmp_path):
     err, requests = asyncio.run(scenario())
     assert (err.status, err.code) == (504, "DEADLINE_EXCEEDED")
     assert requests == []
+
+
+def test_a_task_waiting_for_a_busy_slot_gets_queued_notes_and_then_the_time_it_waited(tmp_path):
+    async def scenario():
+        async with queen(tmp_path, streams("Once"), slots=1) as q:
+            items: list[Any] = []
+            async with q.placement.worker_for(MODEL):
+                run = q.dispatcher.run(q.task())
+                items.append(await asyncio.wait_for(anext(run), WAIT_S))
+                await asyncio.sleep(3 * NOTE_INTERVAL_S)
+            items.extend([item async for item in run])
+            return items
+
+    items = asyncio.run(scenario())
+    notes = [item for item in items if isinstance(item, WaitNote)]
+    assert notes and notes[0].text == "queued position=1", items
+    waits = [note.waited_ms for note in notes]
+    assert waits == sorted(waits) and waits[0] > 0, notes
+    started = next(wire(item) for item in items if not isinstance(item, WaitNote))
+    assert started["type"] == "started" and started["queue_wait_ms"] >= notes[-1].waited_ms, items
+
+
+def test_once_tasks_have_finished_a_queued_task_is_told_an_estimated_wait(tmp_path):
+    async def scenario():
+        async with queen(tmp_path, streams("Once"), streams("Once"), streams("Once"), slots=1) as q:
+            await q.events(q.task())
+            await q.events(q.task())
+            async with q.placement.worker_for(MODEL):
+                run = q.dispatcher.run(q.task())
+                note = await asyncio.wait_for(anext(run), WAIT_S)
+            rest = [item async for item in run]
+            return note, rest
+
+    note, rest = asyncio.run(scenario())
+    assert isinstance(note, WaitNote) and re.fullmatch(r"queued position=1 eta_s=[1-9]\d*", note.text), note
+    assert wire(rest[-1])["type"] == "end", rest
+
+
+def test_a_task_that_finds_a_free_slot_gets_no_note(tmp_path):
+    async def scenario():
+        async with queen(tmp_path, streams("Once")) as q:
+            return [item async for item in q.dispatcher.run(q.task())]
+
+    items = asyncio.run(scenario())
+    assert not [item for item in items if isinstance(item, WaitNote)], items
+    assert wire(items[0])["queue_wait_ms"] >= 0
 
 
 def test_a_draining_dispatcher_refuses_new_tasks_with_503_draining(tmp_path):

@@ -27,6 +27,14 @@ _STATUS_CODES = {
     413: "BODY_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
 }
+_OPENAI_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+}
+"""OpenAI's error `type` of the statuses that have their own; other 4xx are
+`invalid_request_error`, 5xx `server_error`."""
 
 
 class ApiError(Exception):
@@ -49,18 +57,30 @@ class ApiError(Exception):
 
     def body(self, correlation_id: str) -> dict[str, Any]:
         """The wire form of this error."""
-        return error_body(self.code, self.message, correlation_id, self.details)
+        return error_body(self.status, self.code, self.message, correlation_id, self.details)
+
+
+def openai_type(status: int) -> str:
+    """The `type` OpenAI's error shape gives an HTTP status."""
+    if status >= 500:
+        return "server_error"
+    return _OPENAI_TYPES.get(status, "invalid_request_error")
 
 
 def error_body(
-    code: str, message: str, correlation_id: str, details: dict[str, Any] | None = None
+    status: int, code: str, message: str, correlation_id: str, details: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Build DESIGN.md's error object."""
+    """Build DESIGN.md's error object, which is OpenAI's as well: `type` from the status and
+    `param` the refused field (`details.field`) or null; `code` is rbee's UPPER_SNAKE code."""
+    details = details or {}
+    field = details.get("field")
     return {
         "error": {
             "code": code,
             "message": message,
-            "details": details or {},
+            "type": openai_type(status),
+            "param": field if isinstance(field, str) else None,
+            "details": details,
             "correlation_id": correlation_id,
         }
     }

@@ -21,8 +21,10 @@ class StreamTruncated(Exception):
     """The peer closed an event stream before its `[DONE]` line."""
 
 
-async def open_stream(request: web.Request, status: int = 200) -> web.StreamResponse:
-    """Prepare an SSE response (headers sent at once, nothing buffered)."""
+async def open_stream(
+    request: web.Request, status: int = 200, headers: dict[str, str] | None = None
+) -> web.StreamResponse:
+    """Prepare an SSE response with extra `headers` (headers sent at once, nothing buffered)."""
     response = web.StreamResponse(
         status=status,
         headers={
@@ -30,6 +32,7 @@ async def open_stream(request: web.Request, status: int = 200) -> web.StreamResp
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",
             CORRELATION_HEADER: correlation_id_of(request),
+            **(headers or {}),
         },
     )
     await response.prepare(request)

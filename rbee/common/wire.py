@@ -89,6 +89,8 @@ class Started(WireEvent):
     """Where the worker runs (`cpu`, `cuda`): the queen's addition, with `model`."""
     device: int | None = None
     """The GPU index on the worker's node (None on the CPU)."""
+    queue_wait_ms: int | None = None
+    """How long the task waited at the queen for this worker's slot (queue, spawn and load)."""
 
     def to_wire(self) -> dict[str, Any]:
         """The event's JSON object."""
@@ -96,6 +98,8 @@ class Started(WireEvent):
                 "slot": self.slot, "prompt_tokens": self.prompt_tokens, "deadline": self.deadline}
         if self.model is not None:
             wire.update(node=self.node, model=self.model, backend=self.backend, device=self.device)
+        if self.queue_wait_ms is not None:
+            wire["queue_wait_ms"] = self.queue_wait_ms
         return wire
 
     @classmethod
@@ -103,7 +107,7 @@ class Started(WireEvent):
         """The event of a received JSON object."""
         return cls(data["task_id"], data["worker_id"], data["slot"], data["prompt_tokens"],
                    data.get("deadline"), data.get("node"), data.get("model"), data.get("backend"),
-                   data.get("device"))
+                   data.get("device"), data.get("queue_wait_ms"))
 
 
 @dataclass(frozen=True, slots=True)

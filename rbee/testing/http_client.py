@@ -61,6 +61,8 @@ class EventStream:
     status: int = 0
     headers: dict[str, str] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
+    comments: list[str] = field(default_factory=list)
+    """The text of each SSE comment line (`: …`) read so far."""
     done: bool = False
     saw_done: bool = False
 
@@ -85,13 +87,16 @@ class EventStream:
         return json.loads(self.raw_body())
 
     def next_event(self) -> dict[str, Any] | None:
-        """The next `data:` event, or None at `[DONE]` or end of stream."""
+        """The next `data:` event (comment lines on the way are kept in `comments`), or None at
+        `[DONE]` or end of stream."""
         while not self.done:
             line = self._response.readline()
             if not line:
                 self.done = True
                 return None
             text = line.decode("utf-8", errors="replace").strip()
+            if text.startswith(":"):
+                self.comments.append(text[1:].strip())
             if not text.startswith("data:"):
                 continue
             data = text[5:].strip()

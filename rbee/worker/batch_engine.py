@@ -196,6 +196,10 @@ def _load(spec: LoadSpec) -> tuple[Any, Any]:
     llama_cpp.llama_backend_init()
     built = gpu_params.of(spec).model_params()  # holds the tensor_split array while loading
     model_params = built.params
+    if spec.on_progress is not None:
+        report = spec.on_progress
+        progress = llama_cpp.llama_progress_callback(lambda share, _: report(share) or True)
+        model_params.progress_callback = progress  # the local keeps the C callback alive while loading
     model = _internals.LlamaModel(path_model=spec.model_path, params=model_params, verbose=False)
     offloaded = spec.on_gpu and model_params.n_gpu_layers > llama_cpp.llama_model_n_layer(model.model)
     threads = spec.threads or _default_threads(offloaded)

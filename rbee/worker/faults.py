@@ -5,6 +5,8 @@ Faults come from `RBEE_FAULTS` (comma-separated) and are refused unless
 
 - `crash-on-load`: exit with code 3 while loading the model;
 - `slow-load=MS`: take MS milliseconds longer to load;
+- `slow-load-step=MS`: sleep MS milliseconds at each step of llama.cpp's loading progress (a slow
+  disk: the load reports its progress over a while);
 - `crash-before-token-once=PATH`: if PATH exists, delete it and exit with code 3 when the next
   generation starts, before its first token;
 - `stall-after=N`: the decode loop hangs (ignoring cancellation) after N tokens;
@@ -42,6 +44,7 @@ class Faults:
 
     crash_on_load: bool = False
     slow_load_ms: int = 0
+    slow_load_step_ms: int = 0
     crash_before_token_flag: Path | None = None
     stall_after: int | None = None
     slow_ms: int = 0
@@ -54,6 +57,10 @@ class Faults:
         if self.crash_on_load:
             os._exit(FAULT_EXIT_CODE)
         time.sleep(self.slow_load_ms / 1000)
+
+    def on_load_step(self) -> None:
+        """Called in the loading thread at each loading progress step."""
+        time.sleep(self.slow_load_step_ms / 1000)
 
     def on_generation_start(self) -> None:
         """Called in the engine's thread before the first token of a generation."""
@@ -98,6 +105,8 @@ def load_faults(environ: Mapping[str, str]) -> Faults:
             options["crash_on_load"] = True
         elif name == "slow-load":
             options["slow_load_ms"] = _parse_int(spec, value)
+        elif name == "slow-load-step":
+            options["slow_load_step_ms"] = _parse_int(spec, value)
         elif name == "crash-before-token-once" and value:
             options["crash_before_token_flag"] = Path(value)
         elif name == "stall-after":

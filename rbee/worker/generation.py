@@ -49,6 +49,9 @@ class LoadSpec:
     prefill_chunk_tokens: int = Timings.worker_prefill_chunk_tokens
     """Prompt tokens a batched step takes while other sequences decode
     (`Timings.worker_prefill_chunk_tokens`)."""
+    on_progress: Progress | None = None
+    """Called from the loading thread with the share of the model's tensors loaded, as llama.cpp's
+    loading progress callback reports it (the batch engine; the simple engine reports per slot)."""
 
     @property
     def on_gpu(self) -> bool:

@@ -90,6 +90,15 @@ class WorkerRuntime:
         self.progress = share
         self._mark_changed()
 
+    def _loaded_share_from(self, loop: asyncio.AbstractEventLoop) -> Callable[[float], None]:
+        """`_loaded_share` for the loading thread (which also takes the `slow-load-step` fault)."""
+
+        def loaded(share: float) -> None:
+            self.faults.on_load_step()
+            loop.call_soon_threadsafe(self._loaded_share, share)
+
+        return loaded
+
     async def load(self) -> None:
         """Load the model into the chosen engine off the event loop; a failure stops the worker."""
         settings = self.settings
@@ -104,6 +113,7 @@ class WorkerRuntime:
             split_mode=settings.split_mode,
             tensor_split=settings.tensor_split,
             prefill_chunk_tokens=self.timings.worker_prefill_chunk_tokens,
+            on_progress=self._loaded_share_from(asyncio.get_running_loop()),
         )
         try:
             self.service = await self._service(spec)

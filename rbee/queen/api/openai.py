@@ -1,4 +1,5 @@
-"""The OpenAI-compatible API: `/v1/models`, `/v1/chat/completions`, `/v1/completions`."""
+"""The OpenAI-compatible API: `/v1/models`, `/v1/models/{model}`, `/v1/chat/completions`,
+`/v1/completions`."""
 
 from __future__ import annotations
 
@@ -8,24 +9,41 @@ from contextlib import aclosing
 from aiohttp import web
 
 from rbee.common import sse, wire
-from rbee.common.errors import correlation_id_of, read_json_object
+from rbee.common.errors import ApiError, correlation_id_of, read_json_object
 from rbee.queen.api.keys import BACKEND_POLICY, DISPATCHER, PLACEMENT, REGISTRY
 from rbee.queen.api.openai_format import OpenAIRequest, OpenAIResponder, parse_request
-from rbee.queen.api.task_stream import request_deadline, started
+from rbee.queen.api.task_stream import TaskItem, open_task_stream, request_deadline, wait_header
 from rbee.queen.routing.dispatch import Task
 
 BUILTIN_MODELS = ("default",)
 
 
-async def list_models(request: web.Request) -> web.Response:
-    """GET /v1/models in OpenAI's shape."""
+async def _model_names(request: web.Request) -> set[str]:
+    """Every model the cluster knows: the built-in names, the nodes' catalogs, running workers."""
     placement = request.app[PLACEMENT]
     await placement.refresh()
     names = set(BUILTIN_MODELS)
     names.update(entry["name"] for entry in await placement.hive_models())
     names.update(worker.model for worker in request.app[REGISTRY].all())
-    data = [{"id": n, "object": "model", "created": 0, "owned_by": "rbee"} for n in sorted(names)]
+    return names
+
+
+def _model_object(name: str) -> dict[str, object]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "rbee"}
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """GET /v1/models in OpenAI's shape."""
+    data = [_model_object(name) for name in sorted(await _model_names(request))]
     return web.json_response({"object": "list", "data": data})
+
+
+async def retrieve_model(request: web.Request) -> web.Response:
+    """GET /v1/models/{model}: one model of `/v1/models` in OpenAI's shape; 404 for others."""
+    name = request.match_info["model"]
+    if name not in await _model_names(request):
+        raise ApiError(404, "MODEL_NOT_FOUND", "no model of that name is known to the cluster")
+    return web.json_response(_model_object(name))
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -46,16 +64,18 @@ async def _openai(request: web.Request, parsed: OpenAIRequest) -> web.StreamResp
     task = Task(parsed.model, dispatcher.new_task_id(), parsed.worker_body, correlation_id_of(request),
                 deadline, backend)
     async with aclosing(dispatcher.run(task)) as run:
-        events = await started(run)
         if parsed.stream:
-            return await _openai_stream(request, responder, events)
-        return await _openai_whole(responder, events)
+            return await _openai_stream(request, responder, run)
+        return await _openai_whole(responder, run)
 
 
 async def _openai_stream(
-    request: web.Request, responder: OpenAIResponder, events: AsyncIterator[wire.TaskEvent]
+    request: web.Request, responder: OpenAIResponder, run: AsyncIterator[TaskItem]
 ) -> web.StreamResponse:
-    response = await sse.open_stream(request)
+    async def send_error(response: web.StreamResponse, err: ApiError) -> None:
+        await sse.send_data(response, err.body(correlation_id_of(request)))
+
+    response, events = await open_task_stream(request, run, send_error)
     async for event in events:
         match event:
             case wire.Token():
@@ -71,14 +91,15 @@ async def _openai_stream(
                 if responder.request.include_usage:
                     await sse.send_data(response, responder.usage_chunk(event.tokens_out))
             case wire.Error():
-                await sse.send_data(response, {"error": {"code": event.code, "message": event.message}})
+                await send_error(response, event.to_api_error(503))
     await sse.send_data(response, sse.DONE)
     return response
 
 
 async def _openai_whole(
-    responder: OpenAIResponder, events: AsyncIterator[wire.TaskEvent]
+    responder: OpenAIResponder, events: AsyncIterator[TaskItem]
 ) -> web.Response:
+    headers: dict[str, str] = {}
     async for event in events:
         match event:
             case wire.Token():
@@ -87,8 +108,9 @@ async def _openai_whole(
                 responder.add_tool_call(event)
             case wire.Started():
                 responder.prompt_tokens = event.prompt_tokens
+                headers = wait_header(event)
             case wire.End():
-                return web.json_response(responder.complete(event))
+                return web.json_response(responder.complete(event), headers=headers)
             case wire.Error():
                 raise event.to_api_error(503)
     raise wire.worker_crashed().to_api_error(503)

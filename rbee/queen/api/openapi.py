@@ -39,10 +39,13 @@ _ERROR = {
     "properties": {
         "error": {
             "type": "object",
-            "required": ["code", "message", "details", "correlation_id"],
+            "required": ["code", "message", "type", "param", "details", "correlation_id"],
             "properties": {
                 "code": {"type": "string", "pattern": "^[A-Z][A-Z0-9_]*$"},
                 "message": {"type": "string"},
+                "type": {"enum": ["invalid_request_error", "authentication_error", "permission_error",
+                                  "not_found_error", "rate_limit_error", "server_error"]},
+                "param": {"type": ["string", "null"]},
                 "details": {"type": "object"},
                 "correlation_id": {"type": "string", "format": "uuid"},
             },
@@ -58,16 +61,15 @@ _WORKERS = {
                              "properties": {"waiting": {"type": "integer", "minimum": 0},
                                             "by_model": {"type": "object"}}}},
 }
+_MODEL = {
+    "type": "object", "required": ["id", "object", "created", "owned_by"],
+    "properties": {"id": {"type": "string"}, "object": {"const": "model"}, "created": {"type": "integer"},
+                   "owned_by": {"type": "string"}},
+}
 _MODELS = {
     "type": "object",
     "required": ["object", "data"],
-    "properties": {
-        "object": {"const": "list"},
-        "data": {"type": "array", "items": {
-            "type": "object", "required": ["id", "object"],
-            "properties": {"id": {"type": "string"}, "object": {"const": "model"}},
-        }},
-    },
+    "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": _MODEL}},
 }
 _EMBEDDINGS = {
     "type": "object",
@@ -245,6 +247,13 @@ def document() -> dict[str, Any]:
             "/v1/models": {"get": {
                 "summary": "models known to the cluster (OpenAI shape)",
                 "responses": {**_ok("models", {JSON: {"schema": _MODELS}}), **_errors("401", "429", "503")},
+            }},
+            "/v1/models/{model}": {"get": {
+                "summary": "one model of /v1/models (OpenAI shape); ids may hold ':' and '/'",
+                "parameters": [{"name": "model", "in": "path", "required": True,
+                                "schema": {"type": "string", "minLength": 1}}],
+                "responses": {**_ok("the model", {JSON: {"schema": _MODEL}}),
+                              **_errors("401", "404", "429", "503")},
             }},
             "/v1/completions": {"post": {
                 "summary": "OpenAI text completion, streaming or not",

@@ -31,6 +31,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v2/workers/shutdown", workers.shutdown_worker)
     app.router.add_post("/v2/heartbeat", workers.hive_heartbeat)
     app.router.add_get("/v1/models", openai.list_models)
+    app.router.add_get("/v1/models/{model:.+}", openai.retrieve_model)
     app.router.add_post("/v1/chat/completions", openai.chat_completions)
     app.router.add_post("/v1/completions", openai.completions)
     app.router.add_post("/v1/embeddings", embeddings.embeddings)

@@ -6,12 +6,12 @@ from contextlib import aclosing
 
 from aiohttp import web
 
-from rbee.common import sse
-from rbee.common.errors import correlation_id_of, read_json_object
+from rbee.common import sse, wire
+from rbee.common.errors import ApiError, correlation_id_of, read_json_object
 from rbee.common.validation import check_identifier
 from rbee.common.wire_requests import TaskRequest
 from rbee.queen.api.keys import BACKEND_POLICY, DISPATCHER
-from rbee.queen.api.task_stream import request_deadline, started
+from rbee.queen.api.task_stream import open_task_stream, request_deadline
 from rbee.queen.routing.dispatch import Task
 
 
@@ -25,12 +25,15 @@ async def create_task(request: web.Request) -> web.StreamResponse:
     task = Task(body.model, task_id, body.worker_body(), correlation_id_of(request), deadline, backend,
                 body.node)
     async with aclosing(dispatcher.run(task)) as run:
-        events = await started(run)
-        response = await sse.open_stream(request)
+        response, events = await open_task_stream(request, run, _send_error)
         async for event in events:
             await sse.send_data(response, event)
         await sse.send_data(response, sse.DONE)
     return response
+
+
+async def _send_error(response: web.StreamResponse, err: ApiError) -> None:
+    await sse.send_data(response, wire.Error(err.code, err.message))
 
 
 async def cancel_task(request: web.Request) -> web.Response:

@@ -20,8 +20,10 @@ from rbee.common.deadlines import Deadline
 from rbee.common.errors import CORRELATION_HEADER, ApiError
 from rbee.common.http import Headers, no_headers, raise_for_error
 from rbee.queen.routing.backend_policy import AUTO
+from rbee.queen.routing.loading_watch import LoadingWatch
 from rbee.queen.routing.placement import Placement
 from rbee.queen.routing.task_meter import TaskMeter
+from rbee.queen.routing.waiting import NOTE_INTERVAL_S, NoteThrottle, WaitNote, loading_note, queued_note
 from rbee.queen.routing.worker_registry import WorkerView
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,7 @@ class Dispatcher:
         self._finished: collections.deque[str] = collections.deque(maxlen=FINISHED_TASKS_REMEMBERED)
         self._background: set[asyncio.Task[None]] = set()
         self._draining = False
+        self._loading = LoadingWatch(session, auth)
 
     async def drain(self, budget_s: float) -> None:
         """Refuse new tasks and wait up to `budget_s` for running ones to finish."""
@@ -94,8 +97,9 @@ class Dispatcher:
         """A fresh task id."""
         return uuid.uuid4().hex
 
-    async def run(self, task: Task) -> AsyncIterator[wire.TaskEvent]:
-        """Run a task on a worker and yield its native events; audit its start and its outcome."""
+    async def run(self, task: Task) -> AsyncIterator[wire.TaskEvent | WaitNote]:
+        """Run a task on a worker and yield its native events, and notes while it waits for the
+        worker; audit its start and its outcome."""
         log_context.bind(task_id=task.task_id)
         body = task.worker_body
         text = body.get("prompt") or json.dumps(body.get("messages"), sort_keys=True)
@@ -117,11 +121,12 @@ class Dispatcher:
         finally:
             self._audit(outcome.pop("event"), task_id=task.task_id, **outcome)
 
-    async def _attempts(self, task: Task) -> AsyncIterator[wire.TaskEvent]:
+    async def _attempts(self, task: Task) -> AsyncIterator[wire.TaskEvent | WaitNote]:
         """Run a task on a worker and yield its native events.
 
+        While it waits for a worker's slot, a `WaitNote` now and then says where it waits.
         The worker's `started` event, with the queen's additions (node, model, the worker's
-        backend and device), is held back
+        backend and device, the time waited for the slot), is held back
         until the first token (or the end), so a worker that dies before producing a token is
         replaced without the client noticing:
         the task is retried on another (or restarted) worker. A failure that cannot be hidden
@@ -134,16 +139,19 @@ class Dispatcher:
         body = {**task.worker_body, "task_id": task_id}
         headers = {CORRELATION_HEADER: task.correlation_id, deadlines.HEADER: deadline.header, **self._auth()}
         delivered = False
+        loop = asyncio.get_running_loop()
+        since = loop.time()
         try:
             for attempt in range(1, MAX_ATTEMPTS + 1):
                 async with AsyncExitStack() as stack:
+                    hold = asyncio.ensure_future(self._hold(stack, task))
                     try:
-                        async with asyncio.timeout(deadline.remaining_s()):
-                            placed = self._placement.worker_for(model, task.backend, task.node)
-                            with self._meter.waiting():
-                                worker = await stack.enter_async_context(placed)
-                    except TimeoutError as exc:
-                        raise deadlines.expired() from exc
+                        async for note in self._notes(task, hold, since):
+                            yield note
+                    finally:
+                        await _settle(hold)
+                    worker = hold.result()
+                    waited_ms = round((loop.time() - since) * 1000)
                     self._running[task_id] = worker
                     finished = False
                     held: wire.Started | None = None
@@ -164,7 +172,8 @@ class Dispatcher:
                                 if isinstance(event, wire.Started) and not delivered:
                                     node = self._placement.node_of(worker)
                                     held = replace(event, task_id=task_id, node=node, model=model,
-                                                   backend=worker.backend, device=worker.device)
+                                                   backend=worker.backend, device=worker.device,
+                                                   queue_wait_ms=waited_ms)
                                     continue
                                 if held is not None:
                                     yield held
@@ -196,6 +205,40 @@ class Dispatcher:
             self._finished.append(task_id)
         raise wire.worker_crashed().to_api_error(503, {"attempts": MAX_ATTEMPTS})
 
+    async def _hold(self, stack: AsyncExitStack, task: Task) -> WorkerView:
+        """A slot of a worker for `task`, held until `stack` closes (504 once its deadline passes)."""
+        try:
+            async with asyncio.timeout(task.deadline.remaining_s()):
+                placed = self._placement.worker_for(task.model, task.backend, task.node, waiter=task.task_id)
+                with self._meter.waiting():
+                    return await stack.enter_async_context(placed)
+        except TimeoutError as exc:
+            raise deadlines.expired() from exc
+
+    async def _notes(
+        self, task: Task, hold: asyncio.Future[WorkerView], since: float
+    ) -> AsyncIterator[WaitNote]:
+        """Notes on `task`'s wait, one look every `NOTE_INTERVAL_S` until `hold` is settled."""
+        loop = asyncio.get_running_loop()
+        throttle = NoteThrottle()
+        while True:
+            await asyncio.wait({hold}, timeout=NOTE_INTERVAL_S)
+            if hold.done():
+                return
+            text = self._wait_note(task)
+            now = loop.time()
+            if text is not None and throttle.admit(text, now):
+                yield WaitNote(text, round((now - since) * 1000))
+
+    def _wait_note(self, task: Task) -> str | None:
+        """Where `task` waits now: its place in the admission queue, else its worker's loading."""
+        admission = self._placement.admission
+        position = admission.position(task.model, task.task_id)
+        if position is not None:
+            return queued_note(position, admission.eta_s(task.model, position))
+        share = self._loading.share(self._placement.loading_workers(task.model))
+        return None if share is None else loading_note(share)
+
     def _cancel_in_background(self, worker: WorkerView, task_id: str) -> None:
         task = asyncio.create_task(self._cancel_at_worker(worker, task_id))
         self._background.add(task)
@@ -221,3 +264,13 @@ class Dispatcher:
             await self._cancel_at_worker(worker, task_id)
         elif task_id not in self._finished:
             raise ApiError(404, "TASK_NOT_FOUND", "no task with this id is known")
+
+
+async def _settle(hold: asyncio.Future[WorkerView]) -> None:
+    """Cancel `hold` unless it is done and wait until it is, its failure marked as seen (a slot it
+    got is released with the exit stack it entered)."""
+    if not hold.done():
+        hold.cancel()
+        await asyncio.wait({hold})
+    elif not hold.cancelled():
+        hold.exception()

@@ -30,6 +30,7 @@ import aiohttp
 
 from rbee.common.errors import ApiError
 from rbee.common.tunables import GpuLimits, Timings
+from rbee.common.wire import WorkerState
 from rbee.queen.nodes.hive_directory import HiveDirectory, HiveHandle
 from rbee.queen.routing.admission import AdmissionQueue
 from rbee.queen.routing.backend_policy import AUTO
@@ -178,19 +179,27 @@ class Placement:
 
     @asynccontextmanager
     async def worker_for(
-        self, model: str, backend: str = AUTO, node: str | None = None, embedding: bool = False
+        self, model: str, backend: str = AUTO, node: str | None = None, *, embedding: bool = False,
+        waiter: object | None = None,
     ) -> AsyncIterator[WorkerView]:
         """Hold a slot's worth of a worker of `model` for backend policy `backend` (on `node`, when
-        given): an embedding worker when `embedding`, else a generation worker."""
-        worker = await self._admit(model, backend, node, embedding)
+        given): an embedding worker when `embedding`, else a generation worker; `waiter` names the
+        request in the admission queue (`AdmissionQueue.position`)."""
+        worker = await self._admit(model, backend, node, embedding, waiter)
         self._registry.acquire(worker.worker_id)
         try:
             yield worker
         finally:
             self._registry.release(worker.worker_id)
-            self.admission.slot_freed(pool_of(model, embedding))
+            self.admission.finished(pool_of(model, embedding))
 
-    async def _admit(self, model: str, backend: str, node: str | None, embedding: bool) -> WorkerView:
+    def loading_workers(self, model: str) -> list[WorkerView]:
+        """The generation workers of `model` that are loading it now."""
+        return [w for w in self._registry.for_model(model) if w.state is WorkerState.LOADING]
+
+    async def _admit(
+        self, model: str, backend: str, node: str | None, embedding: bool, waiter: object | None
+    ) -> WorkerView:
         """A worker with a free slot now, or after waiting in its pool's admission queue."""
         worker = await self._choose(model, backend, node, embedding)
         if worker is not None:
@@ -198,7 +207,7 @@ class Placement:
         pool = pool_of(model, embedding)
         loop = asyncio.get_running_loop()
         queued_at = loop.time()
-        async with self.admission.place(pool):
+        async with self.admission.place(pool, waiter):
             while True:
                 await self.admission.wait_turn(pool, loop.time() - queued_at)
                 worker = await self._choose(model, backend, node, embedding)

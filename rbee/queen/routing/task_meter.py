@@ -7,9 +7,12 @@ import collections
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing, contextmanager
+from typing import TypeVar
 
 from rbee.common.metrics import DaemonMetrics, Throughput
-from rbee.common.wire import End, Error, Started, TaskEvent, Token
+from rbee.common.wire import End, Error, Started, Token
+
+E = TypeVar("E")
 
 
 class TaskMeter:
@@ -42,8 +45,9 @@ class TaskMeter:
             self.queue_depth.dec()
             self.queue_wait.observe(time.monotonic() - started)
 
-    async def observe(self, events: AsyncIterator[TaskEvent]) -> AsyncIterator[TaskEvent]:
-        """Pass a task's events through, timing its first token and its whole run."""
+    async def observe(self, events: AsyncIterator[E]) -> AsyncIterator[E]:
+        """Pass a task's events (and whatever else it yields) through, timing its first token and
+        its whole run."""
         started = time.monotonic()
         worker_id = ""
         waiting_for_first = True
