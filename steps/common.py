@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from rbee.testing.cluster import Daemon, http_json, wait_until
 from rbee.testing.http_client import EventStream
@@ -94,3 +95,11 @@ def address_space_soft_limit(pid: int) -> str:
     """A running process's soft RLIMIT_AS as /proc/PID/limits gives it: bytes, or `unlimited`."""
     limits = Path(f"/proc/{pid}/limits").read_text()
     return next(line for line in limits.splitlines() if line.startswith("Max address space")).split()[3]
+
+
+def matches_schema(schema: dict[str, Any], value: Any) -> bool:
+    """Whether `value` is valid against the JSON schema (jsonschema-rs, imported on use: the @gpu
+    runs on a lent machine load every step module without that test-only package)."""
+    import jsonschema_rs
+
+    return jsonschema_rs.validator_for(schema).is_valid(value)

@@ -7,12 +7,11 @@ import asyncio
 import functools
 import json
 
-import jsonschema_rs
 import openai
 import pydantic
 from behave import then, when
 
-from steps.common import tiny_ref
+from steps.common import matches_schema, tiny_ref
 from steps.openai_steps import _client, _messages
 
 PERSON_SCHEMA = {
@@ -47,7 +46,7 @@ def _text(context, **fields):
 
 
 def _matches_person(text: str) -> None:
-    assert jsonschema_rs.validator_for(PERSON_SCHEMA).is_valid(json.loads(text)), text
+    assert matches_schema(PERSON_SCHEMA, json.loads(text)), text
 
 
 @functools.cache

@@ -4,7 +4,6 @@ import asyncio
 import json
 from typing import Literal
 
-import jsonschema_rs
 import openai
 from behave import given, then, when
 from pydantic import BaseModel
@@ -13,7 +12,7 @@ from rbee.testing.chat_templates import TEMPLATES
 from rbee.testing.cluster import queen_daemon
 from rbee.testing.tiny_model import build_tiny_gguf
 from steps.cluster_steps import LONG_CONTEXT
-from steps.common import started, tiny_ref
+from steps.common import matches_schema, started, tiny_ref
 
 CITIES = ["Paris", "Oslo"]
 WEATHER_SCHEMA = {
@@ -179,7 +178,7 @@ def langchain_structured(context) -> None:
 
 def _matches_schema(arguments: str) -> dict:
     parsed = json.loads(arguments)
-    assert jsonschema_rs.is_valid(WEATHER_SCHEMA, parsed), parsed
+    assert matches_schema(WEATHER_SCHEMA, parsed), parsed
     return parsed
 
 
@@ -272,7 +271,7 @@ def langchain_calls(context, name: str) -> None:
     calls = context.lc_message.tool_calls
     assert calls and all(call["name"] == name for call in calls), context.lc_message
     for call in calls:
-        assert jsonschema_rs.is_valid(WEATHER_SCHEMA, call["args"]), call
+        assert matches_schema(WEATHER_SCHEMA, call["args"]), call
 
 
 @then("LangChain gave a Weather whose city is one the schema allows")

@@ -1,6 +1,7 @@
 """Steps for requests that wait at the queen (queued and loading comments, the wait header), for
 errors in OpenAI's shape and for `/v1/models/{id}`, through raw HTTP and the official openai client
-(whose raw stream bytes are recorded by an httpx transport, to see the comments it skipped)."""
+(whose raw stream bytes are recorded by an httpx2 transport, the HTTP client the openai package
+uses, to see the comments it skipped)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import re
 import threading
 import time
 
-import httpx
+import httpx2
 import openai
 from behave import given, then, when
 
@@ -22,10 +23,10 @@ STREAM_TIMEOUT_S = 60.0
 _LOADING = re.compile(rb"^: loading (\d+)%$", re.MULTILINE)
 
 
-class _Tee(httpx.SyncByteStream):
+class _Tee(httpx2.SyncByteStream):
     """A response body read through, with a copy of every byte kept in `sink`."""
 
-    def __init__(self, inner: httpx.SyncByteStream, sink: bytearray) -> None:
+    def __init__(self, inner: httpx2.SyncByteStream, sink: bytearray) -> None:
         self._inner = inner
         self._sink = sink
 
@@ -38,21 +39,21 @@ class _Tee(httpx.SyncByteStream):
         self._inner.close()
 
 
-class _Recording(httpx.HTTPTransport):
-    """An httpx transport that records the raw bytes of every response body it hands out."""
+class _Recording(httpx2.HTTPTransport):
+    """An httpx2 transport that records the raw bytes of every response body it hands out."""
 
     def __init__(self) -> None:
         super().__init__()
         self.raw = bytearray()
 
-    def handle_request(self, sent: httpx.Request) -> httpx.Response:
+    def handle_request(self, sent: httpx2.Request) -> httpx2.Response:
         response = super().handle_request(sent)
-        return httpx.Response(response.status_code, headers=response.headers, request=sent,
+        return httpx2.Response(response.status_code, headers=response.headers, request=sent,
                               stream=_Tee(response.stream, self.raw), extensions=response.extensions)
 
 
-def _client(context, transport: httpx.BaseTransport | None = None) -> openai.OpenAI:
-    http = httpx.Client(transport=transport, timeout=STREAM_TIMEOUT_S) if transport else None
+def _client(context, transport: httpx2.BaseTransport | None = None) -> openai.OpenAI:
+    http = httpx2.Client(transport=transport, timeout=STREAM_TIMEOUT_S) if transport else None
     return openai.OpenAI(base_url=f"{context.queen_url}/v1", api_key="x", max_retries=0, http_client=http)
 
 
