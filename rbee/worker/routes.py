@@ -92,13 +92,19 @@ async def loading_progress(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def inference(request: web.Request) -> web.StreamResponse:
-    """Run one generation and stream its native events."""
+def _arrived(request: web.Request) -> deadlines.Deadline | None:
+    """A work request's deadline (504 when already past), after the request faults ran."""
     request.app[RUNTIME].faults.on_request()
-    service = _generation(request.app[RUNTIME])
     deadline = deadlines.from_request(request)
     if deadline is not None:
         deadline.check()
+    return deadline
+
+
+async def inference(request: web.Request) -> web.StreamResponse:
+    """Run one generation and stream its native events."""
+    deadline = _arrived(request)
+    service = _generation(request.app[RUNTIME])
     task = service.admit(await read_json_object(request), deadline)
     log_context.bind(task_id=task.task_id)
     try:
@@ -115,11 +121,8 @@ async def inference(request: web.Request) -> web.StreamResponse:
 
 async def embeddings(request: web.Request) -> web.Response:
     """Embed the request's inputs: one L2-normalised vector each, in order."""
-    request.app[RUNTIME].faults.on_request()
+    deadline = _arrived(request)
     service = _embeddings(request.app[RUNTIME])
-    deadline = deadlines.from_request(request)
-    if deadline is not None:
-        deadline.check()
     result = await service.embed(await read_json_object(request), deadline)
     return web.json_response(result.model_dump())
 

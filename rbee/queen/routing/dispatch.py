@@ -7,7 +7,7 @@ import collections
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from typing import Any
@@ -32,6 +32,8 @@ FINISHED_TASKS_REMEMBERED = 10_000
 MAX_ATTEMPTS = 3
 SHORTEST_TIMEOUT_S = 0.001
 RETRY_PAUSE_S = 0.25
+DRAIN_POLL_S = 0.05
+"""How often a drain looks whether the running requests have finished."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,16 @@ class Task:
     """The request's backend policy (`BackendPolicy.resolve`)."""
     node: str | None = None
     """The node to run on; None lets the queen choose."""
+
+
+async def wait_drained(running: Callable[[], int], budget_s: float, what: str) -> None:
+    """Wait up to `budget_s` until `running()` is 0; log how many `what` were left if not."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget_s
+    while running() and loop.time() < deadline:
+        await asyncio.sleep(DRAIN_POLL_S)
+    if running():
+        log.warning("drain budget spent with %d %s still running", running(), what)
 
 
 class Dispatcher:
@@ -75,12 +87,7 @@ class Dispatcher:
     async def drain(self, budget_s: float) -> None:
         """Refuse new tasks and wait up to `budget_s` for running ones to finish."""
         self._draining = True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + budget_s
-        while self._running and loop.time() < deadline:
-            await asyncio.sleep(0.05)
-        if self._running:
-            log.warning("drain budget spent with %d task(s) still running", len(self._running))
+        await wait_drained(lambda: len(self._running), budget_s, "task(s)")
 
     @property
     def draining(self) -> bool:

@@ -23,7 +23,7 @@ from rbee.common.deadlines import Deadline
 from rbee.common.embedding_wire import EmbeddingResult
 from rbee.common.errors import CORRELATION_HEADER, ApiError
 from rbee.common.http import Headers, post_json
-from rbee.queen.routing.dispatch import MAX_ATTEMPTS, RETRY_PAUSE_S
+from rbee.queen.routing.dispatch import MAX_ATTEMPTS, RETRY_PAUSE_S, wait_drained
 from rbee.queen.routing.placement import Placement
 
 log = logging.getLogger(__name__)
@@ -46,12 +46,7 @@ class EmbeddingDispatcher:
     async def drain(self, budget_s: float) -> None:
         """Refuse new requests and wait up to `budget_s` for running ones to finish."""
         self._draining = True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + budget_s
-        while self.running and loop.time() < deadline:
-            await asyncio.sleep(0.05)
-        if self.running:
-            log.warning("drain budget spent with %d embedding request(s) still running", self.running)
+        await wait_drained(lambda: self.running, budget_s, "embedding request(s)")
 
     async def embed(
         self, model: str, body: dict[str, Any], backend: str, deadline: Deadline, correlation_id: str
