@@ -130,6 +130,16 @@ Feature: OpenAI structured output, log probabilities, sampling fields and n thro
       | chat  | response_format   | {"type": "json_schema"}                 |
       | chat  | response_format.json_schema.name | {"type": "json_schema", "json_schema": {"name": "bad name!", "schema": {}}} |
       | chat  | response_format   | {"type": "json_schema", "json_schema": {"name": "p", "schema": {"type": "integer", "minimum": 0}}} |
+      | chat  | store             | true                                    |
+      | text  | metadata          | {"team": "a"}                           |
+      | chat  | service_tier      | "flex"                                  |
+      | chat  | modalities        | ["text", "audio"]                       |
+      | chat  | audio             | {"voice": "alloy", "format": "wav"}     |
+      | chat  | prediction        | {"type": "content", "content": "x"}     |
+      | chat  | web_search_options | {}                                     |
+      | chat  | reasoning_effort  | "low"                                   |
+      | chat  | verbosity         | "low"                                   |
+      | text  | suffix            | " the end"                              |
 
   Scenario: The native API refuses n other than 1
     When I post the native task body {"model": "default", "prompt": "Once", "n": 2}

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, StrictBool, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    StrictBool,
+    StrictStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from rbee.common.request_body import RequestBody, refusal
 from rbee.common.request_fields import BackendPolicy, DefaultWhen, ModelRef, PromptText
@@ -30,6 +38,18 @@ class OpenAIBody(SamplingParams):
     stream_options: StreamOptions | None = None
     backend: BackendPolicy | None = None
     """rbee's extension: run on this backend or fail; None: the queen's policy for the model."""
+    store: Annotated[Literal[False], DefaultWhen()] = False
+    """Refused when true: rbee keeps no completions to list or distil later."""
+    metadata: Annotated[None, DefaultWhen()] = None
+    """Refused when given: it tags stored completions, and rbee stores none."""
+    service_tier: Annotated[Literal["auto", "default"] | None, DefaultWhen()] = None
+    """Only `auto` or `default`: rbee has one tier."""
+    user: Annotated[StrictStr | None, DefaultWhen()] = None
+    """Accepted with no effect on the answer (OpenAI's end-user id for its abuse monitoring)."""
+    safety_identifier: Annotated[StrictStr | None, DefaultWhen()] = None
+    """Accepted with no effect on the answer (OpenAI's successor of `user`)."""
+    prompt_cache_key: Annotated[StrictStr | None, DefaultWhen()] = None
+    """Accepted with no effect on the answer (OpenAI's hint for routing to its prompt caches)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -65,6 +85,8 @@ class CompletionRequest(OpenAIBody):
     """`POST /v1/completions`."""
 
     prompt: Annotated[PromptText, BeforeValidator(_only_prompt, json_schema_input_type=PromptText | _Prompts)]
+    suffix: Annotated[None, DefaultWhen()] = None
+    """Refused when given: rbee does not fill in text between a prompt and a suffix."""
     logprobs: Annotated[int, Field(strict=True, ge=0, le=MAX_COMPLETION_LOGPROBS)] | None = None
     """Alternatives per token (OpenAI's limit is 5); the sampled token's own comes too."""
     echo: Annotated[Literal[False], DefaultWhen()] = False
@@ -86,6 +108,18 @@ class ChatCompletionRequest(OpenAIBody, ToolParams):
     """`POST /v1/chat/completions`."""
 
     messages: Messages
+    modalities: Annotated[tuple[Literal["text"], ...], DefaultWhen()] = ("text",)
+    """Only `["text"]`: rbee answers in text, never audio."""
+    audio: Annotated[None, DefaultWhen()] = None
+    """Refused when given: no audio output."""
+    prediction: Annotated[None, DefaultWhen()] = None
+    """Refused when given: rbee does no predicted-output decoding."""
+    web_search_options: Annotated[None, DefaultWhen()] = None
+    """Refused when given: rbee does not search the web."""
+    reasoning_effort: Annotated[None, DefaultWhen()] = None
+    """Refused when given: the models rbee runs take no reasoning budget."""
+    verbosity: Annotated[None, DefaultWhen()] = None
+    """Refused when given: rbee has no verbosity control (use `max_tokens`)."""
     logprobs: Annotated[StrictBool, DefaultWhen()] = False
     top_logprobs: Annotated[int, Field(strict=True, ge=0, le=MAX_TOP_LOGPROBS)] | None = None
 
