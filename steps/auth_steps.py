@@ -16,12 +16,12 @@ from rbee.hive.api.routes import PUBLIC_PATHS as HIVE_PUBLIC
 from rbee.hive.api.routes import add_routes as add_hive_routes
 from rbee.queen.api.routes import PUBLIC_PATHS as QUEEN_PUBLIC
 from rbee.queen.api.routes import add_routes as add_queen_routes
-from rbee.testing.cluster import queen_daemon, wait_until
+from rbee.testing.cluster import wait_until
 from rbee.testing.http_client import EventStream, request
 from rbee.worker.routes import PUBLIC_PATHS as WORKER_PUBLIC
 from rbee.worker.routes import add_routes as add_worker_routes
-from steps.cluster_steps import LONG_CONTEXT
-from steps.common import TINY_SEED, started
+from steps.cluster_steps import start_queen
+from steps.common import TINY_SEED
 
 ROLES = ("queen", "hive", "worker")
 TASK = {"model": "", "prompt": "Hello", "max_tokens": 8}
@@ -68,10 +68,7 @@ def queen_token_env(context) -> None:
 
 @given("a queen with those tokens on free loopback ports")
 def queen_with_tokens(context) -> None:
-    extra = [*LONG_CONTEXT, *(item for pair in context.token_flags.items() for item in pair)]
-    context.queen = started(context, queen_daemon(context.workdir, extra=extra))
-    context.queen_url = context.queen.base_url
-    context.hive_url = context.queen.hive_url
+    start_queen(context, *(item for pair in context.token_flags.items() for item in pair))
 
 
 def _answer(context, answer) -> None:

@@ -15,20 +15,22 @@ def daemon_env(context, name: str, value: str) -> None:
     context.env[name] = value.replace("{workdir}", str(context.workdir))
 
 
-@given("a queen on free loopback ports")
-def a_queen(context) -> None:
-    context.queen = started(context, queen_daemon(context.workdir, extra=LONG_CONTEXT))
+def start_queen(context, *flags: str) -> None:
+    """Start a queen (and its local hive) whose workers have a long context, plus `flags`."""
+    context.queen = started(context, queen_daemon(context.workdir, extra=[*LONG_CONTEXT, *flags]))
     context.queen_url = context.queen.base_url
     context.hive_url = context.queen.hive_url
+
+
+@given("a queen on free loopback ports")
+def a_queen(context) -> None:
+    start_queen(context)
 
 
 @given("a queen on free loopback ports whose workers have {slots:d} slot")
 @given("a queen on free loopback ports whose workers have {slots:d} slots")
 def a_queen_with_slots(context, slots: int) -> None:
-    extra = [*LONG_CONTEXT, "--worker-slots", str(slots)]
-    context.queen = started(context, queen_daemon(context.workdir, extra=extra))
-    context.queen_url = context.queen.base_url
-    context.hive_url = context.queen.hive_url
+    start_queen(context, "--worker-slots", str(slots))
 
 
 @given("`rbee up` is running on free loopback ports")

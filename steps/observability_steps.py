@@ -22,10 +22,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rbee.common.ports import ephemeral_port
 from rbee.common.secrets import generate_token, write_token_file
-from rbee.testing.cluster import http_json, queen_daemon, wait_until, worker_daemon
+from rbee.testing.cluster import http_json, wait_until, worker_daemon
 from rbee.testing.http_client import EventStream, request
 from steps.auth_steps import _bearer
-from steps.cluster_steps import LONG_CONTEXT
+from steps.cluster_steps import start_queen
 from steps.common import started, tiny_ref
 
 REPO = Path(__file__).resolve().parent.parent
@@ -201,10 +201,7 @@ def prefixed_and_bounded(context) -> None:
 
 @given('a queen with those tokens on free loopback ports, started with "{flags}"')
 def queen_with_tokens_and_flags(context, flags: str) -> None:
-    extra = [*LONG_CONTEXT, *(item for pair in context.token_flags.items() for item in pair), *flags.split()]
-    context.queen = started(context, queen_daemon(context.workdir, extra=extra))
-    context.queen_url = context.queen.base_url
-    context.hive_url = context.queen.hive_url
+    start_queen(context, *(item for pair in context.token_flags.items() for item in pair), *flags.split())
 
 
 @when("I ask the hive to stop that worker")
@@ -219,9 +216,7 @@ def stop_that_worker(context) -> None:
 
 @given('a queen on free loopback ports started with "{flags}"')
 def queen_with_flags(context, flags: str) -> None:
-    context.queen = started(context, queen_daemon(context.workdir, extra=[*LONG_CONTEXT, *flags.split()]))
-    context.queen_url = context.queen.base_url
-    context.hive_url = context.queen.hive_url
+    start_queen(context, *flags.split())
     context.log_format = "json" if "json" in flags.split() else "text"
 
 

@@ -9,10 +9,9 @@ from behave import given, then, when
 from pydantic import BaseModel
 
 from rbee.testing.chat_templates import TEMPLATES
-from rbee.testing.cluster import queen_daemon
 from rbee.testing.tiny_model import build_tiny_gguf
-from steps.cluster_steps import LONG_CONTEXT
-from steps.common import matches_schema, started, tiny_ref
+from steps.cluster_steps import start_queen
+from steps.common import matches_schema, tiny_ref
 
 CITIES = ["Paris", "Oslo"]
 WEATHER_SCHEMA = {
@@ -61,10 +60,7 @@ def tiny_with_template(context, name: str) -> None:
 
 @given("a queen on free loopback ports whose workers have a context of {tokens:d} tokens")
 def queen_with_context(context, tokens: int) -> None:
-    extra = [*LONG_CONTEXT, "--worker-ctx-size", str(tokens)]
-    context.queen = started(context, queen_daemon(context.workdir, extra=extra))
-    context.queen_url = context.queen.base_url
-    context.hive_url = context.queen.hive_url
+    start_queen(context, "--worker-ctx-size", str(tokens))
 
 
 @when('the openai client asks for a chat completion whose tool choice is "{choice}"')
