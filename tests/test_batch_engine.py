@@ -73,6 +73,11 @@ def _start(engine, slot, params, prompt="Once upon a time", stops=(), on_token=N
     return run
 
 
+def _ended(outcome: Outcome) -> tuple[int, str]:
+    """How many tokens a generation made and why it stopped (whatever its prompt reused)."""
+    return outcome.tokens_out, outcome.stop_reason
+
+
 def _wait_for_tokens(run: Run, count: int) -> None:
     for _ in range(WAIT_S * 100):
         if len(run.pieces) >= count:
@@ -85,7 +90,7 @@ def test_sequences_decoded_together_each_stop_at_their_own_max_tokens(batch):
     runs = [_start(batch, slot, SamplingParams(max_tokens=50 * (slot + 1), ignore_eos=True))
             for slot in range(SLOTS)]
     for slot, run in enumerate(runs):
-        assert run.outcome() == Outcome(tokens_out=50 * (slot + 1), stop_reason="max_tokens")
+        assert _ended(run.outcome()) == (50 * (slot + 1), "max_tokens")
         assert [i for i, _ in run.pieces] == list(range(50 * (slot + 1)))
         assert run.text
 
@@ -110,13 +115,78 @@ def test_a_greedy_sequence_is_unaffected_by_a_hot_one_beside_it(batch):
     assert together.text == alone.text and hot.text != alone.text
 
 
-def test_a_finished_sequence_leaves_its_slot_clean_for_the_next(batch):
+def test_a_prompt_run_again_in_its_slot_reuses_the_cells_and_generates_the_same_text(batch):
     params = SamplingParams(max_tokens=120, temperature=1.0, seed=21, ignore_eos=True)
     first = _start(batch, 2, params)
     first.outcome()
     second = _start(batch, 2, params)
-    assert second.outcome() == first.outcome()
+    prompt_tokens = len(batch.tokenize("Once upon a time", False))
+    assert second.outcome() == Outcome(120, "max_tokens", prompt_tokens_cached=prompt_tokens - 1)
     assert second.text == first.text
+
+
+CONVERSATION = " ".join(["the little dog saw a big cat and ran"] * 8)
+"""A prompt long enough that its cells are worth copying between slots (over 32 tokens)."""
+
+
+def _fresh_text(model_path: str, prompt: str, params: SamplingParams) -> str:
+    """What `prompt` generates in an engine that has cached nothing."""
+    engine = _load(model_path, False)
+    try:
+        run = _start(engine, 0, params, prompt=prompt)
+        assert run.outcome().prompt_tokens_cached == 0
+        return run.text
+    finally:
+        engine.shutdown()
+
+
+def test_a_next_turn_in_the_same_slot_decodes_only_what_was_appended(batch, model_path):
+    params = SamplingParams(max_tokens=40, temperature=0.8, seed=3, ignore_eos=True)
+    turn = _start(batch, 3, params, prompt=CONVERSATION)
+    turn.outcome()
+    follow_up = CONVERSATION + turn.text + " and then"
+    before = (batch.prompt_tokens_reused, batch.prompt_tokens_decoded)
+    again = _start(batch, 3, params, prompt=follow_up)
+    cached = again.outcome().prompt_tokens_cached
+    shared = len(batch.tokenize(CONVERSATION, False))
+    assert cached >= shared
+    assert batch.prompt_tokens_reused - before[0] == cached
+    assert batch.prompt_tokens_decoded - before[1] == len(batch.tokenize(follow_up, False)) - cached
+    assert again.text == _fresh_text(model_path, follow_up, params)
+
+
+def test_a_prompt_copies_the_prefix_another_slot_holds(batch, model_path):
+    params = SamplingParams(max_tokens=30, temperature=0.8, seed=4, ignore_eos=True)
+    _start(batch, 0, params, prompt=CONVERSATION + " one").outcome()
+    other = _start(batch, 1, params, prompt=CONVERSATION + " two")
+    assert other.outcome().prompt_tokens_cached >= len(batch.tokenize(CONVERSATION, False)) - 1
+    assert other.text == _fresh_text(model_path, CONVERSATION + " two", params)
+
+
+def test_a_prompt_copies_the_prefix_of_a_sequence_still_running_and_spares_it(batch, model_path):
+    params = SamplingParams(max_tokens=200, temperature=0.8, seed=5, ignore_eos=True)
+    joiner: list[Run] = []
+
+    def join(_: Run, index: int) -> None:
+        if index == 3:
+            joiner.append(_start(batch, 1, SamplingParams(max_tokens=20, seed=6, ignore_eos=True),
+                                 prompt=CONVERSATION + " more"))
+
+    runner = _start(batch, 0, params, prompt=CONVERSATION + " less", on_token=join)
+    runner.outcome()
+    assert joiner[0].outcome().prompt_tokens_cached >= len(batch.tokenize(CONVERSATION, False)) - 1
+    assert runner.text == _fresh_text(model_path, CONVERSATION + " less", params)
+    assert joiner[0].text == _fresh_text(model_path, CONVERSATION + " more",
+                                         SamplingParams(max_tokens=20, seed=6, ignore_eos=True))
+
+
+def test_a_request_goes_to_the_free_slot_holding_its_prefix_else_the_least_recently_used(batch):
+    params = SamplingParams(max_tokens=5, ignore_eos=True)
+    for slot, word in ((0, "red"), (1, "green"), (2, "blue"), (3, "black")):
+        _start(batch, slot, params, prompt=f"{word} {CONVERSATION}").outcome()
+    assert batch.slot_for(batch.tokenize(f"green {CONVERSATION} again", False), [0, 1, 2, 3]) == 1
+    assert batch.slot_for(batch.tokenize(f"green {CONVERSATION} again", False), [0, 2, 3]) == 0
+    assert batch.slot_for([], [3, 2, 1]) == 1
 
 
 def test_a_long_prompt_joins_in_chunks_while_others_keep_decoding(batch):
@@ -134,7 +204,7 @@ def test_a_long_prompt_joins_in_chunks_while_others_keep_decoding(batch):
 
     runner = _start(batch, 0, SamplingParams(max_tokens=5000, ignore_eos=True), on_token=runner_token)
     assert runner.outcome().stop_reason == "max_tokens"
-    assert joiner[0].outcome() == Outcome(tokens_out=5, stop_reason="max_tokens")
+    assert joiner[0].outcome().tokens_out == 5
     between = order[6:order.index(1)]
     assert len(between) >= prompt_tokens // CHUNK - 1
 
@@ -143,9 +213,9 @@ def test_cancelling_one_sequence_ends_it_at_the_next_step_and_spares_the_others(
     victim = _start(batch, 0, SamplingParams(max_tokens=5000, ignore_eos=True),
                     on_token=lambda run, index: index == 10 and run.cancel.set())
     survivor = _start(batch, 1, SamplingParams(max_tokens=400, ignore_eos=True))
-    assert victim.outcome() == Outcome(tokens_out=11, stop_reason="cancelled")
+    assert _ended(victim.outcome()) == (11, "cancelled")
     assert len(victim.pieces) == 11
-    assert survivor.outcome() == Outcome(tokens_out=400, stop_reason="max_tokens")
+    assert _ended(survivor.outcome()) == (400, "max_tokens")
 
 
 def test_a_stop_sequence_ends_generation_and_is_not_emitted(batch):
@@ -163,7 +233,7 @@ def test_the_budget_never_exceeds_the_sequence_context(batch):
     run = _start(batch, 0, SamplingParams(max_tokens=5000, ignore_eos=True))
     outcome = run.outcome()
     prompt = len(batch.tokenize("Once upon a time", False))
-    assert outcome == Outcome(tokens_out=batch.context_tokens - prompt, stop_reason="max_tokens")
+    assert _ended(outcome) == (batch.context_tokens - prompt, "max_tokens")
 
 
 @pytest.mark.parametrize("overlap", [False, True], ids=["in-order", "overlapped"])

@@ -344,6 +344,9 @@ class FailingEngine:
     def special_texts(self) -> tuple[str, str]:
         return self._real.special_texts()
 
+    def slot_for(self, prompt_tokens: list[int], free: list[int]) -> int:
+        return self._real.slot_for(prompt_tokens, free)
+
     def start(self, slot: int, job: Job) -> Future[Outcome]:
         failed: Future[Outcome] = Future()
         failed.set_exception(RuntimeError("llama_decode returned -1"))

@@ -13,6 +13,7 @@ TASK_EVENTS = [
     wire.Started("t1", "w-1", 0, 3, None, node=None, model="default"),
     wire.Token("Once", 0),
     wire.End(12, wire.StopReason.EOS, 150.5, 79.73),
+    wire.End(3, wire.StopReason.STOP, 9.0, 1.0, prompt_tokens_cached=40),
     wire.Error("GENERATION_FAILED", "generation failed"),
 ]
 LOADING_EVENTS = [

@@ -132,6 +132,10 @@ class Timings:
     most its 512-token batch): a long prompt then delays their next token by a chunk's time, not
     the whole prompt's; larger chunks let many joining prompts in sooner (384 against 128: 22 % more
     tokens/s and half the time to first token at 64 streams of an 8B model on an H200)."""
+    worker_prefix_copy_min_tokens: int = tunable(32, "tokens", ge=0)
+    """A prompt joining the batched engine copies another sequence's KV cells when they hold at
+    least this many more of its leading tokens than its own slot's cells: a copy moves a whole
+    sequence's cells (context × layers), a cut is free, and decoding a few tokens costs less."""
     worker_gil_switch_ms: float = tunable(0.5, "ms", ge=0.05, lt=1000)
     """Python's thread switch interval in a worker (`sys.setswitchinterval`): how long its decode
     loop may wait for the interpreter lock that the event loop holds (Python's default: 5 ms;

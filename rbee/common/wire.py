@@ -209,6 +209,8 @@ class End(WireEvent):
     tokens_per_second: float = 0.0
     stop_reasons: tuple[StopReason, ...] = ()
     """Each choice's stop reason, when the request asked for `n` > 1 (`stop_reason` is the first's)."""
+    prompt_tokens_cached: int = 0
+    """Prompt tokens the worker took from KV cells it had cached instead of decoding them."""
 
     def to_wire(self) -> dict[str, Any]:
         """The event's JSON object."""
@@ -217,6 +219,8 @@ class End(WireEvent):
                                 "tokens_per_second": self.tokens_per_second}
         if self.stop_reasons:
             wire["stop_reasons"] = list(self.stop_reasons)
+        if self.prompt_tokens_cached:
+            wire["prompt_tokens_cached"] = self.prompt_tokens_cached
         return wire
 
     @classmethod
@@ -224,7 +228,8 @@ class End(WireEvent):
         """The event of a received JSON object."""
         return cls(data["tokens_out"], StopReason(data["stop_reason"]), data["duration_ms"],
                    data.get("tokens_per_second", 0.0),
-                   tuple(StopReason(reason) for reason in data.get("stop_reasons", ())))
+                   tuple(StopReason(reason) for reason in data.get("stop_reasons", ())),
+                   data.get("prompt_tokens_cached", 0))
 
     def choice_stop_reasons(self, choices: int) -> tuple[StopReason, ...]:
         """The stop reason of each of `choices` choices."""

@@ -11,8 +11,10 @@ outputs are ready, the tokens just sampled go into the next batch at once and th
 handed out while it decodes (a sequence's first token goes out before, for its time to first
 token); a sequence that ends on such a token has one token decoded for nothing. Sequences join
 (prompt prefill) and leave (end of generation, stop sequence, max tokens, cancellation) between
-steps; a finished sequence's KV cells are cleared (once no decode is in flight) so its slot
-starts clean. A slot is a sequence id, so the slot count costs KV cache memory, not threads or
+steps. A finished sequence's KV cells are kept (`prefix_cache`): a sequence joining starts
+from the longest prefix of its prompt that its own cells, or another sequence's, hold (cut to
+that prefix, or copied with `llama_memory_seq_cp` and cut, once no decode is in flight) and
+decodes only the rest. A slot is a sequence id, so the slot count costs KV cache memory, not threads or
 copies of the weights. The choices of one request (`n` > 1) decode the prompt once: the first
 choice's sequence decodes it, and the others copy its cells (`llama_memory_seq_cp`) and sample
 their first token from the same logits, each with its own sampler.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import dataclasses
 import functools
 import logging
 import os
@@ -36,6 +39,7 @@ from rbee.worker import engine
 from rbee.worker.faults import Faults
 from rbee.worker.generation import Job, LoadSpec, Outcome, Progress
 from rbee.worker.logprobs import logits_at, token_logprobs
+from rbee.worker.prefix_cache import PrefixIndex, Reuse, plan
 from rbee.worker.sampling import build_sampler
 from rbee.worker.token_rules import TokenRules
 
@@ -72,6 +76,12 @@ class _Sequence:
     """Sequences waiting to copy this one's prompt cells."""
     copy_due: bool = False
     """The leader's prompt is in the KV cache: copy its cells before the next decode."""
+    cells: list[int] = field(default_factory=list)
+    """The tokens its KV cells hold (or will, once the decode in flight is done)."""
+    placed: bool = False
+    """Its cells are set up: cut to a reused prefix, copied, or cleared."""
+    reused: int = 0
+    """Prompt tokens taken from cells already in the cache instead of decoded."""
 
     def __post_init__(self) -> None:
         self.pending = list(self.job.prompt_tokens)
@@ -230,6 +240,13 @@ class BatchEngine:
         """Sequences gone whose cells and sampler are freed once no decode is in flight."""
         self._copies_due: list[_Sequence] = []
         """Sequences whose leader's prompt the last batch completed: their cells to copy."""
+        self._joining: list[_Sequence] = []
+        """Sequences that joined (or stopped following) and whose cells are not placed yet."""
+        self._prefixes = PrefixIndex()
+        self.prompt_tokens_reused = 0
+        """Prompt tokens taken from cached cells since start (written by the decode loop only)."""
+        self.prompt_tokens_decoded = 0
+        """Prompt tokens decoded since start (written by the decode loop only)."""
         self._in_flight = False
         self._thread = threading.Thread(target=self._own, name="decode-loop", daemon=True)
         self._pool = ThreadPoolExecutor(max(1, SAMPLING_THREADS - 1), thread_name_prefix="sampling")
@@ -260,6 +277,11 @@ class BatchEngine:
     def special_texts(self) -> tuple[str, str]:
         """The text of the BOS and EOS tokens."""
         return engine.special_texts(self._model)
+
+    def slot_for(self, prompt_tokens: list[int], free: list[int]) -> int:
+        """The free slot to run `prompt_tokens` in: the one whose cells hold its longest prefix,
+        else the least recently used."""
+        return self._prefixes.choose(prompt_tokens, free)
 
     def start(self, slot: int, job: Job) -> Future[Outcome]:
         """Queue `job` to join the batch as sequence `slot` at the next step."""
@@ -349,8 +371,10 @@ class BatchEngine:
                 done.set_exception(exc)
                 return
             leader = self._active.get(job.follows) if job.follows is not None else None
-            if leader is not None and leader.position == 0 and leader.job.prompt_tokens == job.prompt_tokens:
+            if leader is not None and not leader.placed and leader.job.prompt_tokens == job.prompt_tokens:
                 seq.follow(leader)
+            else:
+                self._joining.append(seq)
             self._active[slot] = seq
 
     def _guarded_step(self) -> None:
@@ -368,6 +392,7 @@ class BatchEngine:
         on a GPU in the other order, so that the two overlap, except for each sequence's first
         token, handed out before the launch (its time to first token)."""
         self._quiesce()
+        self._place_joining()
         self._copy_prompts()
         sampled = self._sample()
         if self._overlap:
@@ -388,11 +413,54 @@ class BatchEngine:
             llama_cpp.llama_synchronize(self._context.ctx)
             self._in_flight = False
         for seq in self._stale:
-            if seq.position:
+            if seq.placed and not seq.cells:
                 llama_cpp.llama_memory_seq_rm(self._context.memory, seq.seq_id, -1, -1)
             if seq.sampler is not None:
                 seq.sampler.close()
         self._stale.clear()
+
+    def _place_joining(self) -> None:
+        """Set up the cells of each sequence that joined: from the longest cached prefix of its
+        prompt (`prefix_cache.plan`), the rest left to decode."""
+        for seq in self._joining:
+            if self._active.get(seq.seq_id) is seq and seq.leader is None and not seq.placed:
+                self._place(seq)
+        self._joining.clear()
+
+    def _place(self, seq: _Sequence) -> None:
+        import llama_cpp
+
+        prompt = seq.job.prompt_tokens
+        own = self._prefixes.take(seq.seq_id)
+        others = [*self._prefixes.idle(),
+                  *((s.seq_id, s.cells) for s in self._active.values() if s is not seq and s.placed)]
+        reuse = self._usable(plan(seq.seq_id, prompt, own, others, self._spec.prefix_copy_min_tokens))
+        memory = self._context.memory
+        if reuse.source != seq.seq_id:
+            llama_cpp.llama_memory_seq_rm(memory, seq.seq_id, -1, -1)
+            llama_cpp.llama_memory_seq_cp(memory, reuse.source, seq.seq_id, -1, -1)
+        if not llama_cpp.llama_memory_seq_rm(memory, seq.seq_id, reuse.length, -1):
+            llama_cpp.llama_memory_seq_rm(memory, seq.seq_id, -1, -1)
+            reuse = Reuse(seq.seq_id, 0)
+        seq.placed = True
+        seq.reused = seq.position = reuse.length
+        seq.cells = prompt[:reuse.length]
+        seq.pending = prompt[reuse.length:]
+        self.prompt_tokens_reused += reuse.length
+        self.prompt_tokens_decoded += len(seq.pending)
+
+    def _usable(self, reuse: Reuse) -> Reuse:
+        """`reuse`, or none when the source's cells no longer hold the positions the prefix needs
+        (a sliding-window cache keeps only the last window's cells)."""
+        import llama_cpp
+
+        if not reuse.length:
+            return reuse
+        oldest = llama_cpp.llama_memory_seq_pos_min(self._context.memory, reuse.source)
+        window = max(1, llama_cpp.llama_model_n_swa(self._model.model))
+        if oldest < 0 or oldest > max(0, reuse.length - window):
+            return Reuse(reuse.source, 0)
+        return reuse
 
     def _copy_prompts(self) -> None:
         """Give each sequence whose leader's prompt is now in the KV cache a copy of those cells
@@ -403,7 +471,11 @@ class BatchEngine:
             leader = seq.leader
             if seq.copy_due and leader is not None and self._active.get(seq.seq_id) is seq:
                 llama_cpp.llama_memory_seq_cp(self._context.memory, leader.seq_id, seq.seq_id, -1, -1)
-                seq.position = leader.position
+                self._prefixes.take(seq.seq_id)
+                seq.placed = True
+                seq.cells = list(leader.cells)
+                seq.reused = seq.position = leader.position
+                self.prompt_tokens_reused += seq.reused
                 seq.leader = None
                 seq.copy_due = False
                 leader.followers.remove(seq)
@@ -464,7 +536,7 @@ class BatchEngine:
         for seq in decoding:
             self._put(seq, 1)
         for seq in sequences:
-            if not seq.decoding and seq.leader is None:
+            if not seq.decoding and seq.leader is None and seq.placed:
                 take = min(room, len(seq.pending))
                 room -= take
                 self._put(seq, take)
@@ -479,6 +551,7 @@ class BatchEngine:
         completes the sequence's input."""
         tokens = seq.pending[:take]
         del seq.pending[:take]
+        seq.cells += tokens
         completes = bool(take) and not seq.pending
         last = self._batch.add(tokens, seq.position, seq.seq_id, completes)
         seq.position += take
@@ -499,15 +572,21 @@ class BatchEngine:
 
     def _finish(self, seq: _Sequence, stop_reason: StopReason) -> None:
         """End a sequence: release held-back text (unless cancelled), settle, free it later."""
-        outcome = seq.rules.finish(stop_reason)
-        self._drop(seq)
+        outcome = dataclasses.replace(seq.rules.finish(stop_reason), prompt_tokens_cached=seq.reused)
+        self._drop(seq, kept=True)
         seq.done.set_result(outcome)
 
-    def _drop(self, seq: _Sequence) -> None:
-        """Forget a sequence; its cells and sampler are freed at the next quiet moment."""
+    def _drop(self, seq: _Sequence, kept: bool = False) -> None:
+        """Forget a sequence; its cells are `kept` for a later prompt sharing their prefix, or
+        cleared, and its sampler freed, at the next quiet moment."""
         self._active.pop(seq.seq_id, None)
+        if seq.placed:
+            if not kept:
+                seq.cells = []
+            self._prefixes.keep(seq.seq_id, seq.cells)
         self._stale.append(seq)
         for follower in seq.followers:
             if follower.leader is seq:
                 follower.unfollow()
+                self._joining.append(follower)
         seq.followers.clear()

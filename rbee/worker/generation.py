@@ -27,6 +27,8 @@ class Outcome:
 
     tokens_out: int
     stop_reason: StopReason
+    prompt_tokens_cached: int = 0
+    """Prompt tokens taken from KV cells already in the cache instead of decoded."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,9 @@ class LoadSpec:
     prefill_chunk_tokens: int = Timings.worker_prefill_chunk_tokens
     """Prompt tokens a batched step takes while other sequences decode
     (`Timings.worker_prefill_chunk_tokens`)."""
+    prefix_copy_min_tokens: int = Timings.worker_prefix_copy_min_tokens
+    """How many more of a prompt's leading tokens another sequence's cells must hold than the
+    joining sequence's own for the batched engine to copy them (`Timings.worker_prefix_copy_min_tokens`)."""
     on_progress: Progress | None = None
     """Called from the loading thread with the share of the model's tensors loaded, as llama.cpp's
     loading progress callback reports it (the batch engine; the simple engine reports per slot)."""
@@ -90,6 +95,10 @@ class Engine(Protocol):
     vocab_size: int
     """Tokens in the model's vocabulary."""
     chat_template: str | None
+    prompt_tokens_reused: int
+    """Prompt tokens taken from cells an earlier generation left in the KV cache, since start."""
+    prompt_tokens_decoded: int
+    """Prompt tokens decoded since start."""
 
     def tokenize(self, text: str, parse_special: bool, add_bos: bool = True) -> list[int]:
         """Prompt tokens, with BOS unless told (a rendered template that wrote BOS itself);
@@ -98,6 +107,10 @@ class Engine(Protocol):
 
     def special_texts(self) -> tuple[str, str]:
         """The text of the BOS and EOS tokens ('' for a token the model lacks)."""
+        ...
+
+    def slot_for(self, prompt_tokens: list[int], free: list[int]) -> int:
+        """Which of the `free` slots to run `prompt_tokens` in (the one that may hold its prefix)."""
         ...
 
     def start(self, slot: int, job: Job) -> Future[Outcome]:

@@ -103,24 +103,16 @@ class InferenceService:
         check_choices(params.n, self.pool.total)
         check_logit_bias(params.logit_bias, self.engine.vocab_size)
         grammar, splitter = self._output_grammar(params)
-        slots: list[Slot] = []
-        try:
-            slots.extend(self.pool.acquire(task_id) for _ in range(params.n))
-            prompt_tokens, stops = self._prompt_tokens(params)
-        except BaseException:
-            for slot in slots:
-                self.pool.release(slot)
-            raise
+        prompt_tokens, stops = self._prompt_tokens(params)
         context_tokens = self.engine.context_tokens
         if len(prompt_tokens) >= context_tokens:
-            for slot in slots:
-                self.pool.release(slot)
             raise ApiError(
                 400,
                 "PROMPT_TOO_LONG",
                 "the prompt does not fit the model's context window",
                 {"prompt_tokens": len(prompt_tokens), "context_tokens": context_tokens},
             )
+        slots = self._acquire(task_id, prompt_tokens, params.n)
         if params.max_tokens is None:
             params = params.model_copy(update={"max_tokens": self.max_output_tokens or context_tokens})
         task = Task(task_id, slots, prompt_tokens, params, stops + params.stop, grammar, splitter,
@@ -129,6 +121,19 @@ class InferenceService:
         self.peak_active = max(self.peak_active, len(self._active))
         self._launch(task)
         return task
+
+    def _acquire(self, task_id: str, prompt_tokens: list[int], count: int) -> list[Slot]:
+        """A slot for each of `count` choices: for the first, the one whose cells may hold the
+        prompt's prefix; for the others (which copy the first's cells), the least recently used."""
+        slots: list[Slot] = []
+        try:
+            for prompt in [prompt_tokens, *[[]] * (count - 1)]:
+                slots.append(self.pool.acquire(task_id, functools.partial(self.engine.slot_for, prompt)))
+        except BaseException:
+            for slot in slots:
+                self.pool.release(slot)
+            raise
+        return slots
 
     def _launch(self, task: Task) -> None:
         """Hand each choice to the engine (the later ones copy the first one's prompt cells);
@@ -241,4 +246,5 @@ class InferenceService:
         duration = time.monotonic() - task.started_at
         stop_reasons = tuple(outcome.stop_reason for outcome in outcomes) if len(outcomes) > 1 else ()
         return wire.End(tokens_out, outcomes[0].stop_reason, round(duration * 1000, 1),
-                        round(tokens_out / duration, 2) if duration else 0.0, stop_reasons)
+                        round(tokens_out / duration, 2) if duration else 0.0, stop_reasons,
+                        outcomes[0].prompt_tokens_cached)

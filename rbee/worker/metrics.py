@@ -85,4 +85,11 @@ class WorkerMetrics:
                                 "Tokens streamed per second over the last 10 s", value=self.throughput.rate())
         yield CounterMetricFamily(self._prefix + "tokens_generated", "Tokens generated since start",
                                   value=service.tokens_generated if service else 0)
+        prompt = CounterMetricFamily(self._prefix + "prompt_tokens", "Prompt tokens since start, by how "
+                                     "they got into the KV cache: reused (cells of an earlier request "
+                                     "with the same prefix) or decoded", labels=("source",))
+        engine = service.engine if service else None
+        prompt.add_metric(("reused",), engine.prompt_tokens_reused if engine else 0)
+        prompt.add_metric(("decoded",), engine.prompt_tokens_decoded if engine else 0)
+        yield prompt
 

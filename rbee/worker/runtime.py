@@ -113,6 +113,7 @@ class WorkerRuntime:
             split_mode=settings.split_mode,
             tensor_split=settings.tensor_split,
             prefill_chunk_tokens=self.timings.worker_prefill_chunk_tokens,
+            prefix_copy_min_tokens=self.timings.worker_prefix_copy_min_tokens,
             on_progress=self._loaded_share_from(asyncio.get_running_loop()),
         )
         try:

@@ -8,6 +8,7 @@ touched by two threads. Kept beside the batched engine for comparison. A request
 from __future__ import annotations
 
 import asyncio
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -26,6 +27,9 @@ class SimpleEngine:
         self.context_tokens = contexts[0].n_ctx()
         self.vocab_size = contexts[0].n_vocab()
         self.chat_template = engine.chat_template_of(contexts[0].metadata)
+        self.prompt_tokens_reused = 0
+        self.prompt_tokens_decoded = 0
+        self._count_lock = threading.Lock()
 
     @classmethod
     async def load(cls, spec: LoadSpec, faults: Faults, progress: Progress) -> SimpleEngine:
@@ -58,6 +62,11 @@ class SimpleEngine:
         """The text of the BOS and EOS tokens."""
         return engine.special_texts(self._contexts[0]._model)
 
+    @staticmethod
+    def slot_for(prompt_tokens: list[int], free: list[int]) -> int:
+        """The first free slot: a slot's context keeps no cells between generations."""
+        return free[0]
+
     def start(self, slot: int, job: Job) -> Future[Outcome]:
         """Generate in the slot's own thread."""
         return self._executors[slot].submit(self._run, self._contexts[slot], job)
@@ -68,6 +77,8 @@ class SimpleEngine:
 
     def _run(self, context: Any, job: Job) -> Outcome:
         self._faults.on_generation_start()
+        with self._count_lock:
+            self.prompt_tokens_decoded += len(job.prompt_tokens)
         return engine.generate(context, job, self._faults.on_token)
 
     def shutdown(self) -> None:

@@ -6,6 +6,7 @@ simple engine, its sequence id in the batched one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from rbee.common.errors import ApiError
@@ -40,12 +41,14 @@ class SlotPool:
         """Number of slots not serving a request."""
         return sum(1 for slot in self._slots if slot.task_id is None)
 
-    def acquire(self, task_id: str) -> Slot:
-        """Claim a free slot for `task_id`, or fail with 503 ALL_SLOTS_BUSY."""
-        for slot in self._slots:
-            if slot.task_id is None:
-                slot.task_id = task_id
-                return slot
+    def acquire(self, task_id: str, choose: Callable[[list[int]], int] | None = None) -> Slot:
+        """Claim a free slot for `task_id` (the one `choose` picks from the free indices, else the
+        first), or fail with 503 ALL_SLOTS_BUSY."""
+        free = [slot.index for slot in self._slots if slot.task_id is None]
+        if free:
+            slot = self._slots[choose(free) if choose is not None else free[0]]
+            slot.task_id = task_id
+            return slot
         raise ApiError(
             503,
             "ALL_SLOTS_BUSY",

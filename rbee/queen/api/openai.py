@@ -89,7 +89,7 @@ async def _openai_stream(
                 for chunk in responder.final_chunks(event):
                     await sse.send_data(response, chunk)
                 if responder.request.include_usage:
-                    await sse.send_data(response, responder.usage_chunk(event.tokens_out))
+                    await sse.send_data(response, responder.usage_chunk(event))
             case wire.Error():
                 await send_error(response, event.to_api_error(503))
     await sse.send_data(response, sse.DONE)

@@ -94,12 +94,14 @@ class OpenAIResponder:
     def _state(self, index: int) -> _Choice:
         return self._choices.setdefault(index, _Choice())
 
-    def usage(self, completion_tokens: int) -> dict[str, int]:
-        """The usage block (completion tokens of every choice together)."""
+    def usage(self, end: wire.End) -> dict[str, Any]:
+        """The usage block (completion tokens of every choice together; the prompt tokens the
+        worker found in its cache instead of decoding them)."""
         return {
             "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": self.prompt_tokens + completion_tokens,
+            "completion_tokens": end.tokens_out,
+            "total_tokens": self.prompt_tokens + end.tokens_out,
+            "prompt_tokens_details": {"cached_tokens": end.prompt_tokens_cached},
         }
 
     def _logprobs(self, state: _Choice, entries: list[wire.TokenLogprobs]) -> dict[str, Any] | None:
@@ -162,10 +164,10 @@ class OpenAIResponder:
                     index, None, finish_reason(reason, bool(self._state(index).calls)), []))
                 for index, reason in enumerate(reasons)]
 
-    def usage_chunk(self, completion_tokens: int) -> dict[str, Any]:
+    def usage_chunk(self, end: wire.End) -> dict[str, Any]:
         """The extra chunk sent when `stream_options.include_usage` is set."""
         suffix = ".chunk" if self.request.chat else ""
-        return {**self._base(suffix), "choices": [], "usage": self.usage(completion_tokens)}
+        return {**self._base(suffix), "choices": [], "usage": self.usage(end)}
 
     def add(self, token: wire.Token) -> None:
         """Keep a token event of an answer sent whole."""
@@ -197,4 +199,4 @@ class OpenAIResponder:
             choice["logprobs"] = self._logprobs(state, state.logprobs)
             choice["finish_reason"] = finish_reason(reason, bool(state.calls))
             choices.append(choice)
-        return {**self._base(), "choices": choices, "usage": self.usage(end.tokens_out)}
+        return {**self._base(), "choices": choices, "usage": self.usage(end)}
