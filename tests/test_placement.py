@@ -220,6 +220,53 @@ def test_the_least_loaded_worker_is_chosen(tmp_path):
     assert first != second
 
 
+CHAT = [{"role": "user", "content": "Tell me about the little dog that saw a big cat. " * 4}]
+NEXT_TURN = [*CHAT, {"role": "assistant", "content": "It ran."}, {"role": "user", "content": "Why?"}]
+
+
+def test_a_next_turn_goes_to_the_worker_that_served_the_turn_before_even_when_it_is_busier(tmp_path):
+    async def scenario():
+        async with fake_hives(1) as (hive,), queen(tmp_path, local=hive, slots=4) as q:
+            hive.add_worker(MODEL, "idle", slots=4)
+            hive.add_worker(MODEL, "idle", slots=4)
+            keys = q.placement.affinity.keys
+            async with q.placement.worker_for(MODEL, prefix=keys({"messages": CHAT})) as first:
+                async with q.placement.worker_for(MODEL, prefix=keys({"messages": NEXT_TURN})) as turn:
+                    return first.worker_id, turn.worker_id
+
+    first, turn = asyncio.run(scenario())
+    assert turn == first
+
+
+def test_a_next_turn_goes_to_the_least_busy_worker_when_the_one_holding_its_prefix_is_full(tmp_path):
+    async def scenario():
+        async with fake_hives(1) as (hive,), queen(tmp_path, local=hive, slots=1) as q:
+            hive.add_worker(MODEL, "idle", slots=1)
+            hive.add_worker(MODEL, "idle", slots=1)
+            keys = q.placement.affinity.keys
+            async with q.placement.worker_for(MODEL, prefix=keys({"messages": CHAT})) as first:
+                async with q.placement.worker_for(MODEL, prefix=keys({"messages": NEXT_TURN})) as turn:
+                    return first.worker_id, turn.worker_id
+
+    first, turn = asyncio.run(scenario())
+    assert turn != first
+
+
+def test_the_worker_holding_a_prefix_is_passed_over_when_much_busier_than_another(tmp_path):
+    async def scenario():
+        timings = Timings(prefix_affinity_slack=0.0)
+        async with fake_hives(1) as (hive,), queen(tmp_path, local=hive, slots=4, timings=timings) as q:
+            hive.add_worker(MODEL, "idle", slots=4)
+            hive.add_worker(MODEL, "idle", slots=4)
+            keys = q.placement.affinity.keys
+            async with q.placement.worker_for(MODEL, prefix=keys({"messages": CHAT})) as first:
+                async with q.placement.worker_for(MODEL, prefix=keys({"messages": NEXT_TURN})) as turn:
+                    return first.worker_id, turn.worker_id
+
+    first, turn = asyncio.run(scenario())
+    assert turn != first
+
+
 def test_a_worker_on_another_backend_is_not_used(tmp_path):
     async def scenario():
         async with fake_hives(1) as (hive,), queen(tmp_path, local=hive) as q:

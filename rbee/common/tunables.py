@@ -119,6 +119,16 @@ class Timings:
     """The longest a request waits in the admission queue before 503 (its deadline may end it sooner)."""
     failed_node_cooldown_s: float = tunable(30.0, "s")
     """A node whose hive could not be started is passed over this long by requests naming no node."""
+    prefix_affinity_block_chars: int = tunable(64, "bytes")
+    """Prompt text hashed per key of prefix affinity (the queen's guess of which worker holds a
+    request's prompt prefix): a prompt shorter than one block gets no affinity."""
+    prefix_affinity_blocks: int = tunable(64, "blocks")
+    """Blocks at the start of a prompt that prefix affinity hashes (64 × 64 bytes: 4 KiB)."""
+    prefix_affinity_entries: int = tunable(65536, "keys")
+    """Prefix keys the queen remembers, the least recently used forgotten first (about 100 bytes each)."""
+    prefix_affinity_slack: float = tunable(0.25, "share of slots", ge=0, lt=1.001)
+    """How much busier (in-flight requests over slots) the worker holding a request's prefix may be
+    than the least busy worker and still be preferred; 0 prefers it only when no worker is less busy."""
     request_deadline_s: float = tunable(300.0, "s")
     """Deadline the queen gives a request that arrives without `X-Request-Deadline`."""
     upstream_connect_timeout_s: float = tunable(5.0, "s")

@@ -216,7 +216,8 @@ class Dispatcher:
         """A slot of a worker for `task`, held until `stack` closes (504 once its deadline passes)."""
         try:
             async with asyncio.timeout(task.deadline.remaining_s()):
-                placed = self._placement.worker_for(task.model, task.backend, task.node, waiter=task.task_id)
+                placed = self._placement.worker_for(task.model, task.backend, task.node, waiter=task.task_id,
+                                                    prefix=self._placement.affinity.keys(task.worker_body))
                 with self._meter.waiting():
                     return await stack.enter_async_context(placed)
         except TimeoutError as exc:

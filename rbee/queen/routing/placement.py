@@ -35,6 +35,7 @@ from rbee.queen.nodes.hive_directory import HiveDirectory, HiveHandle
 from rbee.queen.routing.admission import AdmissionQueue
 from rbee.queen.routing.backend_policy import AUTO
 from rbee.queen.routing.hive_registry import HiveRegistry
+from rbee.queen.routing.prefix_affinity import PrefixAffinity
 from rbee.queen.routing.spawn_order import is_refusal, most_specific, spawn_order
 from rbee.queen.routing.worker_registry import (
     PENDING_STATES,
@@ -72,6 +73,7 @@ class Placement:
         self._failed_until: dict[str, float] = {}
         self._synced_at: dict[str, float] = {}
         self.admission = AdmissionQueue(timings)
+        self.affinity = PrefixAffinity(timings)
 
     def _stale(self, handle: HiveHandle) -> ApiError | None:
         if not self._hives.is_stale(handle.client.base_url):
@@ -180,12 +182,16 @@ class Placement:
     @asynccontextmanager
     async def worker_for(
         self, model: str, backend: str = AUTO, node: str | None = None, *, embedding: bool = False,
-        waiter: object | None = None,
+        waiter: object | None = None, prefix: tuple[bytes, ...] = (),
     ) -> AsyncIterator[WorkerView]:
         """Hold a slot's worth of a worker of `model` for backend policy `backend` (on `node`, when
         given): an embedding worker when `embedding`, else a generation worker; `waiter` names the
-        request in the admission queue (`AdmissionQueue.position`)."""
-        worker = await self._admit(model, backend, node, embedding, waiter)
+        request in the admission queue (`AdmissionQueue.position`); `prefix` are the keys of its
+        prompt (`PrefixAffinity.keys`): the worker that served the longest of them is preferred."""
+        pool = pool_of(model, embedding)
+        worker = await self._admit(model, backend, node, embedding, waiter,
+                                   self.affinity.worker_of(pool, prefix))
+        self.affinity.served(pool, prefix, worker.worker_id)
         self._registry.acquire(worker.worker_id)
         try:
             yield worker
@@ -198,10 +204,12 @@ class Placement:
         return [w for w in self._registry.for_model(model) if w.state is WorkerState.LOADING]
 
     async def _admit(
-        self, model: str, backend: str, node: str | None, embedding: bool, waiter: object | None
+        self, model: str, backend: str, node: str | None, embedding: bool, waiter: object | None,
+        prefer: str | None,
     ) -> WorkerView:
-        """A worker with a free slot now, or after waiting in its pool's admission queue."""
-        worker = await self._choose(model, backend, node, embedding)
+        """A worker with a free slot now (`prefer` if it may), or after waiting in its pool's
+        admission queue."""
+        worker = await self._choose(model, backend, node, embedding, prefer)
         if worker is not None:
             return worker
         pool = pool_of(model, embedding)
@@ -210,21 +218,24 @@ class Placement:
         async with self.admission.place(pool, waiter):
             while True:
                 await self.admission.wait_turn(pool, loop.time() - queued_at)
-                worker = await self._choose(model, backend, node, embedding)
+                worker = await self._choose(model, backend, node, embedding, prefer)
                 if worker is not None:
                     log.debug("request for %s admitted after %.3fs queued", pool, loop.time() - queued_at)
                     return worker
                 if loop.time() - queued_at >= self._gpu.replica_after_wait_s:
                     self._add_replica(model, backend, node, embedding)
 
-    async def _choose(self, model: str, backend: str, node: str | None, embedding: bool) -> WorkerView | None:
-        """A worker of `model` and kind `embedding` with a free slot (spawned or awaited when there
-        is none at all); None when every such worker is busy."""
+    async def _choose(
+        self, model: str, backend: str, node: str | None, embedding: bool, prefer: str | None = None
+    ) -> WorkerView | None:
+        """A worker of `model` and kind `embedding` with a free slot (`prefer` when `pick` allows;
+        spawned or awaited when there is none at all); None when every such worker is busy."""
         lock = self._model_locks.setdefault(pool_of(model, embedding), asyncio.Lock())
         async with lock:
             handles = await self._usable(node)
             urls = {h.client.base_url for h in handles}
-            worker = self._registry.pick(model, backend, urls, embedding)
+            worker = self._registry.pick(model, backend, urls, embedding, prefer,
+                                         self._timings.prefix_affinity_slack)
             if worker is not None:
                 return worker
             workers = self._registry.for_model(model, backend, urls, embedding)

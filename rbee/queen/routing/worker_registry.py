@@ -117,13 +117,24 @@ class WorkerRegistry:
 
     def pick(
         self, model: str, policy: str = AUTO, hive_urls: Collection[str] | None = None,
-        embedding: bool = False,
+        embedding: bool = False, prefer: str | None = None, slack: float = 0.0,
     ) -> WorkerView | None:
         """The serving worker of `model` for `policy` (an embedding one when `embedding`) with a
-        free slot: a CUDA one first, then the least loaded."""
+        free slot: a CUDA one first, then the least loaded; `prefer` (the worker holding the
+        request's prefix) instead when it has a free slot, is of the same kind as that one and
+        is at most `slack` (a share of its slots) busier."""
         candidates = [w for w in self.for_model(model, policy, hive_urls, embedding) if self.has_free_slot(w)]
-        return min(candidates, key=lambda w: (w.backend != "cuda", self.in_flight(w.worker_id) / w.slots),
-                   default=None)
+        best = min(candidates, key=self._load, default=None)
+        preferred = next((w for w in candidates if w.worker_id == prefer), None)
+        if best is not None and preferred is not None:
+            (cuda, busy), (preferred_cuda, preferred_busy) = self._load(best), self._load(preferred)
+            if preferred_cuda == cuda and preferred_busy <= busy + slack:
+                return preferred
+        return best
+
+    def _load(self, worker: WorkerView) -> tuple[bool, float]:
+        """A worker's rank for least-busy placement: not CUDA, then the share of its slots in use."""
+        return worker.backend != "cuda", self.in_flight(worker.worker_id) / worker.slots
 
     def all(self) -> list[WorkerView]:
         """Every known worker."""
