@@ -205,6 +205,16 @@ def test_a_worker_refusing_the_request_fails_the_task_with_its_status_and_code_w
     assert attempts == 1
 
 
+def test_a_worker_whose_slots_are_still_busy_is_asked_again_before_the_task_fails(tmp_path):
+    async def scenario():
+        async with queen(tmp_path, refuses(503, "ALL_SLOTS_BUSY"), streams("Once")) as q:
+            return await q.events(q.task()), len(q.worker.requests)
+
+    events, attempts = asyncio.run(scenario())
+    assert [e["type"] for e in events] == ["started", "token", "end"]
+    assert attempts == 2
+
+
 def test_an_error_event_from_the_worker_is_relayed_and_audited_as_failed(tmp_path):
     error = {"type": "error", "code": "GENERATION_FAILED", "message": "generation failed"}
 

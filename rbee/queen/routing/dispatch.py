@@ -32,6 +32,9 @@ FINISHED_TASKS_REMEMBERED = 10_000
 MAX_ATTEMPTS = 3
 SHORTEST_TIMEOUT_S = 0.001
 RETRY_PAUSE_S = 0.25
+SLOTS_BUSY = "ALL_SLOTS_BUSY"
+"""A worker's answer while the slot of a request that just ended is not free there yet (the queen
+counts it free when its own stream ends): asked again after a pause, like a lost worker."""
 DRAIN_POLL_S = 0.05
 """How often a drain looks whether the running requests have finished."""
 
@@ -146,6 +149,7 @@ class Dispatcher:
         body = {**task.worker_body, "task_id": task_id}
         headers = {CORRELATION_HEADER: task.correlation_id, deadlines.HEADER: deadline.header, **self._auth()}
         delivered = False
+        busy: ApiError | None = None
         loop = asyncio.get_running_loop()
         since = loop.time()
         try:
@@ -195,6 +199,12 @@ class Dispatcher:
                             raise deadlines.expired() from None
                         yield wire.deadline_exceeded()
                         return
+                    except ApiError as err:
+                        if err.code != SLOTS_BUSY:
+                            raise
+                        busy = err
+                        log.info("worker %s had no free slot yet for task %s (attempt %d)",
+                                 worker.worker_id, task_id, attempt)
                     except (aiohttp.ClientError, sse.StreamTruncated, ValueError) as exc:
                         finished = True
                         log.warning("task %s lost worker %s (attempt %d): %s",
@@ -210,7 +220,7 @@ class Dispatcher:
                 await asyncio.sleep(RETRY_PAUSE_S * attempt)
         finally:
             self._finished.append(task_id)
-        raise wire.worker_crashed().to_api_error(503, {"attempts": MAX_ATTEMPTS})
+        raise busy or wire.worker_crashed().to_api_error(503, {"attempts": MAX_ATTEMPTS})
 
     async def _hold(self, stack: AsyncExitStack, task: Task) -> WorkerView:
         """A slot of a worker for `task`, held until `stack` closes (504 once its deadline passes)."""
