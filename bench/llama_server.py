@@ -128,5 +128,13 @@ def locate(env: Mapping[str, str] = os.environ, version: str | None = None, root
     return build(version, root, run, log)
 
 
+def command(binary: Path, model: Path, port: int, slots: int, ctx_per_slot: int, threads: int) -> list[str]:
+    """llama-server sized like an rbee worker: `slots` slots (`-np`) of `ctx_per_slot` tokens each,
+    `threads` for decoding and prompts, continuous batching; prompt caching is its default."""
+    return [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
+            "-np", str(slots), "-c", str(slots * ctx_per_slot), "--threads", str(threads),
+            "--threads-batch", str(threads), "--cont-batching"]
+
+
 if __name__ == "__main__":
     print(locate())
