@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the multi-turn bench alone and print its table."""
     import serving
     from serving import Bench
+    from serving_clients import Plan
 
     from rbee.testing.tiny_model import build_tiny_gguf
 
@@ -235,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         model = args.model or (build_tiny_gguf(workdir / "tiny.gguf") if args.tiny
                                else serving._default_model(workdir))
         binary = None if args.without_llama_server else serving.llama_server.locate()
-        bench = Bench(model, workdir, serving._plan(serving._parse(["--tiny"] if args.tiny else [])),
-                      args.threads, [], max(settings.levels), binary)
+        plan = Plan(settings.answer_tokens, settings.single_runs, 0, settings.levels)
+        bench = Bench(model, workdir, plan, args.threads, [], max(settings.levels), binary)
         try:
             results = run(bench, settings)
         finally:

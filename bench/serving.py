@@ -393,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(model, workdir, plan, threads, prefix, max(plan.levels), binary)
     started = time.monotonic()
     turns: dict[str, multiturn.Result] = {}
+    failed: dict[str, str] = {}
     settings = _multiturn_settings(args)
     try:
         systems: dict[str, Figures] = {}
@@ -409,7 +410,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.with_simple:
             runs.append(("(f) rbee worker, simple engine", lambda: run_worker(bench, "simple")))
         for name, run in runs:
-            systems[name] = _progress(name, run(), started)
+            try:
+                systems[name] = _progress(name, run(), started)
+            except (subprocess.CalledProcessError, RuntimeError, aiohttp.ClientError) as error:
+                if name == "(d) rbee through the queen":
+                    raise
+                print(f"{name} failed: {error}", flush=True)
+                failed[name] = str(error)
+            finally:
+                bench.stop_all()
         cpu_per_token = run_relay(bench, _levels(args.relay_levels))
         for level, cpu in cpu_per_token.items():
             print(f"queen CPU per relayed token at {level} streams: {cpu * 1000:.3f} ms", flush=True)
@@ -426,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     goals = Goals(cpu_per_token_s=cpu_per_token, idle_streams=idle_count, idle_rss=idle_rss,
                   idle_baseline_rss=baseline, multiturn=turns, multiturn_settings=settings,
-                  analysis=analysis)
+                  analysis=analysis, failed=failed)
     report = render(systems, goals, plan, model.name, threads, args.server_cpus, _command_line(argv),
                     time.monotonic() - started)
     print(report)
