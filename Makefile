@@ -26,7 +26,7 @@ rc: setup
 	$(BIN)/python scripts/rc_report.py features/rc_checklist.yaml reports/rc/behave.json
 
 bench: setup
-	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/serving.py $(BENCH_ARGS)
 
 bench-gpu:
 	bash scripts/gpu/bench.sh $(BENCH_ARGS)

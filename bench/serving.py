@@ -1,14 +1,18 @@
-"""Serving benchmark: rbee against llama-cpp-python, same model, same machine, one run.
+"""Serving benchmark: rbee against llama.cpp's llama-server and llama-cpp-python, same model,
+same machine, one run.
 
 Measures (a) llama-cpp-python in-process, (b) `python -m llama_cpp.server`, (c) an rbee worker
-directly and (d) rbee through the queen (queen, local hive, worker): single-stream tokens/s,
-time to first token (p50/p95) and aggregate tokens/s with 1, 2, 4, 8 and 16 concurrent
-streams, each figure with its ratio to (b) and to (a). Then the queen's relay: CPU time per
-relayed token during (d), and its resident memory with 1000 open idle streams. Prints the
-table and writes it, with the goals and the command, to docs/performance.md.
+directly, (d) rbee through the queen (queen, local hive, worker) and (e) llama.cpp's C++
+`llama-server` (continuous batching, prompt caching, one slot per stream of the largest level):
+single-stream tokens/s, time to first token (p50/p95) and aggregate tokens/s with 1, 2, 4, 8 and
+16 concurrent streams, each figure with its ratio to (e) and to (b). Then the queen's relay: CPU
+time per relayed token at 16 and 64 streams, and its resident memory with 1000 open idle
+streams; then the multi-turn bench (`bench/multiturn.py`). Prints the report, with every goal
+met or not, and writes it over the latest-run section of docs/performance.md.
 
-Run: make bench                                    (Gemma 3 270M; a few minutes)
-     .venv/bin/python bench/serving.py --tiny --output /tmp/perf.md   (smoke run, seconds)
+Run: make bench                                    (Gemma 3 270M; builds llama-server once, ~10 min)
+     .venv/bin/python bench/serving.py --tiny --without-llama-server --output /tmp/perf.md   (smoke run)
+llama-server is `RBEE_LLAMA_SERVER` when set, else built and cached by `bench/llama_server.py`.
 `--server-cpus 0,1` pins every measured process to those cores and the client to the others
 (for a many-core machine standing in for a 2-core one); `--with-simple` adds an rbee worker on
 the simple engine (one context per slot).
@@ -32,9 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import llama_server
+import multiturn
 import psutil
 from serving_clients import Figures, Plan, Stream, in_process, llama_cpp_server, measure, rbee_native
-from serving_report import Goals, render
+from serving_report import Goals, render, write_report
 
 from rbee.common.ports import ephemeral_port
 from rbee.testing.cluster import Daemon, queen_daemon, wait_until, worker_daemon
@@ -49,6 +55,10 @@ IDLE_AFTER_TOKENS = 16
 """Tokens before an idle stream's generation hangs: enough that one has text (the tiny model's
 random weights also pick tokens that print nothing)."""
 START_TIMEOUT_S = 120.0
+RELAY_LEVELS = (16, 64)
+"""Concurrent streams at which the queen's CPU per relayed token is measured."""
+NO_EOS = {"ignore_eos": True}
+"""Every stream of (c), (d) and (e) runs to its `max_tokens` ((a) and (b) cannot ignore EOS)."""
 
 
 @dataclass
@@ -61,6 +71,8 @@ class Bench:
     threads: int
     prefix: list[str]
     slots: int
+    llama_server: Path | None = None
+    """The llama-server binary; None: (e) is not measured."""
     processes: list[Daemon | subprocess.Popen] = field(default_factory=list)
 
     def stop_all(self) -> None:
@@ -78,8 +90,10 @@ class Bench:
         self.processes.clear()
 
 
-async def _measure_http(stream_of, plan: Plan) -> Figures:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
+async def _measure_http(stream_of, plan: Plan, fresh_connections: bool = False) -> Figures:
+    connector = aiohttp.TCPConnector(limit=0, force_close=fresh_connections)
+    timeout = aiohttp.ClientTimeout(total=None)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         return await measure(stream_of(session), plan)
 
 
@@ -132,6 +146,32 @@ def run_llama_cpp_server(bench: Bench) -> Figures:
         bench.stop_all()
 
 
+def start_llama_server(bench: Bench, slots: int, log_name: str) -> str:
+    """llama-server sized like rbee's workers (`slots` slots of `CTX` tokens, the same threads),
+    pinned like them; its base URL once /health answers."""
+    assert bench.llama_server is not None
+    port = ephemeral_port()
+    command = llama_server.command(bench.llama_server, bench.model, port, slots, CTX, bench.threads)
+    with (bench.workdir / log_name).open("wb") as log:
+        process = subprocess.Popen([*bench.prefix, *command], stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    bench.processes.append(process)
+    base = f"http://127.0.0.1:{port}"
+    _wait_http(f"{base}/health", process)
+    return base
+
+
+def run_llama_server(bench: Bench) -> Figures:
+    """(e): llama-server with a slot per stream of the largest level, its /v1/completions
+    streaming, a fresh connection per request (it cuts a kept-alive one after the first)."""
+    base = start_llama_server(bench, bench.slots, "llama-server.log")
+    try:
+        return asyncio.run(_measure_http(lambda s: llama_cpp_server(s, base, NO_EOS), bench.plan,
+                                         fresh_connections=True))
+    finally:
+        bench.stop_all()
+
+
 def run_worker(bench: Bench, engine: str) -> Figures:
     """(c): a standalone rbee worker with a slot per concurrent stream."""
     extra = ["--threads", str(bench.threads), "--ctx-size", str(CTX), "--engine", engine]
@@ -142,35 +182,60 @@ def run_worker(bench: Bench, engine: str) -> Figures:
     _wait_http(f"{worker.base_url}/v1/ready", worker.process)
     url = f"{worker.base_url}/v1/inference"
     try:
-        return asyncio.run(_measure_http(lambda s: rbee_native(s, url, {}), bench.plan))
+        return asyncio.run(_measure_http(lambda s: rbee_native(s, url, NO_EOS), bench.plan))
     finally:
         bench.stop_all()
 
 
-async def _through_queen(url: str, body: dict, plan: Plan, queen_pid: int) -> tuple[Figures, float]:
-    """Measure through the queen; then its CPU seconds per relayed token while it relays the
-    most concurrent streams of the plan."""
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
-        stream = rbee_native(session, url, body)
-        figures = await measure(stream, plan)
-        queen = psutil.Process(queen_pid)
-        before = queen.cpu_times()
-        runs = await asyncio.gather(*(stream(plan.tokens, 5000 + i) for i in range(max(plan.levels))))
-        after = queen.cpu_times()
-    cpu = (after.user - before.user) + (after.system - before.system)
-    return figures, cpu / sum(r.tokens for r in runs)
-
-
-def run_queen(bench: Bench) -> tuple[Figures, float]:
+def run_queen(bench: Bench) -> Figures:
     """(d): `rbee queen` starting its local hive, which spawns the worker on the first task."""
     extra = ["--worker-slots", str(bench.slots), "--worker-ctx-size", str(CTX), "--start-hive"]
     queen = queen_daemon(bench.workdir / "queen", extra=extra)
     queen.prefix = bench.prefix
     bench.processes.append(queen.start(env={**UNLIMITED, "RBEE_WORKER_THREADS": str(bench.threads)}))
     queen.wait_healthy(START_TIMEOUT_S)
-    body = {"model": f"file://{bench.model}"}
+    body = {"model": f"file://{bench.model}", **NO_EOS}
+    url = f"{queen.base_url}/v2/tasks"
     try:
-        return asyncio.run(_through_queen(f"{queen.base_url}/v2/tasks", body, bench.plan, queen.pid))
+        return asyncio.run(_measure_http(lambda s: rbee_native(s, url, body), bench.plan))
+    finally:
+        bench.stop_all()
+
+
+async def _relay_cpu(url: str, body: dict, levels: tuple[int, ...], tokens: int,
+                     queen_pid: int) -> dict[int, float]:
+    """Per level: the queen's CPU seconds (user + system) while it relays that many concurrent
+    streams, over the tokens they carried."""
+    queen = psutil.Process(queen_pid)
+    per_token: dict[int, float] = {}
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=None)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        stream = rbee_native(session, url, body)
+        await asyncio.gather(*(stream(8, 4000 + i) for i in range(max(levels))))
+        for level in levels:
+            before = queen.cpu_times()
+            runs = await asyncio.gather(*(stream(tokens, 5000 + 100 * level + i) for i in range(level)))
+            after = queen.cpu_times()
+            cpu = (after.user - before.user) + (after.system - before.system)
+            per_token[level] = cpu / sum(r.tokens for r in runs)
+    return per_token
+
+
+def run_relay(bench: Bench, levels: tuple[int, ...]) -> dict[int, float]:
+    """The queen's CPU per relayed token at each of `levels` streams, through a queen whose
+    worker has a slot per stream of the largest level (short contexts: only the prompt and
+    the plan's tokens need room)."""
+    ctx = bench.plan.tokens + 128
+    extra = ["--worker-slots", str(max(levels)), "--worker-ctx-size", str(ctx), "--start-hive"]
+    queen = queen_daemon(bench.workdir / "relay-queen", extra=extra)
+    queen.prefix = bench.prefix
+    bench.processes.append(queen.start(env={**UNLIMITED, "RBEE_WORKER_THREADS": str(bench.threads)}))
+    queen.wait_healthy(START_TIMEOUT_S)
+    body = {"model": f"file://{bench.model}", **NO_EOS}
+    try:
+        url = f"{queen.base_url}/v2/tasks"
+        return asyncio.run(_relay_cpu(url, body, levels, bench.plan.tokens, queen.pid))
     finally:
         bench.stop_all()
 
@@ -245,13 +310,23 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="smoke run on the tiny test model")
     parser.add_argument("--model", type=Path, help="GGUF to measure (default: Gemma 3 270M Q4_K_M)")
-    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "performance.md")
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "performance.md",
+                        help="Markdown file whose latest-run section the report replaces")
     parser.add_argument("--tokens", type=int, help="tokens per stream (default 128, tiny 16)")
     parser.add_argument("--single-runs", type=int, help="single-stream runs (default 3)")
     parser.add_argument("--ttft-runs", type=int, help="time-to-first-token runs (default 20, tiny 5)")
     parser.add_argument("--levels", default="1,2,4,8,16", help="concurrent streams to measure")
+    parser.add_argument("--relay-levels", default=",".join(map(str, RELAY_LEVELS)),
+                        help="concurrent streams at which the queen's CPU per token is measured")
     parser.add_argument("--idle-streams", type=int,
                         help="idle open streams at the queen (default 1000, tiny 20)")
+    parser.add_argument("--multiturn-runs", type=int,
+                        help="single conversations one after another in the multi-turn bench (default 3)")
+    parser.add_argument("--without-multiturn", action="store_true", help="leave the multi-turn bench out")
+    parser.add_argument("--without-llama-server", action="store_true",
+                        help="leave llama-server out (no build; its goals are reported as not measured)")
+    parser.add_argument("--analysis", type=Path,
+                        help="Markdown saying where the time of the goals not met goes, put in the report")
     parser.add_argument("--server-cpus", help="pin measured processes to these CPUs (taskset list)")
     parser.add_argument("--threads", type=int, help="llama.cpp threads (default: the CPUs they run on)")
     parser.add_argument("--with-simple", action="store_true", help="also measure a simple-engine worker")
@@ -282,8 +357,18 @@ def _command_line(argv: list[str] | None) -> str:
     return " ".join([str(shown), "bench/serving.py", *(sys.argv[1:] if argv is None else argv)])
 
 
+def _multiturn_settings(args: argparse.Namespace) -> multiturn.Settings:
+    if args.tiny:
+        return multiturn.smoke_settings()
+    return multiturn.Settings(single_runs=args.multiturn_runs or 3)
+
+
+def _levels(text: str) -> tuple[int, ...]:
+    return tuple(int(level) for level in text.split(","))
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Measure every system, print the table and write it to `--output`."""
+    """Measure every system, print the report and write it into `--output`."""
     args = _parse(argv)
     plan = _plan(args)
     if args.child_in_process:
@@ -301,37 +386,60 @@ def main(argv: list[str] | None = None) -> int:
         if client:
             os.sched_setaffinity(0, client)
     threads = args.threads or len(server_cpus)
+    analysis = args.analysis.read_text() if args.analysis else None
+    binary = None if args.without_llama_server else llama_server.locate()
     workdir = Path(tempfile.mkdtemp(prefix="rbee-serving-bench-"))
     model = args.model or (build_tiny_gguf(workdir / "tiny.gguf") if args.tiny else _default_model(workdir))
-    bench = Bench(model, workdir, plan, threads, prefix, max(plan.levels))
+    bench = Bench(model, workdir, plan, threads, prefix, max(plan.levels), binary)
     started = time.monotonic()
+    turns: dict[str, multiturn.Result] = {}
+    failed: dict[str, str] = {}
+    settings = _multiturn_settings(args)
     try:
         systems: dict[str, Figures] = {}
-        print(f"model {model.name}, {threads} thread(s), CPUs {sorted(server_cpus)}", flush=True)
-        for name, run in (
+        print(f"model {model.name}, {threads} thread(s), CPUs {sorted(server_cpus)}, "
+              f"llama-server {binary or 'left out'}", flush=True)
+        runs = [
             ("(a) llama-cpp-python in-process", lambda: run_in_process(bench)),
             ("(b) llama_cpp.server", lambda: run_llama_cpp_server(bench)),
             ("(c) rbee worker", lambda: run_worker(bench, "batched")),
-        ):
-            systems[name] = _progress(name, run(), started)
-        queen_figures, cpu_per_token = run_queen(bench)
-        systems["(d) rbee through the queen"] = _progress("(d)", queen_figures, started)
-        print(f"queen CPU per relayed token: {cpu_per_token * 1000:.3f} ms", flush=True)
+            ("(d) rbee through the queen", lambda: run_queen(bench)),
+        ]
+        if binary is not None:
+            runs.append(("(e) llama-server", lambda: run_llama_server(bench)))
         if args.with_simple:
-            name = "(e) rbee worker, simple engine"
-            systems[name] = _progress(name, run_worker(bench, "simple"), started)
+            runs.append(("(f) rbee worker, simple engine", lambda: run_worker(bench, "simple")))
+        for name, run in runs:
+            try:
+                systems[name] = _progress(name, run(), started)
+            except (subprocess.CalledProcessError, RuntimeError, aiohttp.ClientError) as error:
+                if name == "(d) rbee through the queen":
+                    raise
+                print(f"{name} failed: {error}", flush=True)
+                failed[name] = str(error)
+            finally:
+                bench.stop_all()
+        cpu_per_token = run_relay(bench, _levels(args.relay_levels))
+        for level, cpu in cpu_per_token.items():
+            print(f"queen CPU per relayed token at {level} streams: {cpu * 1000:.3f} ms", flush=True)
         idle_count = args.idle_streams or (20 if args.tiny else 1000)
         baseline, idle_rss = run_idle_streams(bench, idle_count)
         print(f"queen RSS with {idle_count} idle streams: {idle_rss / 1e6:.0f} MB", flush=True)
+        if not args.without_multiturn:
+            turns = multiturn.run(bench, settings)
+            for name, result in turns.items():
+                print(f"multi-turn {name} after {time.monotonic() - started:.0f} s: "
+                      f"{json.dumps(result.ttft_p50_ms)}", flush=True)
     finally:
         bench.stop_all()
         shutil.rmtree(workdir, ignore_errors=True)
     goals = Goals(cpu_per_token_s=cpu_per_token, idle_streams=idle_count, idle_rss=idle_rss,
-                  idle_baseline_rss=baseline)
+                  idle_baseline_rss=baseline, multiturn=turns, multiturn_settings=settings,
+                  analysis=analysis, failed=failed)
     report = render(systems, goals, plan, model.name, threads, args.server_cpus, _command_line(argv),
                     time.monotonic() - started)
     print(report)
-    args.output.write_text(report)
+    write_report(args.output, report)
     return 0
 
 

@@ -4,7 +4,7 @@ measurement plan it runs against every one of them alike.
 A stream is one completion request: its own prompt, `max_tokens`, temperature 0.7 and its
 own seed, timed from the call to the first token and to the last. Prompts differ from the
 second token on, so no system answers from a KV cache left by the previous request
-(llama-cpp-python reuses a cached prompt prefix; rbee's batched engine clears it).
+(llama-cpp-python and llama-server reuse a cached prompt prefix).
 """
 
 from __future__ import annotations
@@ -112,12 +112,13 @@ async def _sse_payloads(response: aiohttp.ClientResponse):
             yield line[5:].strip().decode()
 
 
-def llama_cpp_server(session: aiohttp.ClientSession, base_url: str) -> Stream:
-    """`python -m llama_cpp.server`: POST /v1/completions, streaming."""
+def llama_cpp_server(session: aiohttp.ClientSession, base_url: str,
+                     extra: dict[str, Any] | None = None) -> Stream:
+    """`python -m llama_cpp.server` or llama.cpp's `llama-server`: POST /v1/completions, streaming."""
 
     async def stream(max_tokens: int, seed: int) -> Timed:
         body = {"prompt": prompt_for(seed), "max_tokens": max_tokens, "temperature": TEMPERATURE,
-                "seed": seed, "stream": True}
+                "seed": seed, "stream": True, **(extra or {})}
         started = time.perf_counter()
         first, chunks, finish = 0.0, 0, None
         async with session.post(f"{base_url}/v1/completions", json=body) as response:
