@@ -130,10 +130,15 @@ def locate(env: Mapping[str, str] = os.environ, version: str | None = None, root
 
 def command(binary: Path, model: Path, port: int, slots: int, ctx_per_slot: int, threads: int) -> list[str]:
     """llama-server sized like an rbee worker: `slots` slots (`-np`) of `ctx_per_slot` tokens each,
-    `threads` for decoding and prompts, continuous batching; prompt caching is its default."""
+    `threads` for decoding and prompts, continuous batching; prompt caching is its default. Where the
+    build has AMX kernels it runs without weight repacking (`--no-repack`), as rbee's workers do:
+    AMX repacking crashes on Gemma 3 (llama.cpp issue 20824, rbee/worker/engine.py)."""
+    from rbee.worker.engine import amx_compiled_in
+
+    repack = ["--no-repack"] if amx_compiled_in() else []
     return [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
             "-np", str(slots), "-c", str(slots * ctx_per_slot), "--threads", str(threads),
-            "--threads-batch", str(threads), "--cont-batching"]
+            "--threads-batch", str(threads), "--cont-batching", *repack]
 
 
 if __name__ == "__main__":
