@@ -275,6 +275,19 @@ def sends(*events: dict[str, Any]) -> Play:
     return play
 
 
+def writes(*chunks: bytes) -> Play:
+    """Write these bytes as they are, one write each with a pause between, and nothing else."""
+
+    async def play(_: FakeWorker, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        response = await sse.open_stream(request)
+        for chunk in chunks:
+            await response.write(chunk.replace(b"TASK_ID", body["task_id"].encode()))
+            await asyncio.sleep(0.05)
+        return response
+
+    return play
+
+
 def refuses(status: int, code: str) -> Play:
     """Answer with an error response before any event."""
 

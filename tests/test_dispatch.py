@@ -4,10 +4,11 @@ and its hive are real aiohttp servers on loopback (tests/fake_peers.py) whose an
 scripts; the Dispatcher and Placement use their real HTTP clients."""
 
 import asyncio
+import json
 import re
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -22,12 +23,14 @@ from fake_peers import (
     refuses,
     sends,
     streams,
+    writes,
 )
 
 from rbee.common import deadlines
 from rbee.common.audit import prompt_digest
 from rbee.common.errors import ApiError
 from rbee.common.metrics import DaemonMetrics
+from rbee.common.native_stream import TokenRun
 from rbee.common.tunables import Timings
 from rbee.queen.nodes.hive_directory import HiveDirectory
 from rbee.queen.nodes.node_registry import NodeRegistry
@@ -46,8 +49,23 @@ WAIT_S = 10.0
 
 
 def wire(event: Any) -> dict[str, Any]:
-    """An event as its JSON object (whether the Dispatcher yields dicts or typed wire events)."""
+    """An event as its JSON object (whether the Dispatcher yields dicts or typed wire events; a
+    run of one token as that token's)."""
+    if isinstance(event, TokenRun):
+        (event,) = event.events()
     return dict(event.to_wire()) if hasattr(event, "to_wire") else dict(event)
+
+
+def expanded(items: list[Any]) -> list[dict[str, Any]]:
+    """The native events of what the Dispatcher yielded, each token of a run on its own, notes
+    left out."""
+    events: list[dict[str, Any]] = []
+    for item in items:
+        if isinstance(item, TokenRun):
+            events.extend(token.to_wire() for token in item.events())
+        elif not isinstance(item, WaitNote):
+            events.append(wire(item))
+    return events
 
 
 def deadline_in(seconds: float) -> deadlines.Deadline:
@@ -60,6 +78,7 @@ class Queen:
     placement: Placement
     worker: FakeWorker
     audit: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    metrics: DaemonMetrics = field(default_factory=lambda: DaemonMetrics("queen"))
 
     def task(self, deadline_s: float = 60.0, **body: Any) -> Task:
         worker_body = {"prompt": PROMPT, "max_tokens": 8, "temperature": 0.0, **body}
@@ -67,7 +86,7 @@ class Queen:
 
     async def events(self, task: Task) -> list[dict[str, Any]]:
         """The task's native events (its wait notes left out)."""
-        return [wire(event) async for event in self.dispatcher.run(task) if not isinstance(event, WaitNote)]
+        return expanded([event async for event in self.dispatcher.run(task)])
 
     def audited(self, name: str) -> list[dict[str, Any]]:
         return [fields for event, fields in self.audit if event == name]
@@ -88,10 +107,11 @@ async def queen(tmp_path, *plays, slots: int = 4, backend: str = "cpu", device: 
             directory = HiveDirectory(local, registry, lambda spec: None, stop_grace_s=1.0)
             placement = Placement(directory, HiveRegistry(timings), WorkerRegistry(), slots, timings)
             records: list[tuple[str, dict[str, Any]]] = []
+            metrics = DaemonMetrics("queen")
             dispatcher = Dispatcher(placement, session, lambda: {"Authorization": TOKEN},
                                     lambda event, **fields: records.append((event, fields)),
-                                    meter=TaskMeter(DaemonMetrics("queen")))
-            yield Queen(dispatcher, placement, worker, records)
+                                    meter=TaskMeter(metrics))
+            yield Queen(dispatcher, placement, worker, records, metrics)
     finally:
         registry.close()
         await hive.close()
@@ -251,7 +271,7 @@ def test_cancelling_a_running_task_stops_it_at_its_worker(tmp_path):
             read = [wire(await anext(events)), wire(await anext(events))]
             running = q.dispatcher.running_count
             await q.dispatcher.cancel(task.task_id)
-            read += [wire(event) async for event in events]
+            read += expanded([event async for event in events])
             return read, running, q.dispatcher.running_count, q.worker.cancelled, task.task_id
 
     read, running, after, cancelled, task_id = asyncio.run(scenario())
@@ -385,7 +405,7 @@ def test_draining_waits_for_running_tasks_to_finish(tmp_path):
             await asyncio.wait({drain}, timeout=0.2)
             waited = not drain.done()
             await q.dispatcher.cancel(task.task_id)
-            rest = [wire(event) async for event in events]
+            rest = expanded([event async for event in events])
             await asyncio.wait_for(drain, WAIT_S)
             return waited, rest[-1], q.dispatcher.running_count
 
@@ -410,3 +430,32 @@ def test_the_audit_trail_records_the_prompt_hash_never_the_prompt(tmp_path):
     assert submitted["prompt_sha256"] == prompt_digest(PROMPT)
     assert PROMPT not in repr(audit)
     assert completed == {"task_id": task_id, "tokens_out": 2, "stop_reason": "max_tokens"}
+
+
+def compact(event: dict[str, Any]) -> bytes:
+    """An event as a worker writes it (`sse.send_data`)."""
+    return b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n"
+
+
+def test_events_a_worker_writes_together_or_cut_across_writes_are_relayed_in_order_whole(tmp_path):
+    started = compact({"type": "started", "task_id": "TASK_ID", "worker_id": "w-1", "slot": 0,
+                       "prompt_tokens": 3})
+    tokens = [compact({"type": "token", "token": text, "index": i}) for i, text in enumerate(["A", "B", "C"])]
+    end = compact({"type": "end", "tokens_out": 3, "stop_reason": "eos", "duration_ms": 1.0})
+    cut = len(end) // 2
+    play = writes(started + tokens[0] + tokens[1], tokens[2] + end[:cut], end[cut:] + b"data: [DONE]\n\n")
+
+    async def scenario():
+        async with queen(tmp_path, play) as q:
+            task = replace(q.task(), parse_tokens=False)
+            items = [item async for item in q.dispatcher.run(task)]
+            counted = q.metrics.registry.get_sample_value("rbee_queen_tokens_generated_total")
+            return items, q.audited("task.completed"), counted
+
+    items, completed, counted = asyncio.run(scenario())
+    runs = [item for item in items if isinstance(item, TokenRun)]
+    assert b"".join(run.frames for run in runs) == b"".join(tokens)
+    assert [e["type"] for e in expanded(items)] == ["started", "token", "token", "token", "end"]
+    assert [e["token"] for e in expanded(items) if e["type"] == "token"] == ["A", "B", "C"]
+    assert [(c["tokens_out"], c["stop_reason"]) for c in completed] == [(3, "eos")]
+    assert counted == 3

@@ -50,9 +50,9 @@ class Event(dict[str, Any]):
         self.raw = raw
 
 
-async def send_data(response: web.StreamResponse, payload: WireEvent | dict[str, Any] | str) -> None:
-    """Write one `data:` event: a typed event as `WireEvent.encode` gives it, a received `Event`
-    as it came, another dict as compact JSON."""
+def data_frame(payload: WireEvent | dict[str, Any] | str) -> bytes:
+    """One `data:` event's bytes: a typed event as `WireEvent.encode` gives it, a received
+    `Event` as it came, another dict as compact JSON."""
     if isinstance(payload, WireEvent):
         data = payload.encode()
     elif isinstance(payload, Event):
@@ -61,7 +61,12 @@ async def send_data(response: web.StreamResponse, payload: WireEvent | dict[str,
         data = payload.encode()
     else:
         data = json.dumps(payload, separators=(",", ":")).encode()
-    await response.write(b"data: " + data + b"\n\n")
+    return b"data: " + data + b"\n\n"
+
+
+async def send_data(response: web.StreamResponse, payload: WireEvent | dict[str, Any] | str) -> None:
+    """Write one `data:` event (`data_frame`)."""
+    await response.write(data_frame(payload))
 
 
 async def send_comment(response: web.StreamResponse, text: str) -> None:

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from rbee.common import sse, wire
 from rbee.common.errors import ApiError, correlation_id_of, read_json_object
+from rbee.common.native_stream import TokenRun
 from rbee.queen.api.keys import BACKEND_POLICY, DISPATCHER, PLACEMENT, REGISTRY
 from rbee.queen.api.openai_format import OpenAIRequest, OpenAIResponder, parse_request
 from rbee.queen.api.task_stream import TaskItem, open_task_stream, request_deadline, wait_header
@@ -78,8 +79,9 @@ async def _openai_stream(
     response, events = await open_task_stream(request, run, send_error)
     async for event in events:
         match event:
-            case wire.Token():
-                await sse.send_data(response, responder.chunk(event))
+            case TokenRun():
+                await response.write(b"".join(sse.data_frame(responder.chunk(token))
+                                              for token in event.events()))
             case wire.ToolCall():
                 for chunk in responder.tool_call_chunks(event):
                     await sse.send_data(response, chunk)
@@ -102,8 +104,9 @@ async def _openai_whole(
     headers: dict[str, str] = {}
     async for event in events:
         match event:
-            case wire.Token():
-                responder.add(event)
+            case TokenRun():
+                for token in event.events():
+                    responder.add(token)
             case wire.ToolCall():
                 responder.add_tool_call(event)
             case wire.Started():

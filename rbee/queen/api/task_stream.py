@@ -17,12 +17,13 @@ from rbee.common import deadlines, sse, wire
 from rbee.common.deadlines import Deadline
 from rbee.common.errors import ApiError
 from rbee.common.metrics import METRICS
+from rbee.common.native_stream import StreamItem
 from rbee.queen.api.keys import TIMINGS
 from rbee.queen.routing.waiting import WaitNote
 
 WAIT_HEADER = "X-Rbee-Queue-Wait-Ms"
 """Milliseconds the request waited at the queen for a worker's slot (queue, spawn and load)."""
-TaskItem = wire.TaskEvent | WaitNote
+TaskItem = StreamItem | WaitNote
 SendError = Callable[[web.StreamResponse, ApiError], Awaitable[None]]
 
 
@@ -53,7 +54,7 @@ async def first_item(run: AsyncIterator[TaskItem]) -> TaskItem:
 
 async def open_task_stream(
     request: web.Request, run: AsyncIterator[TaskItem], send_error: SendError
-) -> tuple[web.StreamResponse, AsyncIterator[wire.TaskEvent]]:
+) -> tuple[web.StreamResponse, AsyncIterator[StreamItem]]:
     """Open the SSE response at `run`'s first word (failures before it raise ApiError) and
     return it with `run`'s events: its notes go out as comment lines on the way, and a failure
     after the stream opened through `send_error`, which ends the events."""
@@ -65,7 +66,7 @@ async def open_task_stream(
 async def _events(
     request: web.Request, response: web.StreamResponse, first: TaskItem, run: AsyncIterator[TaskItem],
     send_error: SendError,
-) -> AsyncIterator[wire.TaskEvent]:
+) -> AsyncIterator[StreamItem]:
     item: TaskItem | None = first
     try:
         while item is not None:

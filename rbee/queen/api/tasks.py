@@ -8,6 +8,7 @@ from aiohttp import web
 
 from rbee.common import sse, wire
 from rbee.common.errors import ApiError, correlation_id_of, read_json_object
+from rbee.common.native_stream import TokenRun
 from rbee.common.validation import check_identifier
 from rbee.common.wire_requests import TaskRequest
 from rbee.queen.api.keys import BACKEND_POLICY, DISPATCHER
@@ -23,11 +24,14 @@ async def create_task(request: web.Request) -> web.StreamResponse:
     deadline = request_deadline(request)
     backend = request.app[BACKEND_POLICY].resolve(body.model, body.backend)
     task = Task(body.model, task_id, body.worker_body(), correlation_id_of(request), deadline, backend,
-                body.node)
+                body.node, parse_tokens=False)
     async with aclosing(dispatcher.run(task)) as run:
         response, events = await open_task_stream(request, run, _send_error)
         async for event in events:
-            await sse.send_data(response, event)
+            if isinstance(event, TokenRun):
+                await response.write(event.frames)  # the worker's token events, as they came
+            else:
+                await sse.send_data(response, event)
         await sse.send_data(response, sse.DONE)
     return response
 

@@ -8,7 +8,7 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -19,6 +19,7 @@ from rbee.common.audit import Audit, no_audit, prompt_digest
 from rbee.common.deadlines import Deadline
 from rbee.common.errors import CORRELATION_HEADER, ApiError
 from rbee.common.http import Headers, no_headers, raise_for_error
+from rbee.common.native_stream import NativeStreamReader, StreamItem
 from rbee.queen.routing.backend_policy import AUTO
 from rbee.queen.routing.loading_watch import LoadingWatch
 from rbee.queen.routing.placement import Placement
@@ -52,6 +53,8 @@ class Task:
     """The request's backend policy (`BackendPolicy.resolve`)."""
     node: str | None = None
     """The node to run on; None lets the queen choose."""
+    parse_tokens: bool = True
+    """Whether token runs carry their tokens parsed (False: relayed as the bytes they came in)."""
 
 
 async def wait_drained(running: Callable[[], int], budget_s: float, what: str) -> None:
@@ -107,9 +110,10 @@ class Dispatcher:
         """A fresh task id."""
         return uuid.uuid4().hex
 
-    async def run(self, task: Task) -> AsyncIterator[wire.TaskEvent | WaitNote]:
-        """Run a task on a worker and yield its native events, and notes while it waits for the
-        worker; audit its start and its outcome."""
+    async def run(self, task: Task) -> AsyncIterator[StreamItem | WaitNote]:
+        """Run a task on a worker and yield its native events (token events in runs of those
+        that arrived together), and notes while it waits for the worker; meter it, and audit
+        its start and its outcome."""
         log_context.bind(task_id=task.task_id)
         body = task.worker_body
         text = body.get("prompt") or json.dumps(body.get("messages"), sort_keys=True)
@@ -117,21 +121,27 @@ class Dispatcher:
         self._audit("task.submitted", task_id=task.task_id, model=task.model,
                     correlation_id=task.correlation_id, prompt_sha256=prompt_digest(text), **budget)
         outcome: dict[str, Any] = {"event": "task.cancelled", "reason": "the client went away"}
+        timing = self._meter.start()
         try:
-            async for event in self._meter.observe(self._attempts(task)):
-                if isinstance(event, wire.End):
-                    outcome = {"event": "task.completed", "tokens_out": event.tokens_out,
-                               "stop_reason": event.stop_reason}
-                elif isinstance(event, wire.Error):
-                    outcome = {"event": "task.failed", "code": event.code}
-                yield event
-        except ApiError as err:
-            outcome = {"event": "task.failed", "code": err.code}
+            async with aclosing(self._attempts(task)) as attempts:
+                async for event in attempts:
+                    timing.saw(event)
+                    if isinstance(event, wire.End):
+                        outcome = {"event": "task.completed", "tokens_out": event.tokens_out,
+                                   "stop_reason": event.stop_reason}
+                    elif isinstance(event, wire.Error):
+                        outcome = {"event": "task.failed", "code": event.code}
+                    yield event
+        except Exception as exc:
+            timing.outcome = "failed"
+            if isinstance(exc, ApiError):
+                outcome = {"event": "task.failed", "code": exc.code}
             raise
         finally:
+            timing.finish()
             self._audit(outcome.pop("event"), task_id=task.task_id, **outcome)
 
-    async def _attempts(self, task: Task) -> AsyncIterator[wire.TaskEvent | WaitNote]:
+    async def _attempts(self, task: Task) -> AsyncIterator[StreamItem | WaitNote]:
         """Run a task on a worker and yield its native events.
 
         While it waits for a worker's slot, a `WaitNote` now and then says where it waits.
@@ -178,19 +188,24 @@ class Dispatcher:
                             if response.status >= 300:
                                 finished = True
                                 await raise_for_error(response, "worker")
-                            async for received in sse.iter_events(response):
-                                event = wire.parse_event(received, received.raw)
-                                if isinstance(event, wire.Started) and not delivered:
-                                    node = self._placement.node_of(worker)
-                                    held = replace(event, task_id=task_id, node=node, model=model,
-                                                   backend=worker.backend, device=worker.device,
-                                                   queue_wait_ms=waited_ms)
-                                    continue
-                                if held is not None:
-                                    yield held
-                                    held = None
-                                delivered = True
-                                yield event
+                            reader = NativeStreamReader(task.parse_tokens)
+                            content = response.content
+                            while not reader.done:
+                                chunk = await content.readany()
+                                if not chunk:
+                                    raise sse.StreamTruncated("event stream ended without [DONE]")
+                                for item in reader.feed(chunk):
+                                    if isinstance(item, wire.Started) and not delivered:
+                                        node = self._placement.node_of(worker)
+                                        held = replace(item, task_id=task_id, node=node, model=model,
+                                                       backend=worker.backend, device=worker.device,
+                                                       queue_wait_ms=waited_ms)
+                                        continue
+                                    if held is not None:
+                                        yield held
+                                        held = None
+                                    delivered = True
+                                    yield item
                         finished = True
                         return
                     except TimeoutError:

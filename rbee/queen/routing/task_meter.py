@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import aclosing, contextmanager
-from typing import TypeVar
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from rbee.common.metrics import DaemonMetrics, Throughput
-from rbee.common.wire import End, Error, Started, Token
-
-E = TypeVar("E")
+from rbee.common.native_stream import TokenRun
+from rbee.common.wire import End, Error, Started
 
 
 class TaskMeter:
@@ -45,42 +43,58 @@ class TaskMeter:
             self.queue_depth.dec()
             self.queue_wait.observe(time.monotonic() - started)
 
-    async def observe(self, events: AsyncIterator[E]) -> AsyncIterator[E]:
-        """Pass a task's events (and whatever else it yields) through, timing its first token and
-        its whole run."""
-        started = time.monotonic()
-        worker_id = ""
-        waiting_for_first = True
-        outcome = "cancelled"
-        try:
-            async with aclosing(events):
-                async for event in events:
-                    if isinstance(event, Token):
-                        if waiting_for_first:
-                            self.first_token.observe(time.monotonic() - started)
-                            waiting_for_first = False
-                        self.tokens.inc()
-                        self.throughput.add()
-                        self._per_worker[worker_id].add()
-                    elif isinstance(event, Started):
-                        worker_id = event.worker_id
-                    elif isinstance(event, End):
-                        outcome = "completed"
-                    elif isinstance(event, Error):
-                        outcome = "failed"
-                    yield event
-        except Exception:
-            outcome = "failed"
-            raise
-        finally:
-            self.duration.labels(outcome).observe(time.monotonic() - started)
+    def start(self) -> TaskTiming:
+        """Begin timing one task, from now."""
+        return TaskTiming(self)
 
     def tokens_per_second(self, worker_id: str) -> float:
         """Tokens per second this queen relayed from one worker over the last 10 s."""
         window = self._per_worker.get(worker_id)
         return window.rate() if window is not None else 0.0
 
+    def worker_window(self, worker_id: str) -> Throughput:
+        """The tokens-per-second window of one worker."""
+        return self._per_worker[worker_id]
+
     def forget_others(self, live: set[str]) -> None:
         """Drop the windows of workers that are gone."""
         for worker_id in set(self._per_worker) - live:
             del self._per_worker[worker_id]
+
+
+class TaskTiming:
+    """One task's timing: its events pass through `saw` as they are relayed, `finish` once it
+    ended (outcome `cancelled` unless an end or error event, or `failed`, said otherwise)."""
+
+    __slots__ = ("_meter", "_started", "_worker", "_waiting_for_first", "outcome")
+
+    def __init__(self, meter: TaskMeter) -> None:
+        self._meter = meter
+        self._started = time.monotonic()
+        self._worker: Throughput | None = None
+        self._waiting_for_first = True
+        self.outcome = "cancelled"
+
+    def saw(self, item: object) -> None:
+        """Count a relayed item: a token run's tokens (the first one's time), the worker of a
+        started event, the outcome of an end or error event."""
+        meter = self._meter
+        if isinstance(item, TokenRun):
+            if self._waiting_for_first:
+                meter.first_token.observe(time.monotonic() - self._started)
+                self._waiting_for_first = False
+            meter.tokens.inc(item.count)
+            meter.throughput.add(item.count)
+            if self._worker is None:
+                self._worker = meter.worker_window("")
+            self._worker.add(item.count)
+        elif isinstance(item, Started):
+            self._worker = meter.worker_window(item.worker_id)
+        elif isinstance(item, End):
+            self.outcome = "completed"
+        elif isinstance(item, Error):
+            self.outcome = "failed"
+
+    def finish(self) -> None:
+        """Record the task's duration under its outcome."""
+        self._meter.duration.labels(self.outcome).observe(time.monotonic() - self._started)
