@@ -224,46 +224,33 @@ CHAT = [{"role": "user", "content": "Tell me about the little dog that saw a big
 NEXT_TURN = [*CHAT, {"role": "assistant", "content": "It ran."}, {"role": "user", "content": "Why?"}]
 
 
-def test_a_next_turn_goes_to_the_worker_that_served_the_turn_before_even_when_it_is_busier(tmp_path):
+def _turn_workers(tmp_path, slots: int, timings: Timings | None = None) -> tuple[str, str]:
+    """The workers a chat's first turn and, while the first is still held, its next turn got, of
+    two idle workers with `slots` slots each."""
     async def scenario():
-        async with fake_hives(1) as (hive,), queen(tmp_path, local=hive, slots=4) as q:
-            hive.add_worker(MODEL, "idle", slots=4)
-            hive.add_worker(MODEL, "idle", slots=4)
+        async with fake_hives(1) as (hive,), queen(tmp_path, local=hive, slots=slots, timings=timings) as q:
+            hive.add_worker(MODEL, "idle", slots=slots)
+            hive.add_worker(MODEL, "idle", slots=slots)
             keys = q.placement.affinity.keys
             async with q.placement.worker_for(MODEL, prefix=keys({"messages": CHAT})) as first:
                 async with q.placement.worker_for(MODEL, prefix=keys({"messages": NEXT_TURN})) as turn:
                     return first.worker_id, turn.worker_id
 
-    first, turn = asyncio.run(scenario())
+    return asyncio.run(scenario())
+
+
+def test_a_next_turn_goes_to_the_worker_that_served_the_turn_before_even_when_it_is_busier(tmp_path):
+    first, turn = _turn_workers(tmp_path, slots=4)
     assert turn == first
 
 
 def test_a_next_turn_goes_to_the_least_busy_worker_when_the_one_holding_its_prefix_is_full(tmp_path):
-    async def scenario():
-        async with fake_hives(1) as (hive,), queen(tmp_path, local=hive, slots=1) as q:
-            hive.add_worker(MODEL, "idle", slots=1)
-            hive.add_worker(MODEL, "idle", slots=1)
-            keys = q.placement.affinity.keys
-            async with q.placement.worker_for(MODEL, prefix=keys({"messages": CHAT})) as first:
-                async with q.placement.worker_for(MODEL, prefix=keys({"messages": NEXT_TURN})) as turn:
-                    return first.worker_id, turn.worker_id
-
-    first, turn = asyncio.run(scenario())
+    first, turn = _turn_workers(tmp_path, slots=1)
     assert turn != first
 
 
 def test_the_worker_holding_a_prefix_is_passed_over_when_much_busier_than_another(tmp_path):
-    async def scenario():
-        timings = Timings(prefix_affinity_slack=0.0)
-        async with fake_hives(1) as (hive,), queen(tmp_path, local=hive, slots=4, timings=timings) as q:
-            hive.add_worker(MODEL, "idle", slots=4)
-            hive.add_worker(MODEL, "idle", slots=4)
-            keys = q.placement.affinity.keys
-            async with q.placement.worker_for(MODEL, prefix=keys({"messages": CHAT})) as first:
-                async with q.placement.worker_for(MODEL, prefix=keys({"messages": NEXT_TURN})) as turn:
-                    return first.worker_id, turn.worker_id
-
-    first, turn = asyncio.run(scenario())
+    first, turn = _turn_workers(tmp_path, slots=4, timings=Timings(prefix_affinity_slack=0.0))
     assert turn != first
 
 
