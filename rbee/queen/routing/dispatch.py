@@ -160,12 +160,13 @@ class Dispatcher:
         headers = {CORRELATION_HEADER: task.correlation_id, deadlines.HEADER: deadline.header, **self._auth()}
         delivered = False
         busy: ApiError | None = None
+        prefix = self._placement.affinity.keys(task.worker_body)
         loop = asyncio.get_running_loop()
         since = loop.time()
         try:
             for attempt in range(1, MAX_ATTEMPTS + 1):
                 async with AsyncExitStack() as stack:
-                    hold = asyncio.ensure_future(self._hold(stack, task))
+                    hold = asyncio.ensure_future(self._hold(stack, task, prefix))
                     try:
                         async for note in self._notes(task, hold, since):
                             yield note
@@ -237,12 +238,13 @@ class Dispatcher:
             self._finished.append(task_id)
         raise busy or wire.worker_crashed().to_api_error(503, {"attempts": MAX_ATTEMPTS})
 
-    async def _hold(self, stack: AsyncExitStack, task: Task) -> WorkerView:
-        """A slot of a worker for `task`, held until `stack` closes (504 once its deadline passes)."""
+    async def _hold(self, stack: AsyncExitStack, task: Task, prefix: tuple[bytes, ...]) -> WorkerView:
+        """A slot of a worker for `task` (whose prompt has the affinity keys `prefix`), held until
+        `stack` closes (504 once its deadline passes)."""
         try:
             async with asyncio.timeout(task.deadline.remaining_s()):
                 placed = self._placement.worker_for(task.model, task.backend, task.node, waiter=task.task_id,
-                                                    prefix=self._placement.affinity.keys(task.worker_body))
+                                                    prefix=prefix)
                 with self._meter.waiting():
                     return await stack.enter_async_context(placed)
         except TimeoutError as exc:
