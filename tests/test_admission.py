@@ -1,5 +1,6 @@
-"""The queen's admission queue on its own: bounded per model, waiters woken oldest first,
-a longest wait that ends in 503. No HTTP: the queue is driven as Placement drives it."""
+"""The queen's admission queue on its own: bounded per model and per key, turns to take a slot
+handed out in deficit round-robin order across keys (oldest first within one), a longest wait
+that ends in 503. No HTTP: the queue is driven as Placement drives it."""
 
 import asyncio
 
@@ -9,6 +10,7 @@ from rbee.common.errors import ApiError
 from rbee.common.tunables import Timings
 from rbee.queen.routing import admission
 from rbee.queen.routing.admission import AdmissionQueue
+from rbee.queen.routing.tenant import ANONYMOUS, Tenant
 
 MODEL = "tiny"
 OTHER = "other"
@@ -23,23 +25,67 @@ def no_recheck(monkeypatch):
     monkeypatch.setattr(admission, "RECHECK_S", 3600.0)
 
 
-def _queue(depth: int = 8, wait_max_s: float = 3600.0) -> AdmissionQueue:
-    return AdmissionQueue(Timings(admission_queue_depth=depth, admission_wait_max_s=wait_max_s))
+def _queue(depth: int = 512, wait_max_s: float = 3600.0, share: float = 1.0) -> AdmissionQueue:
+    return AdmissionQueue(Timings(admission_queue_depth=depth, admission_wait_max_s=wait_max_s,
+                                  admission_key_share=share))
 
 
-async def _waiters(queue: AdmissionQueue, count: int, model: str = MODEL) -> list[asyncio.Task]:
-    """Start `count` waiters, in order, and let each take its place in the line."""
+class Slots:
+    """Free slots of a fake model: a waiter whose turn finds one takes it, as Placement's
+    `_choose` does; `usable` says which waiters may use them (a waiter naming another node may not)."""
+
+    def __init__(self, usable=lambda name: True) -> None:
+        self.free = 0
+        self.usable = usable
+        self.served: list[str] = []
+
+
+async def _request(queue: AdmissionQueue, slots: Slots, name: str, tenant: Tenant = ANONYMOUS,
+                   model: str = MODEL) -> None:
+    """One request waiting for a slot, driven as `Placement._admit` drives the queue."""
+    async with queue.place(model, name, tenant) as seat:
+        while True:
+            await queue.wait_turn(seat, 0.0)
+            if slots.free and slots.usable(name):
+                slots.free -= 1
+                queue.admitted(seat)
+                slots.served.append(name)
+                return
+            queue.passed(seat)
+
+
+async def _waiters(queue: AdmissionQueue, slots: Slots, names: list[str], tenant: Tenant = ANONYMOUS,
+                   model: str = MODEL) -> list[asyncio.Task]:
+    """Start a request per name, in order, and let each take its place in the line."""
     tasks = []
-    for _ in range(count):
-        tasks.append(asyncio.create_task(queue.wait_turn(model, 0.0)))
+    for name in names:
+        tasks.append(asyncio.create_task(_request(queue, slots, name, tenant, model)))
         await asyncio.sleep(0)  # the task runs up to its first wait: it is in the line now
     return tasks
+
+
+def _free(queue: AdmissionQueue, slots: Slots, count: int = 1, model: str = MODEL) -> None:
+    slots.free += count
+    queue.slot_freed(model, count)
+
+
+async def _served(slots: Slots, count: int) -> list[str]:
+    """The names served once `count` were, in the order they got their slots."""
+    for _ in range(int(WAIT_S / 0.01)):
+        if len(slots.served) >= count:
+            return slots.served
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"only {slots.served} were served")
 
 
 async def _cancel(tasks: list[asyncio.Task]) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _names(prefix: str, count: int) -> list[str]:
+    return [f"{prefix}{i}" for i in range(1, count + 1)]
 
 
 def test_a_full_queue_refuses_with_429_and_retry_after():
@@ -108,108 +154,241 @@ def test_one_models_full_queue_does_not_refuse_another_model():
     assert asyncio.run(scenario()) == {MODEL: 1, OTHER: 1}
 
 
-def test_a_waiting_task_gets_the_first_slot_freed(no_recheck):
-    async def scenario() -> tuple[bool, bool]:
-        queue = _queue()
-        first, second = await _waiters(queue, 2)
-        queue.slot_freed(MODEL)
-        await asyncio.wait_for(first, WAIT_S)
-        still_waiting = not second.done()
-        queue.slot_freed(MODEL)
-        await asyncio.wait_for(second, WAIT_S)
-        return still_waiting, second.done()
+def test_a_waiting_request_gets_the_first_slot_freed(no_recheck):
+    async def scenario() -> tuple[list[str], list[str]]:
+        queue, slots = _queue(), Slots()
+        tasks = await _waiters(queue, slots, ["first", "second"])
+        _free(queue, slots)
+        first = list(await _served(slots, 1))
+        _free(queue, slots)
+        await asyncio.wait_for(asyncio.gather(*tasks), WAIT_S)
+        return first, slots.served
 
-    assert asyncio.run(scenario()) == (True, True)
-
-
-def test_waiters_are_woken_oldest_first(no_recheck):
-    async def scenario() -> list[int]:
-        queue = _queue()
-        tasks = await _waiters(queue, 3)
-        order = []
-        pending = set(tasks)
-        while pending:
-            queue.slot_freed(MODEL)
-            done, pending = await asyncio.wait(pending, timeout=WAIT_S, return_when=asyncio.FIRST_COMPLETED)
-            assert len(done) == 1
-            order.append(tasks.index(done.pop()))
-        return order
-
-    assert asyncio.run(scenario()) == [0, 1, 2]
+    assert asyncio.run(scenario()) == (["first"], ["first", "second"])
 
 
-def test_freeing_several_slots_wakes_as_many_waiters(no_recheck):
+def test_one_keys_requests_are_served_oldest_first(no_recheck):
+    async def scenario() -> list[str]:
+        queue, slots = _queue(), Slots()
+        tasks = await _waiters(queue, slots, _names("r", 5))
+        for _ in tasks:
+            _free(queue, slots)
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(asyncio.gather(*tasks), WAIT_S)
+        return slots.served
+
+    assert asyncio.run(scenario()) == ["r1", "r2", "r3", "r4", "r5"]
+
+
+def test_freeing_several_slots_serves_as_many_waiters(no_recheck):
     async def scenario() -> list[bool]:
-        queue = _queue()
-        tasks = await _waiters(queue, 3)
-        queue.slot_freed(MODEL, 2)
+        queue, slots = _queue(), Slots()
+        tasks = await _waiters(queue, slots, _names("r", 3))
+        _free(queue, slots, 2)
         await asyncio.wait_for(asyncio.gather(*tasks[:2]), WAIT_S)
-        woken = [t.done() for t in tasks]
+        await asyncio.sleep(0.05)
+        served = [t.done() for t in tasks]
         await _cancel(tasks)
-        return woken
+        return served
 
     assert asyncio.run(scenario()) == [True, True, False]
 
 
-def test_a_slot_freed_for_another_model_wakes_no_one(no_recheck):
-    async def scenario() -> bool:
-        queue = _queue()
-        other_waiter, = await _waiters(queue, 1, OTHER)
-        waiter, = await _waiters(queue, 1)
-        queue.slot_freed(OTHER)
-        await asyncio.wait_for(other_waiter, WAIT_S)
-        woken = waiter.done()
-        await _cancel([waiter])
-        return woken
+def test_two_keys_of_equal_weight_take_turns_at_the_slots_freed(no_recheck):
+    async def scenario() -> list[str]:
+        queue, slots = _queue(), Slots()
+        tasks = [*await _waiters(queue, slots, _names("a", 6), Tenant("a")),
+                 *await _waiters(queue, slots, _names("b", 3), Tenant("b"))]
+        _free(queue, slots, 9)
+        await asyncio.wait_for(asyncio.gather(*tasks), WAIT_S)
+        return slots.served
 
-    assert asyncio.run(scenario()) is False
+    assert asyncio.run(scenario()) == ["a1", "b1", "a2", "b2", "a3", "b3", "a4", "a5", "a6"]
+
+
+def test_a_key_of_weight_three_gets_three_slots_to_the_others_one(no_recheck):
+    async def scenario() -> list[str]:
+        queue, slots = _queue(), Slots()
+        tasks = [*await _waiters(queue, slots, _names("a", 4), Tenant("a")),
+                 *await _waiters(queue, slots, _names("b", 6), Tenant("b", 3.0))]
+        _free(queue, slots, 10)
+        await asyncio.wait_for(asyncio.gather(*tasks), WAIT_S)
+        return slots.served
+
+    assert asyncio.run(scenario()) == ["a1", "b1", "b2", "b3", "a2", "b4", "b5", "b6", "a3", "a4"]
+
+
+def test_a_flooding_key_does_not_starve_a_key_sending_one_request_at_a_time(no_recheck):
+    async def scenario() -> list[int]:
+        queue, slots = _queue(), Slots()
+        flood = await _waiters(queue, slots, _names("flood", 200), Tenant("flood"))
+        served_before = []
+        for i in range(1, 6):
+            trickle = await _waiters(queue, slots, [f"trickle{i}"], Tenant("trickle"))
+            while not trickle[0].done():
+                _free(queue, slots)
+                await asyncio.sleep(0.005)
+            served_before.append(sum(name.startswith("flood") for name in slots.served))
+        await _cancel(flood)
+        return served_before
+
+    # each trickle request is served after at most one more of the flood's 200 queued requests
+    served_before = asyncio.run(scenario())
+    assert all(b - a <= 2 for a, b in zip([0, *served_before], served_before, strict=False))
+    assert served_before[-1] <= 10
+
+
+def test_a_slot_found_by_the_recheck_goes_to_the_waiter_drr_serves_next(monkeypatch):
+    monkeypatch.setattr(admission, "RECHECK_S", 0.05)
+
+    async def scenario() -> list[str]:
+        queue, slots = _queue(), Slots()
+        tasks = [*await _waiters(queue, slots, _names("flood", 50), Tenant("flood")),
+                 *await _waiters(queue, slots, ["trickle1"], Tenant("trickle"))]
+        _free(queue, slots)  # flood1's turn: the trickle's request is next in DRR order now
+        await _served(slots, 1)
+        slots.free += 1  # a slot the queue is not told of (a heartbeat brought it)
+        await _served(slots, 2)
+        await _cancel(tasks)
+        return slots.served
+
+    assert asyncio.run(scenario()) == ["flood1", "trickle1"]
+
+
+def test_a_waiter_that_cannot_use_the_slot_passes_the_turn_on_in_drr_order(no_recheck):
+    async def scenario() -> list[str]:
+        queue, slots = _queue(), Slots(usable=lambda name: name != "a1")
+        tasks = [*await _waiters(queue, slots, _names("a", 3), Tenant("a")),
+                 *await _waiters(queue, slots, _names("b", 3), Tenant("b"))]
+        _free(queue, slots)
+        await _served(slots, 1)
+        await _cancel(tasks)
+        return slots.served
+
+    assert asyncio.run(scenario()) == ["b1"]  # a1 names another node: b1 is next in DRR order
+
+
+def test_a_slot_freed_for_another_model_serves_no_one(no_recheck):
+    async def scenario() -> list[str]:
+        queue, slots = _queue(), Slots()
+        others = await _waiters(queue, slots, ["other"], model=OTHER)
+        waiter = await _waiters(queue, slots, ["mine"])
+        _free(queue, slots, model=OTHER)
+        await asyncio.wait_for(others[0], WAIT_S)
+        await asyncio.sleep(0.05)
+        await _cancel(waiter)
+        return slots.served
+
+    assert asyncio.run(scenario()) == ["other"]
 
 
 def test_a_slot_freed_while_no_one_waits_is_not_kept_for_a_later_waiter(no_recheck):
-    async def scenario() -> tuple[bool, bool]:
-        queue = _queue()
+    async def scenario() -> tuple[bool, list[str]]:
+        queue, slots = _queue(), Slots()
         queue.slot_freed(MODEL, 5)
-        waiter, = await _waiters(queue, 1)
-        for _ in range(10):
-            await asyncio.sleep(0)
-        woken_by_old_slot = waiter.done()
+        slots.free = 1
+        waiter = await _waiters(queue, slots, ["late"])
+        await asyncio.sleep(0.05)
+        served_by_old_slot = waiter[0].done()
         queue.slot_freed(MODEL)
-        await asyncio.wait_for(waiter, WAIT_S)
-        return woken_by_old_slot, waiter.done()
+        await asyncio.wait_for(waiter[0], WAIT_S)
+        return served_by_old_slot, slots.served
 
-    assert asyncio.run(scenario()) == (False, True)
+    assert asyncio.run(scenario()) == (False, ["late"])
 
 
 def test_a_waiter_that_gave_up_does_not_take_a_freed_slot(no_recheck):
-    async def scenario() -> bool:
-        queue = _queue()
-        gone, staying = await _waiters(queue, 2)
+    async def scenario() -> list[str]:
+        queue, slots = _queue(), Slots()
+        gone, staying = await _waiters(queue, slots, ["gone", "staying"])
         await _cancel([gone])
-        queue.slot_freed(MODEL)
+        _free(queue, slots)
         await asyncio.wait_for(staying, WAIT_S)
-        return staying.done()
+        return slots.served
 
-    assert asyncio.run(scenario()) is True
-
-
-def test_a_waiter_looks_again_after_the_recheck_interval_without_being_woken():
-    async def scenario() -> None:
-        await asyncio.wait_for(_queue().wait_turn(MODEL, 0.0), WAIT_S)
-
-    asyncio.run(scenario())  # returns (to look for a slot again) with no slot freed
+    assert asyncio.run(scenario()) == ["staying"]
 
 
-def test_a_wait_never_outlasts_what_is_left_of_the_longest_wait(no_recheck):
-    async def scenario() -> None:
-        await asyncio.wait_for(_queue(wait_max_s=0.05).wait_turn(MODEL, 0.0), WAIT_S)
+def test_a_waiter_that_gives_up_during_its_turn_passes_the_turn_on(no_recheck):
+    async def scenario() -> list[str]:
+        queue, slots = _queue(), Slots()
+        gone, staying = await _waiters(queue, slots, ["gone", "staying"])
+        _free(queue, slots)  # gone has the turn now, and is cancelled before it looks
+        gone.cancel()
+        await asyncio.wait_for(staying, WAIT_S)
+        return slots.served
 
-    asyncio.run(scenario())  # returns after ~0.05 s although re-checks are an hour apart
+    assert asyncio.run(scenario()) == ["staying"]
+
+
+def test_a_waiter_looks_again_after_the_recheck_interval_without_being_woken(monkeypatch):
+    monkeypatch.setattr(admission, "RECHECK_S", 0.05)
+
+    async def scenario() -> list[str]:
+        queue, slots = _queue(), Slots()
+        waiter = await _waiters(queue, slots, ["only"])
+        slots.free = 1  # no slot_freed: found by the recheck
+        await asyncio.wait_for(waiter[0], WAIT_S)
+        return slots.served
+
+    assert asyncio.run(scenario()) == ["only"]
+
+
+def test_positions_follow_the_order_drr_serves_in(no_recheck):
+    async def scenario() -> list[int | None]:
+        queue, slots = _queue(), Slots()
+        tasks = [*await _waiters(queue, slots, _names("a", 3), Tenant("a")),
+                 *await _waiters(queue, slots, ["b1"], Tenant("b"))]
+        positions = [queue.position(MODEL, name) for name in ("a1", "b1", "a2", "a3")]
+        await _cancel(tasks)
+        return [*positions, queue.position(MODEL, "a1")]
+
+    assert asyncio.run(scenario()) == [1, 2, 3, 4, None]
+
+
+def test_a_key_past_its_share_of_the_queue_is_refused_and_another_key_is_not():
+    async def scenario() -> tuple[ApiError, int]:
+        queue = _queue(depth=4, share=0.5)
+        flood = Tenant("flood")
+        async with queue.place(MODEL, tenant=flood), queue.place(MODEL, tenant=flood):
+            with pytest.raises(ApiError) as refused:
+                async with queue.place(MODEL, tenant=flood):
+                    pass
+            async with queue.place(MODEL, tenant=Tenant("other")):
+                return refused.value, queue.depth(MODEL)
+
+    err, depth = asyncio.run(scenario())
+    assert (err.status, err.code) == (429, "QUEUE_FULL")
+    assert err.details == {"model": MODEL, "waiting": 2, "key": "flood", "key_waiting": 2, "key_share": 2}
+    assert depth == 3
+
+
+def test_a_key_may_hold_one_place_however_small_its_share():
+    async def scenario() -> int:
+        queue = _queue(depth=4, share=0.01)
+        async with queue.place(MODEL, tenant=Tenant("a")):
+            return queue.depth(MODEL)
+
+    assert asyncio.run(scenario()) == 1
+
+
+def test_a_wait_never_outlasts_the_longest_wait(no_recheck):
+    async def scenario() -> ApiError:
+        queue = _queue(wait_max_s=0.05)
+        with pytest.raises(ApiError) as timed_out:
+            await asyncio.wait_for(_request(queue, Slots(), "r"), WAIT_S)
+        return timed_out.value
+
+    err = asyncio.run(scenario())  # ~0.05 s although re-checks are an hour apart
+    assert (err.status, err.code) == (503, "QUEUE_TIMEOUT")
 
 
 def test_a_request_that_waited_the_longest_wait_gets_503_queue_timeout_with_retry_after():
     async def scenario() -> ApiError:
-        with pytest.raises(ApiError) as timed_out:
-            await _queue(wait_max_s=2.0).wait_turn(MODEL, 2.0)
+        queue = _queue(wait_max_s=2.0)
+        async with queue.place(MODEL) as seat:
+            with pytest.raises(ApiError) as timed_out:
+                await queue.wait_turn(seat, 2.0)
         return timed_out.value
 
     err = asyncio.run(scenario())

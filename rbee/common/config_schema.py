@@ -55,6 +55,7 @@ RELOADABLE = frozenset({
     "failure_window_s", "request_deadline_s", "failed_node_cooldown_s", "loading_timeout_s",
     "stall_timeout_s", "idle_unload_s", "restart_backoff_initial_s", "restart_backoff_max_s",
     "restart_jitter", "max_restarts", "restart_window_s", "admission_queue_depth", "admission_wait_max_s",
+    "admission_key_share",
 })
 """Keys a SIGHUP applies: the log level and the tunables the daemons read at each use."""
 

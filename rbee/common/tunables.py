@@ -117,6 +117,9 @@ class Timings:
     """Requests that may wait at the queen for a slot of one model; more are refused with 429."""
     admission_wait_max_s: float = tunable(120.0, "s")
     """The longest a request waits in the admission queue before 503 (its deadline may end it sooner)."""
+    admission_key_share: float = tunable(1.0, "share of depth", ge=0.01, lt=1.001)
+    """Share of `admission_queue_depth` one API key may hold in a model's queue (at least one
+    place); more are refused with 429 `QUEUE_FULL`. Below 1 it keeps room for the other keys."""
     failed_node_cooldown_s: float = tunable(30.0, "s")
     """A node whose hive could not be started is passed over this long by requests naming no node."""
     prefix_affinity_block_chars: int = tunable(64, "bytes")

@@ -13,6 +13,7 @@ from rbee.common.errors import correlation_id_of, read_json_object
 from rbee.queen.api.embedding_requests import EmbeddingRequest
 from rbee.queen.api.keys import BACKEND_POLICY, EMBEDDINGS
 from rbee.queen.api.task_stream import request_deadline
+from rbee.queen.routing.tenant import ANONYMOUS, TENANT
 
 
 def encode(vector: list[float], encoding_format: str) -> list[float] | str:
@@ -36,5 +37,5 @@ async def embeddings(request: web.Request) -> web.Response:
     deadline = request_deadline(request)
     backend = request.app[BACKEND_POLICY].resolve(body.model, body.backend)
     result = await request.app[EMBEDDINGS].embed(body.model, body.worker_body(), backend, deadline,
-                                                 correlation_id_of(request))
+                                                 correlation_id_of(request), request.get(TENANT, ANONYMOUS))
     return web.json_response(response(result, body.model, body.encoding_format))

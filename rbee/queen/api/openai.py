@@ -15,6 +15,7 @@ from rbee.queen.api.keys import BACKEND_POLICY, DISPATCHER, PLACEMENT, REGISTRY
 from rbee.queen.api.openai_format import OpenAIRequest, OpenAIResponder, parse_request
 from rbee.queen.api.task_stream import TaskItem, open_task_stream, request_deadline, wait_header
 from rbee.queen.routing.dispatch import Task
+from rbee.queen.routing.tenant import ANONYMOUS, TENANT
 
 BUILTIN_MODELS = ("default",)
 
@@ -63,7 +64,7 @@ async def _openai(request: web.Request, parsed: OpenAIRequest) -> web.StreamResp
     deadline = request_deadline(request)
     backend = request.app[BACKEND_POLICY].resolve(parsed.model, parsed.backend)
     task = Task(parsed.model, dispatcher.new_task_id(), parsed.worker_body, correlation_id_of(request),
-                deadline, backend)
+                deadline, backend, tenant=request.get(TENANT, ANONYMOUS))
     async with aclosing(dispatcher.run(task)) as run:
         if parsed.stream:
             return await _openai_stream(request, responder, run)

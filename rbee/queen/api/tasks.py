@@ -14,6 +14,7 @@ from rbee.common.wire_requests import TaskRequest
 from rbee.queen.api.keys import BACKEND_POLICY, DISPATCHER
 from rbee.queen.api.task_stream import open_task_stream, request_deadline
 from rbee.queen.routing.dispatch import Task
+from rbee.queen.routing.tenant import ANONYMOUS, TENANT
 
 
 async def create_task(request: web.Request) -> web.StreamResponse:
@@ -24,7 +25,7 @@ async def create_task(request: web.Request) -> web.StreamResponse:
     deadline = request_deadline(request)
     backend = request.app[BACKEND_POLICY].resolve(body.model, body.backend)
     task = Task(body.model, task_id, body.worker_body(), correlation_id_of(request), deadline, backend,
-                body.node, parse_tokens=False)
+                body.node, parse_tokens=False, tenant=request.get(TENANT, ANONYMOUS))
     async with aclosing(dispatcher.run(task)) as run:
         response, events = await open_task_stream(request, run, _send_error)
         async for event in events:

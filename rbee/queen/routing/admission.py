@@ -1,27 +1,82 @@
 """The queen's admission queue: requests wait here for a slot of their model's workers.
 
-Bounded per model (`admission_queue_depth`; a full queue is 429 `QUEUE_FULL`), and a request
-waits at most `admission_wait_max_s` (503 `QUEUE_TIMEOUT`) or until its deadline. Waiters are
-woken one at a time, oldest first, whenever a slot of their model is released or a worker of
-it starts serving; they also look again every `RECHECK_S` in case a heartbeat brought a slot.
-Each waiter has a position in its model's line (1: the next to be served, by arrival) and an
+Bounded per model (`admission_queue_depth`; a full queue is 429 `QUEUE_FULL`), and per API key
+(`admission_key_share` of that depth), and a request waits at most `admission_wait_max_s`
+(503 `QUEUE_TIMEOUT`) or until its deadline.
+
+Who gets a slot is decided by deficit round-robin across the keys waiting (`fair_line.py`): a
+waiter may look for a slot only when the queue gives it a turn, and turns go out one at a time
+in DRR order. A released slot, or the slots of a worker that starts serving, start a pass: the
+first waiter in DRR order looks; one that cannot use the slot (it names another node or backend)
+passes the turn to the next, until the slots are taken or every waiter has looked. Every
+`RECHECK_S` a pass also runs for slots the queue was not told of (a heartbeat brought a worker);
+it goes on through every waiter. So a key that floods the queue gets its share of the slots,
+never more, whichever of its waiters is awake.
+
+Each waiter has a position in its model's line (1: next, in DRR order: `FairLine.order`) and an
 estimated wait from the model's recent service rate (`waiting.ServiceRate`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import collections
-import itertools
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 from rbee.common.errors import ApiError
 from rbee.common.tunables import Timings
+from rbee.queen.routing.fair_line import FairLine
+from rbee.queen.routing.tenant import ANONYMOUS, Tenant
 from rbee.queen.routing.waiting import ServiceRate
 
 RECHECK_S = 0.5
+"""Seconds between two passes looking for slots the queue was not told of."""
+
+
+@dataclass(eq=False)
+class Seat:
+    """One request's place in its model's queue."""
+
+    model: str
+    tenant: Tenant
+    turn: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    """Set when the queue gives this waiter its turn to look for a slot."""
+    served: bool = False
+
+
+@dataclass(eq=False)
+class _Model:
+    """The waiters of one model and the pass handing out turns among them."""
+
+    line: FairLine[Seat] = field(default_factory=FairLine)
+    seats: dict[object, Seat] = field(default_factory=dict)
+    """Each waiter's seat, by the name it was placed under."""
+    looking: Seat | None = None
+    """The waiter whose turn it is."""
+    looked: set[Seat] = field(default_factory=set)
+    """Waiters that had their turn in this pass and found no slot."""
+    free: int = 0
+    """Slots released that no waiter has taken yet in this pass."""
+    rechecking: bool = False
+    """Whether this pass goes through every waiter (`RECHECK_S`)."""
+    timer: asyncio.TimerHandle | None = None
+
+    def next_turn(self) -> None:
+        """Give the turn to the first waiter in DRR order that has not looked in this pass; end
+        the pass when there is none, or no slot is left to hand out."""
+        if self.looking is not None:
+            return
+        if self.free or self.rechecking:
+            for seat in self.line.order():
+                if seat not in self.looked:
+                    self.looking = seat
+                    seat.turn.set_result(None)
+                    return
+        self.free, self.rechecking = 0, False
+        self.looked.clear()
 
 
 class AdmissionQueue:
@@ -29,85 +84,125 @@ class AdmissionQueue:
 
     def __init__(self, timings: Timings) -> None:
         self._timings = timings
-        self._lines: dict[str, collections.deque[asyncio.Future[None]]] = {}
-        self._waiting: dict[str, int] = {}
-        self._tickets: dict[str, dict[object, int]] = {}
-        """Per model, each waiter holding a place and its arrival number."""
-        self._line_up: dict[str, list[int]] = {}
-        """Per model, the arrival numbers of the waiters holding a place, in order."""
-        self._arrived = itertools.count()
+        self._models: dict[str, _Model] = {}
         self._rates: collections.defaultdict[str, ServiceRate] = collections.defaultdict(ServiceRate)
 
     def depth(self, model: str | None = None) -> int:
         """Requests waiting now (for one model, or in all)."""
-        return self._waiting.get(model, 0) if model else sum(self._waiting.values())
+        if model:
+            waiting = self._models.get(model)
+            return len(waiting.seats) if waiting else 0
+        return sum(len(waiting.seats) for waiting in self._models.values())
 
     def by_model(self) -> dict[str, int]:
         """Requests waiting now, per model."""
-        return dict(self._waiting)
+        return {model: len(waiting.seats) for model, waiting in self._models.items()}
 
     def position(self, model: str, waiter: object) -> int | None:
-        """`waiter`'s place in `model`'s line (1: next), or None when it holds none."""
-        ticket = self._tickets.get(model, {}).get(waiter)
-        return None if ticket is None else bisect.bisect_left(self._line_up[model], ticket) + 1
+        """`waiter`'s place in `model`'s line (1: next, in DRR order), or None when it holds none."""
+        waiting = self._models.get(model)
+        seat = waiting.seats.get(waiter) if waiting else None
+        return None if seat is None or waiting is None else waiting.line.position(seat)
 
     def eta_s(self, model: str, position: int) -> int | None:
         """Estimated seconds until the waiter at `position` is served (None: no rate measured yet)."""
         return self._rates[model].eta_s(position)
 
-    @asynccontextmanager
-    async def place(self, model: str, waiter: object | None = None) -> AsyncIterator[None]:
-        """Hold a place in `model`'s queue for the block (as `waiter`, for `position`); 429 when
-        the queue is full."""
-        if self.depth(model) >= self._timings.admission_queue_depth:
+    def _check_room(self, model: str, tenant: Tenant) -> None:
+        """429 `QUEUE_FULL` when `model`'s queue, or the key's share of it, is full."""
+        depth = self._timings.admission_queue_depth
+        waiting = self._models.get(model)
+        if self.depth(model) >= depth:
             raise ApiError(429, "QUEUE_FULL", "too many requests are waiting for this model; retry shortly",
                            {"model": model, "waiting": self.depth(model)}, headers={"Retry-After": "1"})
-        key = object() if waiter is None else waiter
-        ticket = next(self._arrived)
-        self._waiting[model] = self.depth(model) + 1
-        self._tickets.setdefault(model, {})[key] = ticket
-        self._line_up.setdefault(model, []).append(ticket)
-        try:
-            yield
-        finally:
-            left = self.depth(model) - 1
-            line_up = self._line_up[model]
-            del line_up[bisect.bisect_left(line_up, ticket)]
-            del self._tickets[model][key]
-            if left:
-                self._waiting[model] = left
-            else:
-                self._waiting.pop(model, None)
-                self._tickets.pop(model, None)
-                self._line_up.pop(model, None)
+        share = max(1, math.floor(depth * self._timings.admission_key_share))
+        held = waiting.line.waiting(tenant.name) if waiting else 0
+        if held >= share:
+            raise ApiError(429, "QUEUE_FULL", "this key has its share of the requests waiting for this "
+                           "model; retry shortly",
+                           {"model": model, "waiting": self.depth(model), "key": tenant.name,
+                            "key_waiting": held, "key_share": share}, headers={"Retry-After": "1"})
 
-    async def wait_turn(self, model: str, waited_s: float) -> None:
-        """Sleep until a slot of `model` may be free (or `RECHECK_S`); 503 past the longest wait."""
-        remaining = self._timings.admission_wait_max_s - waited_s
-        if remaining <= 0:
-            raise ApiError(503, "QUEUE_TIMEOUT", "no slot of this model came free in time; retry later",
-                           {"model": model, "waited_s": round(waited_s, 1)}, headers={"Retry-After": "5"})
-        turn = asyncio.get_running_loop().create_future()
-        line = self._lines.setdefault(model, collections.deque())
-        line.append(turn)
+    @asynccontextmanager
+    async def place(
+        self, model: str, waiter: object | None = None, tenant: Tenant = ANONYMOUS
+    ) -> AsyncIterator[Seat]:
+        """Hold a place in `model`'s queue for `tenant` for the block (as `waiter`, for
+        `position`); 429 when the queue, or the key's share of it, is full."""
+        self._check_room(model, tenant)
+        key = object() if waiter is None else waiter
+        waiting = self._models.get(model)
+        if waiting is None:
+            waiting = self._models[model] = _Model()
+            self._arm(model, waiting)
+        seat = Seat(model, tenant)
+        waiting.seats[key] = seat
+        waiting.line.add(seat, tenant)
         try:
-            await asyncio.wait_for(turn, min(RECHECK_S, remaining))
-        except TimeoutError:
-            return
+            yield seat
         finally:
-            if turn in line:
-                line.remove(turn)
+            del waiting.seats[key]
+            if not seat.served:
+                waiting.line.remove(seat, tenant.name)
+            waiting.looked.discard(seat)
+            if waiting.looking is seat:
+                waiting.looking = None
+            if waiting.seats:
+                waiting.next_turn()
+            else:
+                if waiting.timer is not None:
+                    waiting.timer.cancel()
+                del self._models[model]
+
+    def _arm(self, model: str, waiting: _Model) -> None:
+        """Run a pass through every waiter of `model` in `RECHECK_S`, and again after it."""
+        waiting.timer = asyncio.get_running_loop().call_later(RECHECK_S, self._recheck, model, waiting)
+
+    def _recheck(self, model: str, waiting: _Model) -> None:
+        self._arm(model, waiting)
+        if not (waiting.free or waiting.rechecking or waiting.looking):
+            waiting.looked.clear()
+        waiting.rechecking = True
+        waiting.next_turn()
+
+    async def wait_turn(self, seat: Seat, waited_s: float) -> None:
+        """Sleep until `seat` has its turn to look for a slot; 503 once it waited the longest wait."""
+        remaining = self._timings.admission_wait_max_s - waited_s
+        if remaining > 0 and not seat.turn.done():
+            await asyncio.wait({seat.turn}, timeout=remaining)
+        if not seat.turn.done():
+            raise ApiError(503, "QUEUE_TIMEOUT", "no slot of this model came free in time; retry later",
+                           {"model": seat.model, "waited_s": round(waited_s + max(remaining, 0.0), 1)},
+                           headers={"Retry-After": "5"})
+
+    def admitted(self, seat: Seat) -> None:
+        """`seat`'s turn found a slot: it is served, the turn goes on while slots are left."""
+        waiting = self._models[seat.model]
+        waiting.line.serve(seat, seat.tenant.name)
+        seat.served = True
+        waiting.free = max(0, waiting.free - 1)
+        waiting.looking = None
+        waiting.next_turn()
+
+    def passed(self, seat: Seat) -> None:
+        """`seat`'s turn found no slot it may use: it waits for another, the next waiter looks."""
+        waiting = self._models[seat.model]
+        seat.turn = asyncio.get_running_loop().create_future()
+        waiting.looked.add(seat)
+        waiting.looking = None
+        waiting.next_turn()
 
     def finished(self, model: str) -> None:
-        """A request of `model` released its slot: count it for the service rate, wake a waiter."""
+        """A request of `model` released its slot: count it for the service rate, hand it out."""
         self._rates[model].released()
         self.slot_freed(model)
 
     def slot_freed(self, model: str, count: int = 1) -> None:
-        """Wake the `count` oldest waiters of `model`."""
-        line = self._lines.get(model)
-        while line and count > 0:
-            turn = line.popleft()
-            if not turn.done():
-                turn.set_result(None)
-                count -= 1
+        """`count` slots of `model` came free: the waiters look for them in DRR order (a slot freed
+        while no one waits is not kept)."""
+        waiting = self._models.get(model)
+        if waiting is None or count <= 0:
+            return
+        waiting.free += count
+        waiting.looked.clear()
+        waiting.next_turn()

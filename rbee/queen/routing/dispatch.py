@@ -24,6 +24,7 @@ from rbee.queen.routing.backend_policy import AUTO
 from rbee.queen.routing.loading_watch import LoadingWatch
 from rbee.queen.routing.placement import Placement
 from rbee.queen.routing.task_meter import TaskMeter
+from rbee.queen.routing.tenant import ANONYMOUS, Tenant
 from rbee.queen.routing.waiting import NOTE_INTERVAL_S, NoteThrottle, WaitNote, loading_note, queued_note
 from rbee.queen.routing.worker_registry import WorkerView
 
@@ -55,6 +56,8 @@ class Task:
     """The node to run on; None lets the queen choose."""
     parse_tokens: bool = True
     """Whether token runs carry their tokens parsed (False: relayed as the bytes they came in)."""
+    tenant: Tenant = ANONYMOUS
+    """Who the task waits for in the admission queue (its API key: fair share between keys)."""
 
 
 async def wait_drained(running: Callable[[], int], budget_s: float, what: str) -> None:
@@ -244,7 +247,7 @@ class Dispatcher:
         try:
             async with asyncio.timeout(task.deadline.remaining_s()):
                 placed = self._placement.worker_for(task.model, task.backend, task.node, waiter=task.task_id,
-                                                    prefix=prefix)
+                                                    prefix=prefix, tenant=task.tenant)
                 with self._meter.waiting():
                     return await stack.enter_async_context(placed)
         except TimeoutError as exc:

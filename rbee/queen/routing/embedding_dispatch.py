@@ -25,6 +25,7 @@ from rbee.common.errors import CORRELATION_HEADER, ApiError
 from rbee.common.http import Headers, post_json
 from rbee.queen.routing.dispatch import MAX_ATTEMPTS, RETRY_PAUSE_S, wait_drained
 from rbee.queen.routing.placement import Placement
+from rbee.queen.routing.tenant import ANONYMOUS, Tenant
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,11 @@ class EmbeddingDispatcher:
         await wait_drained(lambda: self.running, budget_s, "embedding request(s)")
 
     async def embed(
-        self, model: str, body: dict[str, Any], backend: str, deadline: Deadline, correlation_id: str
+        self, model: str, body: dict[str, Any], backend: str, deadline: Deadline, correlation_id: str,
+        tenant: Tenant = ANONYMOUS,
     ) -> EmbeddingResult:
-        """The worker's vectors for `body` (the worker's `/v1/embeddings` body)."""
+        """The worker's vectors for `body` (the worker's `/v1/embeddings` body), queued for `tenant`
+        while its model's embedding workers are busy."""
         if self._draining:
             raise ApiError(503, "DRAINING", "the queen is shutting down", headers={"Retry-After": "1"})
         inputs = body.get("input")
@@ -61,7 +64,7 @@ class EmbeddingDispatcher:
         outcome: dict[str, Any] = {"event": "embedding.failed", "code": "CANCELLED"}
         self.running += 1
         try:
-            result = await self._attempts(model, body, backend, deadline, correlation_id)
+            result = await self._attempts(model, body, backend, deadline, correlation_id, tenant)
             outcome = {"event": "embedding.completed", "prompt_tokens": result.prompt_tokens}
             return result
         except ApiError as err:
@@ -72,13 +75,15 @@ class EmbeddingDispatcher:
             self._audit(outcome.pop("event"), model=model, correlation_id=correlation_id, **outcome)
 
     async def _attempts(
-        self, model: str, body: dict[str, Any], backend: str, deadline: Deadline, correlation_id: str
+        self, model: str, body: dict[str, Any], backend: str, deadline: Deadline, correlation_id: str,
+        tenant: Tenant,
     ) -> EmbeddingResult:
         headers = {CORRELATION_HEADER: correlation_id, deadlines.HEADER: deadline.header, **self._auth()}
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 async with asyncio.timeout(deadline.remaining_s()):
-                    async with self._placement.worker_for(model, backend, embedding=True) as worker:
+                    placed = self._placement.worker_for(model, backend, embedding=True, tenant=tenant)
+                    async with placed as worker:
                         answer = await post_json(self._session, f"{worker.url}/v1/embeddings", body,
                                                  "worker", headers)
                 return EmbeddingResult.model_validate(answer)

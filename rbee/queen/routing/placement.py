@@ -37,6 +37,7 @@ from rbee.queen.routing.backend_policy import AUTO
 from rbee.queen.routing.hive_registry import HiveRegistry
 from rbee.queen.routing.prefix_affinity import PrefixAffinity
 from rbee.queen.routing.spawn_order import is_refusal, most_specific, spawn_order
+from rbee.queen.routing.tenant import ANONYMOUS, Tenant
 from rbee.queen.routing.worker_registry import (
     PENDING_STATES,
     ROUTABLE_STATES,
@@ -182,15 +183,16 @@ class Placement:
     @asynccontextmanager
     async def worker_for(
         self, model: str, backend: str = AUTO, node: str | None = None, *, embedding: bool = False,
-        waiter: object | None = None, prefix: tuple[bytes, ...] = (),
+        waiter: object | None = None, prefix: tuple[bytes, ...] = (), tenant: Tenant = ANONYMOUS,
     ) -> AsyncIterator[WorkerView]:
         """Hold a slot's worth of a worker of `model` for backend policy `backend` (on `node`, when
         given): an embedding worker when `embedding`, else a generation worker; `waiter` names the
-        request in the admission queue (`AdmissionQueue.position`); `prefix` are the keys of its
-        prompt (`PrefixAffinity.keys`): the worker that served the longest of them is preferred."""
+        request in the admission queue (`AdmissionQueue.position`), where it waits for `tenant`
+        (fair share between API keys); `prefix` are the keys of its prompt
+        (`PrefixAffinity.keys`): the worker that served the longest of them is preferred."""
         pool = pool_of(model, embedding)
         worker = await self._admit(model, backend, node, embedding, waiter,
-                                   self.affinity.worker_of(pool, prefix))
+                                   self.affinity.worker_of(pool, prefix), tenant)
         self.affinity.served(pool, prefix, worker.worker_id)
         self._registry.acquire(worker.worker_id)
         try:
@@ -205,23 +207,26 @@ class Placement:
 
     async def _admit(
         self, model: str, backend: str, node: str | None, embedding: bool, waiter: object | None,
-        prefer: str | None,
+        prefer: str | None, tenant: Tenant,
     ) -> WorkerView:
-        """A worker with a free slot now (`prefer` if it may), or after waiting in its pool's
-        admission queue."""
-        worker = await self._choose(model, backend, node, embedding, prefer)
-        if worker is not None:
-            return worker
+        """A worker with a free slot now (`prefer` if it may) when no request of the pool waits,
+        else after waiting for its turn in the pool's admission queue."""
         pool = pool_of(model, embedding)
+        if not self.admission.depth(pool):
+            worker = await self._choose(model, backend, node, embedding, prefer)
+            if worker is not None:
+                return worker
         loop = asyncio.get_running_loop()
         queued_at = loop.time()
-        async with self.admission.place(pool, waiter):
+        async with self.admission.place(pool, waiter, tenant) as seat:
             while True:
-                await self.admission.wait_turn(pool, loop.time() - queued_at)
+                await self.admission.wait_turn(seat, loop.time() - queued_at)
                 worker = await self._choose(model, backend, node, embedding, prefer)
                 if worker is not None:
+                    self.admission.admitted(seat)
                     log.debug("request for %s admitted after %.3fs queued", pool, loop.time() - queued_at)
                     return worker
+                self.admission.passed(seat)
                 if loop.time() - queued_at >= self._gpu.replica_after_wait_s:
                     self._add_replica(model, backend, node, embedding)
 
