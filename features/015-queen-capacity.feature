@@ -1,7 +1,7 @@
 @p0 @inference @admission
 Feature: The queen's admission queue holds work beyond its workers' slots
-  A request for a model whose workers are all busy waits at the queen for a slot, oldest first,
-  instead of failing; the queue is bounded (429 QUEUE_FULL) and so is the wait (503 QUEUE_TIMEOUT),
+  A request for a model whose workers are all busy waits at the queen for a slot, oldest first
+  among the requests of one key (fair between keys: features/335), instead of failing; the queue is bounded (429 QUEUE_FULL) and so is the wait (503 QUEUE_TIMEOUT),
   each with a retry hint. A streaming request that was already told its place in the queue (an
   SSE comment, features/028) gets a later QUEUE_TIMEOUT as an error event in its stream instead.
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -63,6 +63,14 @@ class _Model:
     rechecking: bool = False
     """Whether this pass goes through every waiter (`RECHECK_S`)."""
     timer: asyncio.TimerHandle | None = None
+    cursor: Iterator[Seat] | None = None
+    """Where the pass is in DRR order (read on while the line is unchanged: `cursor_version`)."""
+    cursor_version: int = -1
+
+    def new_pass(self) -> None:
+        """Let every waiter look again, from the first in DRR order."""
+        self.looked.clear()
+        self.cursor = None
 
     def next_turn(self) -> None:
         """Give the turn to the first waiter in DRR order that has not looked in this pass; end
@@ -70,13 +78,15 @@ class _Model:
         if self.looking is not None:
             return
         if self.free or self.rechecking:
-            for seat in self.line.order():
+            if self.cursor is None or self.cursor_version != self.line.version:
+                self.cursor, self.cursor_version = self.line.order(), self.line.version
+            for seat in self.cursor:
                 if seat not in self.looked:
                     self.looking = seat
                     seat.turn.set_result(None)
                     return
         self.free, self.rechecking = 0, False
-        self.looked.clear()
+        self.new_pass()
 
 
 class AdmissionQueue:
@@ -161,7 +171,7 @@ class AdmissionQueue:
     def _recheck(self, model: str, waiting: _Model) -> None:
         self._arm(model, waiting)
         if not (waiting.free or waiting.rechecking or waiting.looking):
-            waiting.looked.clear()
+            waiting.new_pass()
         waiting.rechecking = True
         waiting.next_turn()
 
@@ -204,5 +214,5 @@ class AdmissionQueue:
         if waiting is None or count <= 0:
             return
         waiting.free += count
-        waiting.looked.clear()
+        waiting.new_pass()
         waiting.next_turn()

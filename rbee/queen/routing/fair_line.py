@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import collections
 import itertools
-from collections.abc import Hashable
+import math
+import time
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -25,6 +27,9 @@ from rbee.queen.routing.tenant import Tenant
 Seat = TypeVar("Seat", bound=Hashable)
 WHOLE = 1.0 - 1e-9
 """A deficit this close to 1 pays for a request (weights that are not binary fractions)."""
+POSITION_REFRESH_S = 0.2
+"""Positions are worked out again at most this often (the whole order costs a pass over the
+waiters; the notes that tell positions go out once a second)."""
 
 
 @dataclass
@@ -38,10 +43,12 @@ class _Rounds:
     deficit: dict[str, float] = field(default_factory=dict)
     weight: dict[str, float] = field(default_factory=dict)
     left: dict[str, int] = field(default_factory=dict)
+    unit: float | None = None
+    """The smallest weight on the ring (None: to be found again)."""
 
     def copy(self) -> _Rounds:
         return _Rounds(collections.deque(self.ring), self.visiting, dict(self.deficit), dict(self.weight),
-                       dict(self.left))
+                       dict(self.left), self.unit)
 
     def join(self, tenant: Tenant) -> None:
         """One more waiter of `tenant` (a tenant new to the ring joins it last)."""
@@ -50,40 +57,71 @@ class _Rounds:
             self.deficit[tenant.name] = 0.0
             self.left[tenant.name] = 0
         self.weight[tenant.name] = tenant.weight
+        self.unit = None
         self.left[tenant.name] += 1
 
-    def leave(self, name: str, charge: float) -> None:
-        """One waiter of `name` is gone (served out of turn: `charge` 1; gave up: 0)."""
-        self.deficit[name] -= charge
-        self.left[name] -= 1
+    def leave(self, name: str, charge: float, count: int = 1) -> None:
+        """`count` waiters of `name` are gone (served: `charge` 1 each; gave up: 0)."""
+        self.deficit[name] -= charge * count
+        self.left[name] -= count
         if not self.left[name]:
             if self.ring[0] == name:
                 self.visiting = False
             self.ring.remove(name)
             del self.deficit[name], self.weight[name], self.left[name]
+            self.unit = None
+
+    def _visit(self) -> str:
+        """The tenant being visited, its quantum added once per visit."""
+        name = self.ring[0]
+        if not self.visiting:
+            if self.unit is None:
+                self.unit = min(self.weight[t] for t in self.ring)
+            self.deficit[name] += self.weight[name] / self.unit
+            self.visiting = True
+        return name
+
+    def _next_visit(self) -> None:
+        self.ring.rotate(-1)
+        self.visiting = False
 
     def next_tenant(self) -> str:
         """The tenant DRR serves next, charged for it (there must be a waiter)."""
         while True:
-            name = self.ring[0]
-            if not self.visiting:
-                self.deficit[name] += self.weight[name] / min(self.weight[t] for t in self.ring)
-                self.visiting = True
+            name = self._visit()
             if self.deficit[name] >= WHOLE:
                 self.leave(name, 1.0)
                 return name
-            self.ring.rotate(-1)
-            self.visiting = False
+            self._next_visit()
+
+    def runs(self) -> Iterator[tuple[str, int]]:
+        """(tenant, waiters) runs in the order DRR serves every waiter (using this state up): what
+        `next_tenant` gives one call at a time, a visit's worth at once."""
+        while self.ring:
+            if len(self.ring) == 1:
+                yield self.ring[0], self.left[self.ring[0]]
+                return
+            name = self._visit()
+            count = min(self.left[name], max(0, math.floor(self.deficit[name] + 1.0 - WHOLE)))
+            if count:
+                self.leave(name, 1.0, count)
+                yield name, count
+            if name in self.left:
+                self._next_visit()
 
 
 class FairLine(Generic[Seat]):
     """The waiters of one model, each of a tenant, in DRR order."""
 
-    def __init__(self) -> None:
+    def __init__(self, refresh_s: float = POSITION_REFRESH_S) -> None:
         self._queues: dict[str, collections.deque[Seat]] = {}
         self._rounds = _Rounds()
-        self._order: list[Seat] | None = None
+        self._refresh_s = refresh_s
         self._places: dict[Seat, int] = {}
+        self._places_at = -math.inf
+        self._changed = False
+        self.version = 0
+        """Counts the changes to the line (an order read before one may be out of date)."""
 
     def __len__(self) -> int:
         return sum(self._rounds.left.values())
@@ -96,7 +134,8 @@ class FairLine(Generic[Seat]):
         """`seat` waits for `tenant`, behind the tenant's earlier waiters."""
         self._queues.setdefault(tenant.name, collections.deque()).append(seat)
         self._rounds.join(tenant)
-        self._order = None
+        self._changed = True
+        self.version += 1
 
     def remove(self, seat: Seat, name: str) -> None:
         """`seat` (of the tenant `name`) gave up without being served."""
@@ -106,7 +145,7 @@ class FairLine(Generic[Seat]):
     def serve(self, seat: Seat, name: str) -> None:
         """`seat` (of the tenant `name`) got its slot: DRR's turn when it is first in `order()`,
         else out of turn, charged to its tenant all the same."""
-        if self.order()[0] == seat:
+        if next(self.order(), None) == seat:
             self._rounds.next_tenant()
         else:
             self._rounds.leave(name, 1.0)
@@ -117,18 +156,22 @@ class FairLine(Generic[Seat]):
         queue.remove(seat)
         if not queue:
             del self._queues[name]
-        self._order = None
+        self._places.pop(seat, None)
+        self._changed = True
+        self.version += 1
 
-    def order(self) -> list[Seat]:
-        """Every waiter, in the order DRR would serve them if no one else arrived."""
-        if self._order is None:
-            rounds = self._rounds.copy()
-            cursors = {name: iter(queue) for name, queue in self._queues.items()}
-            self._order = [next(cursors[rounds.next_tenant()]) for _ in itertools.repeat(None, len(self))]
-            self._places = {seat: place for place, seat in enumerate(self._order, 1)}
-        return self._order
+    def order(self) -> Iterator[Seat]:
+        """Every waiter, in the order DRR would serve them if no one else arrived (worked out as
+        far as it is read)."""
+        cursors = {name: iter(list(queue)) for name, queue in self._queues.items()}
+        for name, count in self._rounds.copy().runs():
+            yield from itertools.islice(cursors[name], count)
 
     def position(self, seat: Seat) -> int | None:
-        """`seat`'s place in `order()` (1: served next), None when it does not wait here."""
-        self.order()
+        """`seat`'s place in `order()` (1: served next; at most `refresh_s` old), None when it does
+        not wait here."""
+        now = time.monotonic()
+        if seat not in self._places or (self._changed and now - self._places_at >= self._refresh_s):
+            self._places = {waiter: place for place, waiter in enumerate(self.order(), 1)}
+            self._places_at, self._changed = now, False
         return self._places.get(seat)
