@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rbee.common.auth import Keyring, presented_token, check_bind_policy, is_loopback
+from rbee.common.auth import Keyring, check_bind_policy, is_loopback, presented_token
 from rbee.common.errors import ApiError
 from rbee.common.secrets import (
     SecretError,
