@@ -112,7 +112,7 @@ class Client:
 
 async def create_key(session: aiohttp.ClientSession, base: str, admin: str, name: str, weight: float) -> str:
     """A named inference key of `weight` (the secret the queen prints once)."""
-    body = {"name": name, "scope": "inference", "weight": weight}
+    body = {"name": name, "scopes": ["inference"], "weight": weight}
     async with session.post(f"{base}/v2/keys", json=body,
                             headers={"Authorization": f"Bearer {admin}"}) as response:
         if response.status in (404, 405):

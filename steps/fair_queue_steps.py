@@ -68,7 +68,7 @@ def inference_keys(context, first: str, second: str, weight: float) -> None:
     context.keys = {}
     for name in (first, second):
         answer = request("POST", f"{context.queen_url}/v2/keys",
-                         {"name": name, "scope": "inference", "weight": weight},
+                         {"name": name, "scopes": ["inference"], "weight": weight},
                          headers={"Authorization": f"Bearer {context.tokens['queen']}"})
         assert answer.status in (200, 201), (answer.status, answer.body)
         context.keys[name] = answer.json()["key"]

@@ -260,7 +260,7 @@ def test_closing_the_stream_early_cancels_the_task_at_the_worker(tmp_path):
     read, cancelled, task_id, audited = asyncio.run(scenario())
     assert [e["type"] for e in read] == ["started", "token"]
     assert cancelled == [task_id]
-    assert audited == [{"task_id": task_id, "reason": "the client went away"}]
+    assert audited == [{"task_id": task_id, "reason": "the client went away", "prompt_tokens": 3}]
 
 
 def test_cancelling_a_running_task_stops_it_at_its_worker(tmp_path):
@@ -429,7 +429,7 @@ def test_the_audit_trail_records_the_prompt_hash_never_the_prompt(tmp_path):
     assert submitted["correlation_id"] == CORRELATION_ID
     assert submitted["prompt_sha256"] == prompt_digest(PROMPT)
     assert PROMPT not in repr(audit)
-    assert completed == {"task_id": task_id, "tokens_out": 2, "stop_reason": "max_tokens"}
+    assert completed == {"task_id": task_id, "tokens_out": 2, "stop_reason": "max_tokens", "prompt_tokens": 3}
 
 
 def compact(event: dict[str, Any]) -> bytes:

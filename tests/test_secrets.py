@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rbee.common.auth import Keyring, _presented_token, check_bind_policy, is_loopback
+from rbee.common.auth import Keyring, check_bind_policy, is_loopback, presented_token
 from rbee.common.errors import ApiError
 from rbee.common.secrets import (
     SecretError,
@@ -120,13 +120,13 @@ def test_a_public_bind_without_a_token_is_refused_and_loopback_is_dev_mode():
 )
 def test_malformed_authorization_headers_are_invalid(header):
     with pytest.raises(ApiError) as caught:
-        _presented_token(header)
+        presented_token(header)
     assert caught.value.code == "INVALID_API_KEY" and caught.value.status == 401
 
 
 def test_a_missing_authorization_header_is_missing_api_key():
     with pytest.raises(ApiError) as caught:
-        _presented_token(None)
+        presented_token(None)
     assert caught.value.code == "MISSING_API_KEY"
 
 
@@ -134,7 +134,7 @@ def test_a_missing_authorization_header_is_missing_api_key():
 @given(st.text(max_size=80))
 def test_no_header_other_than_exact_bearer_syntax_yields_a_token(header):
     try:
-        token = _presented_token(header)
+        token = presented_token(header)
     except ApiError:
         return
     assert header == f"Bearer {token}"

@@ -17,7 +17,7 @@ VERSION_LINE = f"rbee {__version__}"
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command tree."""
-    from rbee.cli import audit, config, daemons, deploy, infer, logs, models, setup, status
+    from rbee.cli import audit, config, daemons, deploy, infer, keys, logs, models, setup, status
 
     parser = argparse.ArgumentParser(prog="rbee", description="rbee: LLM inference on your machines")
     parser.add_argument("--version", action="version", version=VERSION_LINE)
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.register(sub)
     config.register(sub)
     status.register(sub)
+    keys.register(sub)
     logs.register(sub)
     return parser
 

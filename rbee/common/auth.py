@@ -132,7 +132,7 @@ def check_bind_policy(keyring: Keyring, host: str, name: str) -> None:
     log.warning("%s runs in dev mode: no token, loopback only, every request is accepted", name)
 
 
-def _presented_token(header: str | None) -> str:
+def presented_token(header: str | None) -> str:
     if header is None:
         raise ApiError(401, "MISSING_API_KEY", "an Authorization: Bearer token is required",
                        headers=WWW_AUTHENTICATE)
@@ -144,7 +144,7 @@ def _presented_token(header: str | None) -> str:
     return match.group(1)
 
 
-def _basic_password(header: str | None) -> str | None:
+def basic_password(header: str | None) -> str | None:
     """The password of a well-formed HTTP Basic Authorization header, else None."""
     match = _BASIC.match(header) if header and len(header) <= MAX_AUTH_HEADER_CHARS else None
     if match is None:
@@ -156,7 +156,7 @@ def _basic_password(header: str | None) -> str | None:
     return credentials.partition(":")[2] or None
 
 
-def _is_browser_path(path: str) -> bool:
+def is_browser_path(path: str) -> bool:
     return path == BROWSER_PATH or path.startswith(BROWSER_PATH + "/")
 
 
@@ -173,10 +173,10 @@ def auth_middleware(keyring: Keyring, public_paths: frozenset[str], audit: Audit
             request[CLIENT] = "public"
             return await handler(request)
         header = request.headers.get("Authorization")
-        browser = _is_browser_path(request.path)
+        browser = is_browser_path(request.path)
         try:
-            password = _basic_password(header) if browser else None
-            presented = password if password is not None else _presented_token(header)
+            password = basic_password(header) if browser else None
+            presented = password if password is not None else presented_token(header)
             if not keyring.matches(presented):
                 raise ApiError(401, "INVALID_API_KEY", "the bearer token is not valid here",
                                headers=WWW_AUTHENTICATE)

@@ -18,7 +18,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 from rbee.common.errors import CORRELATION_HEADER
 
-FIELDS = ("correlation_id", "task_id", "worker_id")
+FIELDS = ("correlation_id", "task_id", "worker_id", "key_name")
 _bound: ContextVar[dict[str, str]] = ContextVar("rbee_log_context", default={})  # noqa: B039
 
 

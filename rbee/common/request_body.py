@@ -42,6 +42,10 @@ _RULES = {
     "less_than": "must be less than {lt}",
     "literal_error": "must be {expected}",
     "enum": "must be {expected}",
+    "extra_forbidden": "is not a field of this request",
+    "datetime_from_date_parsing": "must be an ISO 8601 date and time",
+    "datetime_parsing": "must be an ISO 8601 date and time",
+    "datetime_type": "must be an ISO 8601 date and time",
 }
 _NOT_EMPTY = {"string_too_short", "too_short"}
 

@@ -162,6 +162,8 @@ class Timings:
     """Requests a client may make at once above its sustained rate (token-bucket size)."""
     max_concurrent_per_client: int = tunable(256, "requests", ge=0)
     """Requests one client may have in flight at the queen at once; 0 = unlimited."""
+    key_usage_flush_s: float = tunable(5.0, "s", lt=3600)
+    """How often the queen writes the requests and tokens counted per named key to its key store."""
     failure_limit: int = tunable(30, "failures", ge=0)
     """Auth or validation failures one address may cause within `failure_window_s` before its
     requests are refused with 429 for the rest of the window; 0 = never."""

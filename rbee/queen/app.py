@@ -9,16 +9,19 @@ import aiohttp
 from aiohttp import web
 
 from rbee.common.audit import AuditLog
-from rbee.common.auth import auth_middleware, reload_tokens
+from rbee.common.auth import reload_tokens
 from rbee.common.daemon import HEALTH, DaemonHealth, new_app, on_drain, on_reload
 from rbee.common.log_context import forward_correlation
 from rbee.common.metrics import METRICS, DaemonMetrics, observe_requests, public_paths
 from rbee.common.tunables import Timings
 from rbee.queen.api.keys import (
+    AUDIT,
     BACKEND_POLICY,
     DISPATCHER,
     EMBEDDINGS,
     HIVES,
+    KEY_USAGE,
+    KEYS,
     LOG_RELAY,
     NODES,
     PLACEMENT,
@@ -28,6 +31,11 @@ from rbee.queen.api.keys import (
 )
 from rbee.queen.api.routes import INTERNAL_PATHS, PUBLIC_PATHS, QUIET_PATHS, add_routes
 from rbee.queen.cluster_status import StatusSources
+from rbee.queen.keys.authentication import key_auth_middleware, key_limits
+from rbee.queen.keys.limits import KeyLimiter
+from rbee.queen.keys.node_keys import NodeKeys
+from rbee.queen.keys.store import KeyStore
+from rbee.queen.keys.usage import KeyUsage
 from rbee.queen.metrics import QueenMetrics
 from rbee.queen.nodes.hive_client import HiveClient
 from rbee.queen.nodes.hive_directory import HiveDirectory
@@ -51,17 +59,24 @@ async def build_app(settings: QueenSettings, timings: Timings, audit_log: AuditL
     keyring = settings.keyring
     metrics = DaemonMetrics("queen")
     queen_metrics = QueenMetrics(metrics)
-    audit = queen_metrics.tap(audit_log.append)
+    keys = KeyStore(settings.data_dir / "keys.sqlite")
+    key_limiter = KeyLimiter()
+    usage = KeyUsage(keys, metrics, key_limiter.charge)
+    audit = usage.tap(queen_metrics.tap(audit_log.append))
     limiter = RateLimiter(timings)
     public = public_paths(PUBLIC_PATHS, settings.metrics_public)
     unlimited = public | INTERNAL_PATHS
     app = new_app([
         observe_requests(metrics, QUIET_PATHS),
         failure_throttle(limiter, unlimited, audit),
-        auth_middleware(keyring, public, audit),
+        key_auth_middleware(keyring, keys, public, audit),
         client_limits(limiter, unlimited, audit),
+        key_limits(key_limiter, usage, unlimited, audit),
     ])
     app[METRICS] = metrics
+    app[KEYS] = keys
+    app[KEY_USAGE] = usage
+    app[AUDIT] = audit
     app.on_cleanup.append(lambda _: asyncio.to_thread(audit_log.close))
     # No cap on connections (aiohttp's default is 100): each relayed stream holds one to its worker.
     upstream_timeout = aiohttp.ClientTimeout(total=None, connect=timings.upstream_connect_timeout_s)
@@ -69,9 +84,12 @@ async def build_app(settings: QueenSettings, timings: Timings, audit_log: AuditL
                                     connector=aiohttp.TCPConnector(limit=0),
                                     trace_configs=[forward_correlation()])
     hive_auth = lambda: keyring.headers_for("hive")  # noqa: E731
-    local = LocalHive(HiveClient(f"http://127.0.0.1:{settings.hive_port}", session, hive_auth), settings)
+    node_keys = NodeKeys(keys, keyring, settings.data_dir / "tokens")
+    local = LocalHive(HiveClient(f"http://127.0.0.1:{settings.hive_port}", session, hive_auth), settings,
+                      node_keys)
     ssh = ssh_connector(settings.data_dir)
-    launch = RemoteLaunch(settings.advertise_url, keyring, settings.worker_ctx_size, settings.hive_tunables)
+    launch = RemoteLaunch(settings.advertise_url, keyring, settings.worker_ctx_size, settings.hive_tunables,
+                          node_keys)
     nodes = NodeRegistry(settings.data_dir / "nodes.sqlite")
     directory = HiveDirectory(
         local if settings.local_hive else None,
@@ -106,7 +124,17 @@ async def build_app(settings: QueenSettings, timings: Timings, audit_log: AuditL
     add_routes(app)
     on_drain(app, lambda: _drain(dispatcher, embeddings, timings.drain_budget_s))
     app.cleanup_ctx.append(lambda _: _lifetime(directory, hives, session, settings.start_hive))
+    app.cleanup_ctx.append(lambda _: _key_usage_owner(usage, keys, timings.key_usage_flush_s))
     return app
+
+
+async def _key_usage_owner(usage: KeyUsage, keys: KeyStore, interval_s: float) -> AsyncIterator[None]:
+    """Flush the per-key usage while serving; flush it once more and close the store at the end."""
+    flusher = asyncio.create_task(usage.flush_every(interval_s), name="key-usage")
+    yield
+    flusher.cancel()
+    usage.flush()
+    await asyncio.to_thread(keys.close)
 
 
 async def _drain(dispatcher: Dispatcher, embeddings: EmbeddingDispatcher, budget_s: float) -> None:

@@ -13,6 +13,7 @@ from rbee.common.errors import correlation_id_of, read_json_object
 from rbee.queen.api.embedding_requests import EmbeddingRequest
 from rbee.queen.api.keys import BACKEND_POLICY, EMBEDDINGS
 from rbee.queen.api.task_stream import request_deadline
+from rbee.queen.keys.authentication import require_model
 from rbee.queen.routing.tenant import ANONYMOUS, TENANT
 
 
@@ -35,6 +36,7 @@ async def embeddings(request: web.Request) -> web.Response:
     """POST /v1/embeddings."""
     body = EmbeddingRequest.parse(await read_json_object(request))
     deadline = request_deadline(request)
+    require_model(request, body.model)
     backend = request.app[BACKEND_POLICY].resolve(body.model, body.backend)
     result = await request.app[EMBEDDINGS].embed(body.model, body.worker_body(), backend, deadline,
                                                  correlation_id_of(request), request.get(TENANT, ANONYMOUS))

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from rbee.common.audit import Audit
 from rbee.common.tunables import Timings
 from rbee.queen.cluster_status import StatusSources
+from rbee.queen.keys.store import KeyStore
+from rbee.queen.keys.usage import KeyUsage
 from rbee.queen.nodes.log_relay import LogRelay
 from rbee.queen.nodes.node_service import NodeService
 from rbee.queen.routing.backend_policy import BackendPolicy
@@ -25,3 +28,6 @@ STATUS = web.AppKey("status", StatusSources)
 LOG_RELAY = web.AppKey("log_relay", LogRelay)
 NODES = web.AppKey("nodes", NodeService)
 BACKEND_POLICY = web.AppKey("backend_policy", BackendPolicy)
+KEYS = web.AppKey("keys", KeyStore)
+KEY_USAGE = web.AppKey("key_usage", KeyUsage)
+AUDIT = web.AppKey("audit", Audit)

@@ -14,6 +14,7 @@ from rbee.common.native_stream import TokenRun
 from rbee.queen.api.keys import BACKEND_POLICY, DISPATCHER, PLACEMENT, REGISTRY
 from rbee.queen.api.openai_format import OpenAIRequest, OpenAIResponder, parse_request
 from rbee.queen.api.task_stream import TaskItem, open_task_stream, request_deadline, wait_header
+from rbee.queen.keys.authentication import KEY, require_model
 from rbee.queen.routing.dispatch import Task
 from rbee.queen.routing.tenant import ANONYMOUS, TENANT
 
@@ -21,13 +22,15 @@ BUILTIN_MODELS = ("default",)
 
 
 async def _model_names(request: web.Request) -> set[str]:
-    """Every model the cluster knows: the built-in names, the nodes' catalogs, running workers."""
+    """Every model the cluster knows (the built-in names, the nodes' catalogs, running workers)
+    that the request's key may use."""
     placement = request.app[PLACEMENT]
     await placement.refresh()
     names = set(BUILTIN_MODELS)
     names.update(entry["name"] for entry in await placement.hive_models())
     names.update(worker.model for worker in request.app[REGISTRY].all())
-    return names
+    key = request.get(KEY)
+    return names if key is None else {name for name in names if key.allows_model(name)}
 
 
 def _model_object(name: str) -> dict[str, object]:
@@ -62,6 +65,7 @@ async def _openai(request: web.Request, parsed: OpenAIRequest) -> web.StreamResp
     dispatcher = request.app[DISPATCHER]
     responder = OpenAIResponder(parsed)
     deadline = request_deadline(request)
+    require_model(request, parsed.model)
     backend = request.app[BACKEND_POLICY].resolve(parsed.model, parsed.backend)
     task = Task(parsed.model, dispatcher.new_task_id(), parsed.worker_body, correlation_id_of(request),
                 deadline, backend, tenant=request.get(TENANT, ANONYMOUS))

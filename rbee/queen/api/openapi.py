@@ -17,15 +17,17 @@ from rbee import __version__
 from rbee.common.wire_requests import HiveHeartbeat, NodeRemove, TaskRequest, WorkerRef
 from rbee.queen.api.embedding_requests import EmbeddingRequest
 from rbee.queen.api.openai_requests import ChatCompletionRequest, CompletionRequest
+from rbee.queen.keys.requests import KeyCreate
 from rbee.queen.nodes.node_spec_checks import NodeAdd
 
 JSON = "application/json"
 SSE = "text/event-stream"
 ERROR_STATUSES = {
     "400": "invalid request (validation)",
-    "401": "missing or invalid bearer token",
+    "401": "missing, invalid, revoked or expired bearer token",
+    "403": "the key's scopes do not include this route, or it may not use this model",
     "404": "unknown model, node, task or worker",
-    "409": "conflict (a node of that name exists)",
+    "409": "conflict (a node or a live key of that name exists)",
     "413": "request body too large",
     "422": "the node failed SSH preflight (host key, key, rbee install)",
     "429": "rate limited, or the model's admission queue is full (see Retry-After)",
@@ -151,6 +153,11 @@ _HIVE_PREFLIGHT = {"type": ["object", "null"],
 _NODE_LIST = {"type": "object", "required": ["nodes"],
               "properties": {"nodes": {"type": "array", "items": {
                   **_NODE, "properties": {**_NODE["properties"], "hive": _HIVE_PREFLIGHT}}}}}
+_KEY = {"type": "object", "required": ["name", "fingerprint", "scopes"],
+        "properties": {"name": {"type": "string"}, "fingerprint": {"type": "string"},
+                       "scopes": {"type": "array", "items": {"type": "string"}}}}
+_KEY_CREATED = {**_KEY, "required": [*_KEY["required"], "key"],
+                "properties": {**_KEY["properties"], "key": {"type": "string"}}}
 _NODE_REMOVED = {"type": "object", "required": ["removed"], "properties": {"removed": {"type": "string"}}}
 
 
@@ -164,7 +171,7 @@ def _errors(*statuses: str) -> dict[str, Any]:
 
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     TaskRequest, CompletionRequest, ChatCompletionRequest, EmbeddingRequest, WorkerRef, HiveHeartbeat,
-    NodeAdd, NodeRemove,
+    NodeAdd, NodeRemove, KeyCreate,
 )
 """The request bodies of the queen's routes, whose schemas go to `components/schemas`."""
 _SCHEMA_REF = "#/components/schemas/{model}"
@@ -308,6 +315,33 @@ def document() -> dict[str, Any]:
                 "requestBody": _body(NodeRemove),
                 "responses": {**_ok("removed", {JSON: {"schema": _NODE_REMOVED}}),
                               **_errors("400", "401", "404", "413", "429")},
+            }},
+            "/v2/keys": {
+                "post": {
+                    "summary": "create a named API key (the answer holds the key, shown only this once)",
+                    "requestBody": _body(KeyCreate),
+                    "responses": {**_ok("created", {JSON: {"schema": _KEY_CREATED}}, "201"),
+                                  **_errors("400", "401", "403", "409", "413", "429")},
+                },
+                "get": {
+                    "summary": "every named key (never a key itself)",
+                    "responses": {**_ok("keys", {JSON: {"schema": {"type": "object", "required": ["keys"]}}}),
+                                  **_errors("401", "403", "429")},
+                },
+            },
+            "/v2/keys/usage": {"get": {
+                "summary": "requests and tokens per key name",
+                "parameters": [{"name": "name", "in": "query", "required": False,
+                                "schema": {"type": "string"}}],
+                "responses": {**_ok("usage", {JSON: {"schema": {"type": "object", "required": ["usage"]}}}),
+                              **_errors("400", "401", "403", "404", "429")},
+            }},
+            "/v2/keys/{name}": {"delete": {
+                "summary": "revoke a key: refused from the next request on",
+                "parameters": [{"name": "name", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "responses": {**_ok("revoked", {JSON: {"schema": _KEY}}),
+                              **_errors("400", "401", "403", "404", "429")},
             }},
             "/v2/heartbeat": {"post": {
                 "summary": "a hive reports itself and its workers (internal)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from rbee.common.metrics import METRICS_PATH, metrics_handler
-from rbee.queen.api import embeddings, logs, nodes, openai, openapi, status, tasks, ui, workers
+from rbee.queen.api import embeddings, key_routes, logs, nodes, openai, openapi, status, tasks, ui, workers
 
 PUBLIC_PATHS = frozenset({"/health"})
 """Routes that answer without a token (health checks for probes and load balancers)."""
@@ -38,3 +38,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v2/registry/beehives/add", nodes.add_node)
     app.router.add_get("/v2/registry/beehives/list", nodes.list_nodes)
     app.router.add_post("/v2/registry/beehives/remove", nodes.remove_node)
+    app.router.add_post("/v2/keys", key_routes.create_key)
+    app.router.add_get("/v2/keys", key_routes.list_keys)
+    app.router.add_get("/v2/keys/usage", key_routes.key_usage)
+    app.router.add_delete("/v2/keys/{name}", key_routes.revoke_key)

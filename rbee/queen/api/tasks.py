@@ -13,6 +13,7 @@ from rbee.common.validation import check_identifier
 from rbee.common.wire_requests import TaskRequest
 from rbee.queen.api.keys import BACKEND_POLICY, DISPATCHER
 from rbee.queen.api.task_stream import open_task_stream, request_deadline
+from rbee.queen.keys.authentication import require_model
 from rbee.queen.routing.dispatch import Task
 from rbee.queen.routing.tenant import ANONYMOUS, TENANT
 
@@ -23,6 +24,7 @@ async def create_task(request: web.Request) -> web.StreamResponse:
     dispatcher = request.app[DISPATCHER]
     task_id = dispatcher.new_task_id()
     deadline = request_deadline(request)
+    require_model(request, body.model)
     backend = request.app[BACKEND_POLICY].resolve(body.model, body.backend)
     task = Task(body.model, task_id, body.worker_body(), correlation_id_of(request), deadline, backend,
                 body.node, parse_tokens=False, tenant=request.get(TENANT, ANONYMOUS))

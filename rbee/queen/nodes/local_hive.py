@@ -10,11 +10,11 @@ from typing import Protocol
 
 from rbee.common import processes
 from rbee.common.auth import Keyring
-from rbee.common.child_commands import hive_command
+from rbee.common.child_commands import hive_command, token_flags
 from rbee.common.config_schema import HiveOptions
 from rbee.common.defaults import HIVE_START_TIMEOUT_S
 from rbee.common.errors import ApiError
-from rbee.common.secrets import ROLES
+from rbee.queen.keys.node_keys import NodeKeys
 from rbee.queen.nodes.hive_client import HiveClient
 
 log = logging.getLogger(__name__)
@@ -36,13 +36,14 @@ class LocalHiveSettings(Protocol):
 class LocalHive:
     """Owns the lifecycle of a hive process the queen started itself."""
 
-    def __init__(self, client: HiveClient, settings: LocalHiveSettings) -> None:
+    def __init__(self, client: HiveClient, settings: LocalHiveSettings, node_keys: NodeKeys) -> None:
         self.name = LOCAL_NODE
         self.client = client
         self._settings = settings
         self._data_dir = settings.data_dir / "hive"
         self._process: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
+        self._node_keys = node_keys
 
     async def ensure_running(self) -> None:
         """Start the local hive unless one already answers, and wait until it does."""
@@ -74,7 +75,9 @@ class LocalHive:
         options = HiveOptions(port=settings.hive_port, data_dir=self._data_dir,
                               worker_port_start=settings.worker_port_start, ctx_size=settings.worker_ctx_size,
                               queen_url=f"http://127.0.0.1:{settings.port}")
-        return hive_command(options, settings.keyring.child_args("hive", ROLES))
+        node_key = self._node_keys.issue_file(self.name)
+        return hive_command(options, settings.keyring.child_args("hive", ("hive", "worker"))
+                            + token_flags("hive", {"queen": node_key}))
 
     async def _wait_alive(self) -> None:
         process = self._process

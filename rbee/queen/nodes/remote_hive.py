@@ -21,6 +21,7 @@ from rbee.common.config_schema import HiveOptions
 from rbee.common.defaults import HIVE_START_TIMEOUT_S
 from rbee.common.errors import ApiError
 from rbee.common.secrets import ROLES
+from rbee.queen.keys.node_keys import NodeKeys
 from rbee.queen.nodes.hive_client import HiveClient
 from rbee.queen.nodes.hive_preflight import check_hive
 from rbee.queen.nodes.node_registry import NodeSpec
@@ -39,6 +40,8 @@ class RemoteLaunch:
     ctx_size: int
     tunables: dict[str, str]
     """The `RBEE_*` tunables of the queen's environment (never a token variable)."""
+    node_keys: NodeKeys
+    """Where each hive's node key comes from (its token for the queen)."""
 
 
 def bind_host(spec: NodeSpec) -> str:
@@ -68,6 +71,8 @@ class RemoteHive:
         self._launch = launch
         self._pid: int | None = None
         self._lock = asyncio.Lock()
+        self._node_key: str | None = None
+        """The node key the hive this queen started reports with."""
         self.preflight: dict[str, Any] | None = None
         """The last hive preflight (see `check_hive`), None until the hive was first used."""
 
@@ -77,6 +82,7 @@ class RemoteHive:
         async with self._lock:
             if not await self.client.is_alive():
                 self.preflight = None
+                self._node_key = self._launch.node_keys.issue(self.name)
                 self._pid = await asyncio.to_thread(self._start_blocking)
                 log.info("started the hive of node %s over SSH (remote pid %d)", self.name, self._pid)
                 await self._wait_alive()
@@ -93,12 +99,16 @@ class RemoteHive:
         options = HiveOptions(host=bind_host(spec), advertise_host=spec.ssh_host, port=spec.hive_port,
                               data_dir=data, queen_url=launch.queen_url, ctx_size=launch.ctx_size)
         tokens = token_flags("hive", {role: f"{data}/tokens/{role}.token" for role in ROLES
-                                      if launch.keyring.secret(role) is not None})
+                                      if self._secret(role) is not None})
         argv = hive_command(options, tokens, (spec.rbee_command,))
         env = [f"{name}={value}" for name, value in sorted(launch.tunables.items())]
         quoted = " ".join(shlex.quote(part) for part in ["env", *env, "setsid", "nohup", *argv])
         log_file = shlex.quote(f"{data}/logs/hive.log")
         return f"cd / || exit 1; {quoted} >> {log_file} 2>&1 < /dev/null & echo $!"
+
+    def _secret(self, role: str) -> str | None:
+        """What the hive is given as `role`'s token: its node key for the queen, else the queen's."""
+        return self._node_key if role == "queen" else self._launch.keyring.secret(role)
 
     def _start_blocking(self) -> int:
         spec, keyring = self.spec, self._launch.keyring
@@ -118,7 +128,7 @@ class RemoteHive:
                     f"{spec.ssh_user}; give --hive-data-dir of a writable folder", "start",
                     node=self.name)
             for role in ROLES:
-                secret = keyring.secret(role)
+                secret = self._secret(role)
                 if secret is not None:
                     session.write_private(f"{spec.data_dir}/tokens/{role}.token", secret + "\n")
             started = session.run(self.command())
@@ -148,7 +158,7 @@ class RemoteHive:
         try:
             with self._ssh.session(self.spec) as session:
                 for role in ROLES:
-                    secret = self._launch.keyring.secret(role)
+                    secret = self._secret(role)
                     if secret is not None:
                         session.write_private(f"{self.spec.data_dir}/tokens/{role}.token", secret + "\n")
                 session.run(f"kill -HUP {pid}")

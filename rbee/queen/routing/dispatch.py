@@ -60,6 +60,11 @@ class Task:
     """Who the task waits for in the admission queue (its API key: fair share between keys)."""
 
 
+def _prompt_tokens(outcome: dict[str, Any]) -> dict[str, int]:
+    """The prompt tokens an outcome record already holds (from the task's `started` event)."""
+    return {"prompt_tokens": outcome["prompt_tokens"]} if "prompt_tokens" in outcome else {}
+
+
 async def wait_drained(running: Callable[[], int], budget_s: float, what: str) -> None:
     """Wait up to `budget_s` until `running()` is 0; log how many `what` were left if not."""
     loop = asyncio.get_running_loop()
@@ -129,11 +134,13 @@ class Dispatcher:
             async with aclosing(self._attempts(task)) as attempts:
                 async for event in attempts:
                     timing.saw(event)
-                    if isinstance(event, wire.End):
+                    if isinstance(event, wire.Started):
+                        outcome["prompt_tokens"] = event.prompt_tokens
+                    elif isinstance(event, wire.End):
                         outcome = {"event": "task.completed", "tokens_out": event.tokens_out,
-                                   "stop_reason": event.stop_reason}
+                                   "stop_reason": event.stop_reason, **_prompt_tokens(outcome)}
                     elif isinstance(event, wire.Error):
-                        outcome = {"event": "task.failed", "code": event.code}
+                        outcome = {"event": "task.failed", "code": event.code, **_prompt_tokens(outcome)}
                     yield event
         except Exception as exc:
             timing.outcome = "failed"

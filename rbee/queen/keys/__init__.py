@@ -1,0 +1,1 @@
+"""Named API keys of the queen: the store, scopes per route, per-key limits and usage."""
