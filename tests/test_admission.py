@@ -46,12 +46,12 @@ async def _request(queue: AdmissionQueue, slots: Slots, name: str, tenant: Tenan
     async with queue.place(model, name, tenant) as seat:
         while True:
             await queue.wait_turn(seat, 0.0)
-            if slots.free and slots.usable(name):
+            if not (slots.free and slots.usable(name)):
+                queue.passed(seat)
+            elif queue.take(seat):
                 slots.free -= 1
-                queue.admitted(seat)
                 slots.served.append(name)
                 return
-            queue.passed(seat)
 
 
 async def _waiters(queue: AdmissionQueue, slots: Slots, names: list[str], tenant: Tenant = ANONYMOUS,
@@ -395,3 +395,41 @@ def test_a_request_that_waited_the_longest_wait_gets_503_queue_timeout_with_retr
     assert (err.status, err.code) == (503, "QUEUE_TIMEOUT")
     assert err.headers["Retry-After"].isdigit()
     assert err.details == {"model": MODEL, "waited_s": 2.0}
+
+
+def test_a_slot_freed_while_a_later_waiter_looks_goes_to_the_waiter_drr_serves_next(monkeypatch):
+    monkeypatch.setattr(admission, "RECHECK_S", 0.05)
+
+    async def scenario() -> list[str]:
+        queue, slots = _queue(), Slots()
+        looking, go_on = asyncio.Event(), asyncio.Event()
+
+        async def slow_look(name: str) -> None:
+            """f2's look takes a while (its hive is slow to answer), as a recheck's look may."""
+            async with queue.place(MODEL, name, Tenant("flood")) as seat:
+                while True:
+                    await queue.wait_turn(seat, 0.0)
+                    looking.set()
+                    await go_on.wait()
+                    if not slots.free:
+                        queue.passed(seat)
+                    elif queue.take(seat):
+                        slots.free -= 1
+                        slots.served.append(name)
+                        return
+
+        tasks = [*await _waiters(queue, slots, ["f1"], Tenant("flood"))]
+        tasks.append(asyncio.create_task(slow_look("f2")))
+        await asyncio.sleep(0)
+        tasks += await _waiters(queue, slots, ["f3"], Tenant("flood"))
+        tasks += await _waiters(queue, slots, ["t1"], Tenant("trickle"))
+        _free(queue, slots)  # f1 is served: the order is t1, f2, f3 now
+        await _served(slots, 1)
+        await asyncio.wait_for(looking.wait(), WAIT_S)  # the recheck's pass: t1 found nothing, f2 looks
+        _free(queue, slots)  # a slot comes free while f2 looks
+        go_on.set()
+        await _served(slots, 2)
+        await _cancel(tasks)
+        return slots.served
+
+    assert asyncio.run(scenario()) == ["f1", "t1"]

@@ -45,6 +45,8 @@ class Seat:
     turn: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     """Set when the queue gives this waiter its turn to look for a slot."""
     served: bool = False
+    granted_in: int = -1
+    """The pass in which it was given its turn."""
 
 
 @dataclass(eq=False)
@@ -66,11 +68,15 @@ class _Model:
     cursor: Iterator[Seat] | None = None
     """Where the pass is in DRR order (read on while the line is unchanged: `cursor_version`)."""
     cursor_version: int = -1
+    passes: int = 0
+    """Counts the passes begun (a look given its turn in an earlier one may have seen a slot
+    freed for the first waiter of a later one)."""
 
     def new_pass(self) -> None:
         """Let every waiter look again, from the first in DRR order."""
         self.looked.clear()
         self.cursor = None
+        self.passes += 1
 
     def next_turn(self) -> None:
         """Give the turn to the first waiter in DRR order that has not looked in this pass; end
@@ -82,7 +88,7 @@ class _Model:
                 self.cursor, self.cursor_version = self.line.order(), self.line.version
             for seat in self.cursor:
                 if seat not in self.looked:
-                    self.looking = seat
+                    self.looking, seat.granted_in = seat, self.passes
                     seat.turn.set_result(None)
                     return
         self.free, self.rechecking = 0, False
@@ -185,14 +191,23 @@ class AdmissionQueue:
                            {"model": seat.model, "waited_s": round(waited_s + max(remaining, 0.0), 1)},
                            headers={"Retry-After": "5"})
 
-    def admitted(self, seat: Seat) -> None:
-        """`seat`'s turn found a slot: it is served, the turn goes on while slots are left."""
+    def take(self, seat: Seat) -> bool:
+        """`seat`'s turn found a slot: True when it may take it (it is served, the turn goes on
+        while slots are left). False when a slot came free while it looked and another waiter is
+        first in DRR order: the slot is handed out as freed, `seat` waits for its turn again."""
         waiting = self._models[seat.model]
+        waiting.looking = None
+        seat.turn = asyncio.get_running_loop().create_future()
+        if seat.granted_in != waiting.passes and next(waiting.line.order(), None) is not seat:
+            waiting.free += 1
+            waiting.new_pass()
+            waiting.next_turn()
+            return False
         waiting.line.serve(seat, seat.tenant.name)
         seat.served = True
         waiting.free = max(0, waiting.free - 1)
-        waiting.looking = None
         waiting.next_turn()
+        return True
 
     def passed(self, seat: Seat) -> None:
         """`seat`'s turn found no slot it may use: it waits for another, the next waiter looks."""

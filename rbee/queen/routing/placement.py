@@ -222,11 +222,11 @@ class Placement:
             while True:
                 await self.admission.wait_turn(seat, loop.time() - queued_at)
                 worker = await self._choose(model, backend, node, embedding, prefer)
-                if worker is not None:
-                    self.admission.admitted(seat)
+                if worker is None:
+                    self.admission.passed(seat)
+                elif self.admission.take(seat):
                     log.debug("request for %s admitted after %.3fs queued", pool, loop.time() - queued_at)
                     return worker
-                self.admission.passed(seat)
                 if loop.time() - queued_at >= self._gpu.replica_after_wait_s:
                     self._add_replica(model, backend, node, embedding)
 
