@@ -3,12 +3,14 @@ request a second; how long does the second key wait?
 
 Starts a real queen with its local hive and one tiny-model worker of few slots (so a queue
 forms), creates two named keys (`POST /v2/keys` with the bootstrap token: `flood` and
-`trickle`, weight 1 each), and measures the trickle key's requests in three phases:
+`trickle`, weight 1 each), and measures the trickle key's requests in four phases:
 
 1. alone: only the trickle key sends, one request a second;
-2. fair: the flood key keeps `--flood` requests in flight (each one answered is sent again,
+2. busy: the flood key keeps just the worker's slots busy (as many tasks in flight as slots, no
+   backlog): what a request waits for a slot of a busy worker, whatever the scheduler;
+3. fair: the flood key keeps `--flood` requests in flight (each one answered is sent again,
    so its backlog stays queued) while the trickle key sends one a second;
-3. FIFO, for contrast: the same flood sent with the trickle's own key, so both share one
+4. FIFO, for contrast: the same flood sent with the trickle's own key, so both share one
    tenant and the queue serves them first come, first served (what every request met before
    weighted fair queueing).
 
@@ -16,7 +18,9 @@ The figure is the client-measured wait: from sending a request to its first even
 which the queen holds back until the first token: queue wait, prefill and one token), since
 that is what a client waits for, measured outside the queen. The queen's own `queue_wait_ms`
 (from the `started` event) and the position the first `queued` note told are printed beside
-it. The goal (issue 16): the trickle key's p95 with the flood ≤ 2× its p95 alone.
+it. The goal (issue 16): the trickle key's p95 with the flood ≤ 2× its p95 alone. Phase 2
+separates what the flood's backlog costs (fair against busy) from what waiting for a busy
+slot costs at all (busy against alone), which no scheduler that does not preempt avoids.
 
 Run: .venv/bin/python bench/fairness.py                 (tiny model, ~2 min on 2 cores)
      .venv/bin/python bench/fairness.py --slots 4 --flood 200 --requests 30
@@ -147,11 +151,12 @@ async def flood(client: Client, stop: asyncio.Event, seed: int) -> None:
 
 
 async def with_flood(args: argparse.Namespace, session: aiohttp.ClientSession, base: str, admin: str,
-                     flooder: Client, measured: Client, name: str, seed: int) -> Phase:
-    """The trickle measured while `flooder` keeps `args.flood` tasks in flight."""
+                     flooder: Client, measured: Client, name: str, seed: int, tasks: int) -> Phase:
+    """The trickle measured while `flooder` keeps `tasks` tasks in flight."""
     stop = asyncio.Event()
-    loops = [asyncio.create_task(flood(flooder, stop, seed + i)) for i in range(args.flood)]
-    backlog = args.flood - args.slots
+    loops = [asyncio.create_task(flood(flooder, stop, seed + i)) for i in range(tasks)]
+    backlog = tasks - args.slots
+    await asyncio.sleep(1.0)  # the flood's first tasks hold the slots
     deadline = time.monotonic() + BACKLOG_TIMEOUT_S
     while await queued(session, base, admin) < 0.9 * backlog:
         if time.monotonic() > deadline:
@@ -177,17 +182,20 @@ async def measure(args: argparse.Namespace, base: str, admin: str, model: str) -
         measured = Client(session, base, trickle_key, model, args.tokens)
         await measured.task(0)  # spawns the worker and loads the model
         alone = Phase("alone", await trickle(measured, args.requests, args.interval_s, 1))
-        fair = await with_flood(args, session, base, admin, flooder, measured, "flood on another key", 10_000)
-        phases = [alone, fair]
+        busy = await with_flood(args, session, base, admin, flooder, measured, "slots busy, no backlog",
+                                5_000, args.slots)
+        fair = await with_flood(args, session, base, admin, flooder, measured, "flood on another key",
+                                10_000, args.flood)
+        phases = [alone, busy, fair]
         if not args.without_fifo:
             same = Client(session, base, trickle_key, model, args.tokens)
             phases.append(await with_flood(args, session, base, admin, same, measured,
-                                           "flood on the same key (FIFO)", 20_000_000))
+                                           "flood on the same key (FIFO)", 20_000_000, args.flood))
         return phases
 
 
 def report(args: argparse.Namespace, phases: list[Phase]) -> str:
-    alone, fair = phases[0], phases[1]
+    alone, busy, fair = phases[:3]
     ratio = fair.p(0.95) / alone.p(0.95)
     lines = [
         f"Fair queueing: {args.flood} requests kept in flight by one key, one request every "
@@ -201,10 +209,12 @@ def report(args: argparse.Namespace, phases: list[Phase]) -> str:
         "",
         f"p95 with the flood on another key / p95 alone: {ratio:.2f} (goal ≤ {GOAL_RATIO:g}×: "
         f"{'met' if ratio <= GOAL_RATIO else 'not met'})",
+        f"p95 with the flood on another key / p95 with the slots busy and no backlog: "
+        f"{fair.p(0.95) / busy.p(0.95):.2f} (what the other key's backlog adds)",
     ]
-    if len(phases) > 2:
+    if len(phases) > 3:
         lines.append(f"p95 with the flood on the same key (FIFO) / p95 alone: "
-                     f"{phases[2].p(0.95) / alone.p(0.95):.1f}")
+                     f"{phases[3].p(0.95) / alone.p(0.95):.1f}")
     return "\n".join(lines)
 
 

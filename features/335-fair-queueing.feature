@@ -8,8 +8,19 @@ Feature: Weighted fair queueing between API keys
     Given token files for the queen, the hive and the worker
     And daemons start with RBEE_RATE_LIMIT_PER_S set to "0"
     And a queen with those tokens on free loopback ports whose workers have 1 slot
-    And the inference keys "flood" and "trickle" of weight 1, created with the queen's token
+    And the inference key "flood" of weight 1, created with the queen's token
+    And the inference key "trickle" of weight 1, created with the queen's token
     And the key "flood" keeps 40 native tasks of the tiny model waiting in the queue
     When the key "trickle" sends 4 native tasks of the tiny model, one a second
     Then every task the key "trickle" sent streamed to its end
     And each was served ahead of at least 3 in 4 of the flood's tasks waiting when it was sent
+
+  Scenario: A key of weight 3 is served three tasks for each task of a key of weight 1
+    Given token files for the queen, the hive and the worker
+    And daemons start with RBEE_RATE_LIMIT_PER_S set to "0"
+    And a queen with those tokens on free loopback ports whose workers have 1 slot
+    And the inference key "heavy" of weight 3, created with the queen's token
+    And the inference key "light" of weight 1, created with the queen's token
+    And the keys "heavy" and "light" each keep 20 native tasks of the tiny model queued
+    When 3 seconds pass
+    Then the key "heavy" was served 2.4 to 3.6 tasks for each one of the key "light"

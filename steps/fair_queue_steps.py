@@ -63,30 +63,29 @@ def queen_with_tokens_and_slots(context, slots: int) -> None:
                 "--worker-slots", str(slots))
 
 
-@given('the inference keys "{first}" and "{second}" of weight {weight:g}, created with the queen\'s token')
-def inference_keys(context, first: str, second: str, weight: float) -> None:
-    context.keys = {}
-    for name in (first, second):
-        answer = request("POST", f"{context.queen_url}/v2/keys",
-                         {"name": name, "scopes": ["inference"], "weight": weight},
-                         headers={"Authorization": f"Bearer {context.tokens['queen']}"})
-        assert answer.status in (200, 201), (answer.status, answer.body)
-        context.keys[name] = answer.json()["key"]
-    context.fair_tasks = []
+@given('the inference key "{name}" of weight {weight:g}, created with the queen\'s token')
+def inference_key(context, name: str, weight: float) -> None:
+    answer = request("POST", f"{context.queen_url}/v2/keys",
+                     {"name": name, "scopes": ["inference"], "weight": weight},
+                     headers={"Authorization": f"Bearer {context.tokens['queen']}"})
+    assert answer.status == 201, (answer.status, answer.body)
+    context.keys = {**getattr(context, "keys", {}), name: answer.json()["key"]}
+    context.fair_tasks = getattr(context, "fair_tasks", [])
 
 
-@given('the key "{key}" keeps {count:d} native tasks of the tiny model waiting in the queue')
-def flood(context, key: str, count: int) -> None:
+def _keep_waiting(context, keys: list[str], count: int) -> None:
+    """`count` threads per key, each sending a task as soon as its last one ended, until the
+    scenario's end; back once 3 in 4 of them wait in the queue."""
     stop = threading.Event()
 
-    def loop() -> None:
+    def loop(key: str) -> None:
         while not stop.is_set():
             try:
                 _run(context, key)
             except OSError:
                 return
 
-    threads = [threading.Thread(target=loop, daemon=True) for _ in range(count)]
+    threads = [threading.Thread(target=loop, args=(key,), daemon=True) for key in keys for _ in range(count)]
     for thread in threads:
         thread.start()
 
@@ -96,8 +95,32 @@ def flood(context, key: str, count: int) -> None:
             thread.join(30)
 
     context.add_cleanup(stop_flood)
-    assert wait_until(lambda: _queued(context) >= count * 3 // 4, BACKLOG_TIMEOUT_S, 0.2), \
-        f"the flood's backlog did not form: {_queued(context)} queued"
+    assert wait_until(lambda: _queued(context) >= len(threads) * 3 // 4, BACKLOG_TIMEOUT_S, 0.2), \
+        f"the backlog did not form: {_queued(context)} queued"
+
+
+@given('the key "{key}" keeps {count:d} native tasks of the tiny model waiting in the queue')
+def flood(context, key: str, count: int) -> None:
+    _keep_waiting(context, [key], count)
+
+
+@given('the keys "{first}" and "{second}" each keep {count:d} native tasks of the tiny model queued')
+def floods(context, first: str, second: str, count: int) -> None:
+    _keep_waiting(context, [first, second], count)
+
+
+@when("{seconds:d} seconds pass")
+def seconds_pass(context, seconds: int) -> None:
+    context.window = (time.monotonic(), time.monotonic() + seconds)
+    time.sleep(seconds)
+
+
+@then('the key "{heavy}" was served {low:g} to {high:g} tasks for each one of the key "{light}"')
+def served_ratio(context, heavy: str, light: str, low: float, high: float) -> None:
+    start, end = context.window
+    served = {key: sum(1 for t in list(context.fair_tasks) if t.key == key and t.first_event is not None
+                       and start <= t.first_event < end) for key in (heavy, light)}
+    assert served[light] and low <= served[heavy] / served[light] <= high, served
 
 
 @when('the key "{key}" sends {count:d} native tasks of the tiny model, one a second')
