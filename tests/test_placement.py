@@ -19,6 +19,7 @@ from rbee.queen.nodes.hive_directory import HiveDirectory
 from rbee.queen.nodes.node_registry import Node, NodeRegistry, NodeSpec, utc_now
 from rbee.queen.routing.hive_registry import HiveRegistry
 from rbee.queen.routing.placement import Placement
+from rbee.queen.routing.tenant import Tenant
 from rbee.queen.routing.worker_registry import WorkerRegistry
 
 MODEL = "tiny"
@@ -286,6 +287,50 @@ def test_a_request_for_a_busy_worker_waits_and_gets_the_first_slot_freed(tmp_pat
     assert queued
     assert chosen == only
     assert depth_after == 0
+
+
+def test_a_request_arriving_while_another_waits_queues_behind_it_though_a_slot_just_came_free(tmp_path):
+    async def scenario():
+        async with fake_hives(1) as (hive,), queen(tmp_path, local=hive) as q:
+            hive.add_worker(MODEL, "idle", slots=1)
+            order = []
+
+            async def request(name: str) -> None:
+                async with q.placement.worker_for(MODEL):
+                    order.append(name)
+
+            async with q.placement.worker_for(MODEL):
+                waiting = asyncio.create_task(request("waiting"))
+                await until(lambda: q.placement.admission.depth(MODEL) == 1, "the request to queue")
+            late = asyncio.create_task(request("late"))  # arrives while the freed slot is not taken yet
+            await asyncio.wait_for(asyncio.gather(waiting, late), WAIT_S)
+            return order
+
+    assert asyncio.run(scenario()) == ["waiting", "late"]
+
+
+def test_the_requests_of_two_keys_get_the_slots_in_turn_not_in_arrival_order(tmp_path):
+    async def scenario():
+        async with fake_hives(1) as (hive,), queen(tmp_path, local=hive) as q:
+            hive.add_worker(MODEL, "idle", slots=1)
+            order = []
+
+            async def request(name: str, tenant: Tenant) -> None:
+                async with q.placement.worker_for(MODEL, waiter=name, tenant=tenant):
+                    order.append(name)
+
+            async with q.placement.worker_for(MODEL):
+                tasks = []
+                for name, key in (("f1", "flood"), ("f2", "flood"), ("f3", "flood"), ("t1", "trickle")):
+                    tasks.append(asyncio.create_task(request(name, Tenant(key))))
+                    await until(lambda: q.placement.admission.depth(MODEL) == len(tasks), "it to queue")
+                positions = [q.placement.admission.position(MODEL, name) for name in ("f1", "t1", "f2", "f3")]
+            await asyncio.wait_for(asyncio.gather(*tasks), WAIT_S)
+            return positions, order
+
+    positions, order = asyncio.run(scenario())
+    assert positions == [1, 2, 3, 4]
+    assert order == ["f1", "t1", "f2", "f3"]
 
 
 def test_a_full_admission_queue_refuses_with_429_queue_full(tmp_path):

@@ -10,8 +10,10 @@ in DRR order. A released slot, or the slots of a worker that starts serving, sta
 first waiter in DRR order looks; one that cannot use the slot (it names another node or backend)
 passes the turn to the next, until the slots are taken or every waiter has looked. Every
 `RECHECK_S` a pass also runs for slots the queue was not told of (a heartbeat brought a worker);
-it goes on through every waiter. So a key that floods the queue gets its share of the slots,
-never more, whichever of its waiters is awake.
+it goes on through every waiter. A look that overlapped a slot freed meanwhile may take it only
+when its waiter is first in DRR order (`take`). So a key that floods the queue gets its share of
+the slots, never more, whichever of its waiters is awake. (`Placement` sends a request that
+arrives while others wait for its model to the queue without looking for a slot itself.)
 
 Each waiter has a position in its model's line (1: next, in DRR order: `FairLine.order`) and an
 estimated wait from the model's recent service rate (`waiting.ServiceRate`).

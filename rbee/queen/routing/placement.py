@@ -9,6 +9,9 @@ hive that refuses (no such backend, too little memory) passes the spawn to the n
 whose hive could not be started is passed over for `failed_node_cooldown_s` so one dead machine
 does not slow every request down.
 
+A request that finds others of its pool waiting queues behind them without looking for a slot
+itself; the admission queue hands the slots out fairly between API keys (`admission.py`).
+
 A model whose queued requests keep waiting (`gpu_replica_after_wait_s`) gets one more worker,
 up to `gpu_max_replicas` workers, one spawn at a time.
 
