@@ -3,6 +3,7 @@ handed out in deficit round-robin order across keys (oldest first within one), a
 that ends in 503. No HTTP: the queue is driven as Placement drives it."""
 
 import asyncio
+import collections
 
 import pytest
 
@@ -38,6 +39,7 @@ class Slots:
         self.free = 0
         self.usable = usable
         self.served: list[str] = []
+        self.looks: collections.Counter[str] = collections.Counter()
 
 
 async def _request(queue: AdmissionQueue, slots: Slots, name: str, tenant: Tenant = ANONYMOUS,
@@ -46,8 +48,9 @@ async def _request(queue: AdmissionQueue, slots: Slots, name: str, tenant: Tenan
     async with queue.place(model, name, tenant) as seat:
         while True:
             await queue.wait_turn(seat, 0.0)
+            slots.looks[name] += 1
             if not (slots.free and slots.usable(name)):
-                queue.passed(seat)
+                queue.passed(seat, saw_all=slots.usable(name))
             elif queue.take(seat):
                 slots.free -= 1
                 slots.served.append(name)
@@ -401,7 +404,8 @@ def test_a_slot_freed_while_a_later_waiter_looks_goes_to_the_waiter_drr_serves_n
     monkeypatch.setattr(admission, "RECHECK_S", 0.05)
 
     async def scenario() -> list[str]:
-        queue, slots = _queue(), Slots()
+        on_another_node = {"t1"}  # t1 names a node whose slots are all busy
+        queue, slots = _queue(), Slots(usable=lambda name: name not in on_another_node)
         looking, go_on = asyncio.Event(), asyncio.Event()
 
         async def slow_look(name: str) -> None:
@@ -412,7 +416,7 @@ def test_a_slot_freed_while_a_later_waiter_looks_goes_to_the_waiter_drr_serves_n
                     looking.set()
                     await go_on.wait()
                     if not slots.free:
-                        queue.passed(seat)
+                        queue.passed(seat, saw_all=True)
                     elif queue.take(seat):
                         slots.free -= 1
                         slots.served.append(name)
@@ -426,10 +430,29 @@ def test_a_slot_freed_while_a_later_waiter_looks_goes_to_the_waiter_drr_serves_n
         _free(queue, slots)  # f1 is served: the order is t1, f2, f3 now
         await _served(slots, 1)
         await asyncio.wait_for(looking.wait(), WAIT_S)  # the recheck's pass: t1 found nothing, f2 looks
-        _free(queue, slots)  # a slot comes free while f2 looks
+        on_another_node.clear()
+        _free(queue, slots)  # a slot of t1's node comes free while f2 looks (f2 may use any node)
         go_on.set()
         await _served(slots, 2)
         await _cancel(tasks)
         return slots.served
 
     assert asyncio.run(scenario()) == ["f1", "t1"]
+
+
+def test_a_recheck_ends_with_the_first_waiter_that_may_use_any_slot_and_found_none(monkeypatch):
+    monkeypatch.setattr(admission, "RECHECK_S", 0.02)
+
+    async def scenario() -> collections.Counter[str]:
+        queue, slots = _queue(), Slots(usable=lambda name: name != "pinned")
+        tasks = [*await _waiters(queue, slots, ["pinned"], Tenant("a")),
+                 *await _waiters(queue, slots, _names("any", 3), Tenant("b"))]
+        await asyncio.sleep(0.3)
+        await _cancel(tasks)
+        return slots.looks
+
+    looks = asyncio.run(scenario())
+    # pinned (names a busy node) passes the turn on; any1 could use any slot and found none:
+    # nobody behind it looks
+    assert looks["pinned"] >= 3 and looks["any1"] >= 3
+    assert looks["any2"] == looks["any3"] == 0

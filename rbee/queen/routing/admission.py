@@ -8,9 +8,9 @@ Who gets a slot is decided by deficit round-robin across the keys waiting (`fair
 waiter may look for a slot only when the queue gives it a turn, and turns go out one at a time
 in DRR order. A released slot, or the slots of a worker that starts serving, start a pass: the
 first waiter in DRR order looks; one that cannot use the slot (it names another node or backend)
-passes the turn to the next, until the slots are taken or every waiter has looked. Every
-`RECHECK_S` a pass also runs for slots the queue was not told of (a heartbeat brought a worker);
-it goes on through every waiter. A look that overlapped a slot freed meanwhile may take it only
+passes the turn to the next, until the slots are taken, a waiter that may use any slot found
+none, or every waiter has looked. Every `RECHECK_S` a pass also runs for slots the queue was not
+told of (a heartbeat brought a worker). A look that overlapped a slot freed meanwhile may take it only
 when its waiter is first in DRR order (`take`). So a key that floods the queue gets its share of
 the slots, never more, whichever of its waiters is awake. (`Placement` sends a request that
 arrives while others wait for its model to the queue without looking for a slot itself.)
@@ -49,6 +49,8 @@ class Seat:
     served: bool = False
     granted_in: int = -1
     """The pass in which it was given its turn."""
+    since: float = field(default_factory=lambda: asyncio.get_running_loop().time())
+    """When it took its place (event-loop time)."""
 
 
 @dataclass(eq=False)
@@ -211,13 +213,24 @@ class AdmissionQueue:
         waiting.next_turn()
         return True
 
-    def passed(self, seat: Seat) -> None:
-        """`seat`'s turn found no slot it may use: it waits for another, the next waiter looks."""
+    def passed(self, seat: Seat, *, saw_all: bool) -> None:
+        """`seat`'s turn found no slot it may use: it waits for another turn, and the next waiter
+        looks, unless `seat` may use every slot of the model (`saw_all`: no node or backend named),
+        so no other waiter would find one either: then the pass ends."""
         waiting = self._models[seat.model]
         seat.turn = asyncio.get_running_loop().create_future()
         waiting.looked.add(seat)
         waiting.looking = None
+        if saw_all:
+            waiting.free, waiting.rechecking = 0, False
         waiting.next_turn()
+
+    def longest_wait_s(self, model: str) -> float:
+        """Seconds the longest waiting request of `model` has waited (0 when none waits)."""
+        waiting = self._models.get(model)
+        if not waiting:
+            return 0.0
+        return asyncio.get_running_loop().time() - min(seat.since for seat in waiting.line.heads())
 
     def finished(self, model: str) -> None:
         """A request of `model` released its slot: count it for the service rate, hand it out."""

@@ -160,6 +160,10 @@ class FairLine(Generic[Seat]):
         self._changed = True
         self.version += 1
 
+    def heads(self) -> list[Seat]:
+        """Each tenant's oldest waiter."""
+        return [queue[0] for queue in self._queues.values()]
+
     def order(self) -> Iterator[Seat]:
         """Every waiter, in the order DRR would serve them if no one else arrived (worked out as
         far as it is read)."""

@@ -226,11 +226,11 @@ class Placement:
                 await self.admission.wait_turn(seat, loop.time() - queued_at)
                 worker = await self._choose(model, backend, node, embedding, prefer)
                 if worker is None:
-                    self.admission.passed(seat)
+                    self.admission.passed(seat, saw_all=node is None and backend == AUTO)
                 elif self.admission.take(seat):
                     log.debug("request for %s admitted after %.3fs queued", pool, loop.time() - queued_at)
                     return worker
-                if loop.time() - queued_at >= self._gpu.replica_after_wait_s:
+                if self.admission.longest_wait_s(pool) >= self._gpu.replica_after_wait_s:
                     self._add_replica(model, backend, node, embedding)
 
     async def _choose(
