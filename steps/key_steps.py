@@ -228,7 +228,8 @@ def every_route_in_table(context) -> None:
     add_queen_routes(app)
     registered = {(route.method, route.resource.canonical) for route in app.router.routes()
                   if route.method != "HEAD"}
-    assert registered == context.route_table, (registered - context.route_table, context.route_table - registered)
+    missing, stale = registered - context.route_table, context.route_table - registered
+    assert not missing and not stale, (missing, stale)
 
 
 def _hive_pid(context) -> int:
@@ -431,7 +432,8 @@ def no_key_leaks(context) -> None:
 
 @when("I ask the queen for a key with {body}")
 def ask_for_key(context, body: str) -> None:
-    context.answer = request("POST", f"{context.queen_url}/v2/keys", raw=body.encode(), headers=_admin(context))
+    context.answer = request("POST", f"{context.queen_url}/v2/keys", raw=body.encode(),
+                             headers=_admin(context))
 
 
 @then('the answer is 400 "{code}" naming the field "{field}"')
