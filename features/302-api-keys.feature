@@ -68,6 +68,7 @@ Feature: Named API keys: scopes, node keys, limits, usage and revocation
     And with the hive's key GET /v1/models on the queen answers 403 "FORBIDDEN_SCOPE"
     And with the hive's key GET /v2/status on the queen answers 403 "FORBIDDEN_SCOPE"
     And the queen took 2 more heartbeats from the hive and refused none
+    And with the hive's key a heartbeat for another hive's URL answers 403 "NODE_KEY_MISMATCH"
 
   Scenario: A key limited to one model lists only that model and is refused another
     Given a key "narrow" with scopes "inference" for the tiny model only

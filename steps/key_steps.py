@@ -14,6 +14,7 @@ from aiohttp import web
 from behave import given, then, when
 from prometheus_client.parser import text_string_to_metric_families
 
+from rbee import __version__
 from rbee.queen.api.routes import add_routes as add_queen_routes
 from rbee.testing.cluster import wait_until
 from rbee.testing.http_client import EventStream, request
@@ -267,6 +268,13 @@ def node_key_listed(context, name: str) -> None:
 @then('with the hive\'s key GET {path} on the queen answers {status:d} "{code}"')
 def hive_key_refused(context, path: str, status: int, code: str) -> None:
     answer = request("GET", f"{context.queen_url}{path}", headers=_bearer(context.hive_key))
+    assert answer.status == status and answer.json()["error"]["code"] == code, (answer.status, answer.body)
+
+
+@then('with the hive\'s key a heartbeat for another hive\'s URL answers {status:d} "{code}"')
+def foreign_heartbeat(context, status: int, code: str) -> None:
+    body = {"hive_url": "http://127.0.0.2:9", "version": __version__, "workers": []}
+    answer = request("POST", f"{context.queen_url}/v2/heartbeat", body, headers=_bearer(context.hive_key))
     assert answer.status == status and answer.json()["error"]["code"] == code, (answer.status, answer.body)
 
 

@@ -10,7 +10,7 @@ import pytest
 from rbee.cli.keys import expiry
 from rbee.common.errors import ApiError
 from rbee.queen.keys.limits import KeyLimiter
-from rbee.queen.keys.node_keys import node_key_name
+from rbee.queen.keys.node_keys import check_reporter, node_key_name
 from rbee.queen.keys.store import ApiKey, KeyLimits, KeyStore
 
 
@@ -131,3 +131,14 @@ def test_expiry_takes_durations_and_iso_times():
 
 def test_node_key_names_fold_what_key_names_do_not_allow():
     assert node_key_name("GPU Box #1") == "node-gpu-box--1"
+
+
+def test_a_node_key_reports_only_for_its_own_nodes_hive():
+    key = ApiKey("node-gpu1", "abcdef", frozenset({"node"}))
+    hives = {"gpu1": "http://10.0.0.5:9200", "localhost": "http://127.0.0.1:9200"}
+    check_reporter(key, "http://10.0.0.5:9200", hives)
+    with pytest.raises(ApiError) as foreign:
+        check_reporter(key, "http://127.0.0.1:9200", hives)
+    assert (foreign.value.status, foreign.value.code) == (403, "NODE_KEY_MISMATCH")
+    check_reporter(ApiKey("node-other", "abcdef", frozenset({"node"})), "http://127.0.0.1:9200", hives)
+    check_reporter(ApiKey("bootstrap", "", frozenset({"node", "admin", "inference"})), "http://x:1", hives)
