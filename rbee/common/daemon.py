@@ -18,8 +18,10 @@ from typing import Any
 import uvloop
 from aiohttp import web
 
+from rbee.common.connection_limits import CONNECTION_GUARD, ConnectionGuard, GuardedSite, read_deadline
 from rbee.common.errors import error_middleware
 from rbee.common.notify import Notifier
+from rbee.common.tunables import http_limits
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
@@ -51,12 +53,13 @@ HEALTH = web.AppKey("health", DaemonHealth)
 
 def new_app(middlewares: list[Any] | None = None) -> web.Application:
     """An application with the structured-error middleware (outermost, so it renders every
-    failure of the `middlewares` after it), the body size cap, and stop and reload hooks.
+    failure of the `middlewares` after it), the body size cap and read deadline, and stop and
+    reload hooks.
 
     Daemons replace `app[HEALTH]` with what describes them before serving.
     """
     app = web.Application(
-        middlewares=[error_middleware, *(middlewares or [])], client_max_size=MAX_BODY_BYTES
+        middlewares=[error_middleware, read_deadline, *(middlewares or [])], client_max_size=MAX_BODY_BYTES
     )
     app[STOP_REQUESTED] = asyncio.Event()
     app[DRAIN] = []
@@ -114,8 +117,11 @@ async def _serve(
         app = await app
     if reload is not None:
         app[RELOAD].insert(0, reload)
+    limits = http_limits()
+    guard = app[CONNECTION_GUARD] = ConnectionGuard(limits)
     runner = web.AppRunner(
-        app, handler_cancellation=True, access_log=None, shutdown_timeout=HANDLER_CANCEL_TIMEOUT_S
+        app, handler_cancellation=True, access_log=None, shutdown_timeout=HANDLER_CANCEL_TIMEOUT_S,
+        keepalive_timeout=limits.keepalive_timeout_s, logger=guard.server_log,
     )
     await runner.setup()
     stop = app[STOP_REQUESTED]
@@ -126,7 +132,7 @@ async def _serve(
     notifier, health = app[NOTIFIER], app[HEALTH]
     watchdog = asyncio.create_task(notifier.watchdog(health.healthy, health.status))
     try:
-        await web.TCPSite(runner, host, port).start()
+        await GuardedSite(runner, host, port, guard).start()
         log.info("%s listening on http://%s:%d", name, host, port)
         if health.ready_on_start:
             notifier.ready(health.status())
