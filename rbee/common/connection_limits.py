@@ -31,6 +31,8 @@ from rbee.common.tunables import HttpLimits
 log = logging.getLogger(__name__)
 CLOSE_GRACE_S = 1.0
 """How long a closed connection may take to flush its last answer (or a TLS goodbye) before it is cut."""
+BODY_ENCODINGS = frozenset({"identity", "gzip", "deflate"})
+"""Content-Encodings of a request body that aiohttp decodes (before the body size cap applies)."""
 LOG_MEMORY = 4096
 """Addresses whose last refusal log time is remembered; the oldest are forgotten beyond this."""
 
@@ -232,6 +234,10 @@ async def read_deadline(request: web.Request, handler: Handler) -> web.StreamRes
     connection.headers_received()
     timeout = guard.limits.body_timeout_s
     try:
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in BODY_ENCODINGS:
+            message = "Content-Encoding must be gzip, deflate or identity"
+            raise ApiError(415, "UNSUPPORTED_CONTENT_ENCODING", message, {"field": "Content-Encoding"})
         if request.body_exists:
             try:
                 async with asyncio.timeout(timeout):
