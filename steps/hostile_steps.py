@@ -45,7 +45,8 @@ class Target:
 
 
 def _json_post(target: Target, body: bytes, **headers: str) -> bytes:
-    return target.head(**{"Content-Type": "application/json", "Content-Length": str(len(body)), **headers}) + body
+    fields = {"Content-Type": "application/json", "Content-Length": str(len(body)), **headers}
+    return target.head(**fields) + body
 
 
 ATTACKS: dict[str, Callable[[Target], bytes]] = {
@@ -56,11 +57,11 @@ ATTACKS: dict[str, Callable[[Target], bytes]] = {
         **{"Content-Length": "2"}).replace(b"\r\n\r\n", b"\r\nContent-Length: 3\r\n\r\n") + b"{}",
     "a chunked body with a broken chunk size": lambda t: t.head(
         **{"Transfer-Encoding": "chunked", "Content-Type": "application/json"}) + b"zz\r\n{}\r\n0\r\n\r\n",
-    "a header line of 20000 bytes": lambda t: t.head("GET", HEALTH_PATHS[t.name], **{"X-Filler": "a" * 20000}),
-    "200 header lines": lambda t: t.head("GET", HEALTH_PATHS[t.name], **{f"X-Filler-{i}": "a" for i in range(200)}),
+    "a header line of 20000 bytes": lambda t: t.head("GET", HEALTH_PATHS[t.name], X_Filler="a" * 20000),
+    "200 header lines": lambda t: t.head("GET", HEALTH_PATHS[t.name], **{f"X-F{i}": "a" for i in range(200)}),
     "a JSON body nested 50000 levels": lambda t: _json_post(t, DEEP),
     "a body that is not UTF-8": lambda t: _json_post(t, b'{"model": "\xff\xfe", "prompt": "\xc3"}'),
-    "a gzip body that is not gzip": lambda t: _json_post(t, b"not gzip at all", **{"Content-Encoding": "gzip"}),
+    "a gzip body that is not gzip": lambda t: _json_post(t, b"not gzip", **{"Content-Encoding": "gzip"}),
     "a body in an unknown Content-Encoding": lambda t: _json_post(t, b"{}", **{"Content-Encoding": "bogus"}),
 }
 
@@ -68,7 +69,8 @@ ATTACKS: dict[str, Callable[[Target], bytes]] = {
 def _targets(context) -> list[Target]:
     if not hasattr(context, "targets"):
         worker_url = _worker_url(context)
-        workers = request("GET", f"{context.hive_url}/v1/workers/list", headers=_bearer(context.tokens["hive"]))
+        hive_auth = _bearer(context.tokens["hive"])
+        workers = request("GET", f"{context.hive_url}/v1/workers/list", headers=hive_auth)
         worker_id = workers.json()["workers"][0]["worker_id"]
         logs = {"queen": context.queen.log_path, "hive": next(context.workdir.rglob("hive.log")),
                 "worker": next(context.workdir.rglob(f"{worker_id}.log"))}
@@ -159,7 +161,8 @@ def closed_without_answer(context, low: int, high: int) -> None:
 def answered_408(context, code: str, seconds: int) -> None:
     for name, answer in context.raw_answers.items():
         assert answer.status == 408 and answer.json()["error"]["code"] == code, (name, answer.data[:300])
-        assert answer.closed_after_s is not None and answer.closed_after_s <= seconds, (name, answer.closed_after_s)
+        closed = answer.closed_after_s
+        assert closed is not None and closed <= seconds, (name, closed)
 
 
 @then("each answered 200, then closed the connection within {low:d} to {high:d} seconds")
@@ -174,7 +177,8 @@ def _serves(context, target: Target) -> None:
     health = request("GET", target.url + HEALTH_PATHS[target.name], timeout=10)
     assert health.status == 200, (target.name, health.status)
     if target.name == "queen":
-        stream = EventStream(f"{target.url}/v2/tasks", _task(context), headers_out=_bearer(target.token)).open()
+        auth = _bearer(target.token)
+        stream = EventStream(f"{target.url}/v2/tasks", _task(context), headers_out=auth).open()
         context.streams.append(stream)
         events = stream.read_all()
         assert stream.status == 200 and events[-1]["type"] == "end", (stream.status, events[-3:])

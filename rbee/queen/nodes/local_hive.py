@@ -73,7 +73,7 @@ class LocalHive:
         settings = self._settings
         options = HiveOptions(port=settings.hive_port, data_dir=self._data_dir,
                               worker_port_start=settings.worker_port_start, ctx_size=settings.worker_ctx_size,
-                              queen_url=f"http://127.0.0.1:{settings.port}")
+                              queen_url=settings.local_queen_url)
         return hive_command(options, settings.keyring.child_args("hive", ROLES))
 
     async def _wait_alive(self) -> None:
