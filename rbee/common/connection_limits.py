@@ -109,7 +109,7 @@ class GuardedConnection(asyncio.Protocol):
         self._transport = transport  # type: ignore[assignment] # uvloop's is not an asyncio.Transport
         self._address = _address(transport)
         if not self._guard.admit(self._address):
-            transport.write(self._guard.refusal)
+            transport.write(self._guard.refusal())
             close_soon(self._transport)
             return
         self._admitted = True
@@ -157,11 +157,6 @@ class GuardedConnection(asyncio.Protocol):
         if self._transport is not None:
             close_soon(self._transport)
 
-    @property
-    def address(self) -> str:
-        """The client's address."""
-        return self._address
-
     def _start_header_clock(self) -> None:
         loop = asyncio.get_running_loop()
         timeout = self._guard.limits.header_timeout_s
@@ -190,9 +185,11 @@ class ConnectionGuard:
         self.server_log = ProtocolLog(self.refusals)
         self.connections: dict[asyncio.BaseTransport, GuardedConnection] = {}
         self._per_address: Counter[str] = Counter()
-        self.refusal = _refusal(
-            503, "Service Unavailable", "TOO_MANY_CONNECTIONS",
-            f"this address holds {limits.max_connections_per_address} connections already")
+
+    def refusal(self) -> bytes:
+        """The whole answer to a connection over its address's cap."""
+        message = f"this address holds {self.limits.max_connections_per_address} connections already"
+        return _refusal(503, "Service Unavailable", "TOO_MANY_CONNECTIONS", message)
 
     def protocol_factory(self, inner: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
         """A protocol factory for `loop.create_server` that guards each of `inner`'s connections."""
