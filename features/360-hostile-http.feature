@@ -35,6 +35,12 @@ Feature: Hostile HTTP against every daemon
     When I send "a JSON body nested 50000 levels" to the queen, the hive and the worker
     Then each answer's error code is "JSON_TOO_DEEP" with max_depth 64
 
+  Scenario: An oversized Authorization header leaves no trace of the token in any log
+    When I send "an Authorization header of 20000 bytes that starts with the token" to the queen, the hive and the worker
+    Then each answered 400 and closed the connection
+    And no log contains a token
+    And no daemon's log has a traceback
+
   Scenario: Request headers that never finish are closed within the header timeout
     When I send request headers without their end to the queen, the hive and the worker
     Then each closed the connection within 1 to 3 seconds without an answer

@@ -58,6 +58,8 @@ ATTACKS: dict[str, Callable[[Target], bytes]] = {
     "a chunked body with a broken chunk size": lambda t: t.head(
         **{"Transfer-Encoding": "chunked", "Content-Type": "application/json"}) + b"zz\r\n{}\r\n0\r\n\r\n",
     "a header line of 20000 bytes": lambda t: t.head("GET", HEALTH_PATHS[t.name], X_Filler="a" * 20000),
+    "an Authorization header of 20000 bytes that starts with the token": lambda t: raw_http.head(
+        "GET", "/v1/models", {"Authorization": f"Bearer {t.token}{'x' * 20000}"}),
     "200 header lines": lambda t: t.head("GET", HEALTH_PATHS[t.name], **{f"X-F{i}": "a" for i in range(200)}),
     "a JSON body nested 50000 levels": lambda t: _json_post(t, DEEP),
     "a body that is not UTF-8": lambda t: _json_post(t, b'{"model": "\xff\xfe", "prompt": "\xc3"}'),
