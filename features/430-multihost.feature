@@ -20,6 +20,7 @@ Feature: Several hosts: a queen and two nodes, each in its own network namespace
     Then it streams tokens served by node "nodeb"
     And the queen lists a serving worker on the hive of each node at that node's address
     And rbee setup list-nodes --json shows each node's hive preflight: rbee's version, a usable CPU backend and its RAM
+    And each node's hive was given its own node key for the queen, refused there on the inference routes
 
   Scenario: A node whose link is cut is marked stale, requests go to the other node, and it recovers
     Given the nodes "nodea" and "nodeb" are added and each has served an inference

@@ -7,6 +7,7 @@ process still alive in a namespace once the queen and the sshds have stopped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -162,6 +163,25 @@ def hive_preflights(context) -> None:
         assert hive["hive_url"] == f"http://{context.net.hosts[name].address}:9200", hive
         assert any(b["name"] == "cpu" and b["available"] for b in hive["backends"]), hive["backends"]
         assert hive["resources"]["ram_total_bytes"] > 0, hive["resources"]
+
+
+@then("each node's hive was given its own node key for the queen, refused there on the inference routes")
+def node_keys_of_hives(context) -> None:
+    keys = {}
+    for name in context.node_names:
+        path = context.workdir / f"hive-{name}" / "tokens" / "queen.token"
+        assert path.stat().st_mode & 0o077 == 0, oct(path.stat().st_mode)
+        keys[name] = path.read_text().strip()
+        assert keys[name] != context.tokens["queen"], name
+        status, body = _queen_host(context).http_json(
+            f"{context.queen_url}/v1/models", headers={"Authorization": f"Bearer {keys[name]}"})
+        assert status == 403 and body["error"]["code"] == "FORBIDDEN_SCOPE", (status, body)
+    assert len(set(keys.values())) == len(keys), "two nodes share a key"
+    listed = {key["name"]: key for key in _queen_get(context, "/v2/keys")["keys"]}
+    for name, secret in keys.items():
+        entry = listed[f"node-{name}"]
+        assert entry["scopes"] == ["node"] and entry["revoked_at"] is None, entry
+        assert entry["fingerprint"] == hashlib.sha256(secret.encode()).hexdigest()[:6], entry
 
 
 @given('the nodes "{first}" and "{second}" are added and each has served an inference')

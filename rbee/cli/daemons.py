@@ -23,6 +23,7 @@ from rbee.common.config_schema import PEERS, timings_of
 from rbee.common.daemon import serve
 from rbee.common.defaults import BACKEND_POLICIES, BACKENDS, ENGINES, SPLIT_MODES
 from rbee.common.logging_setup import setup_logging
+from rbee.common.tls import TlsError, TlsFiles, warn_if_plain_public
 from rbee.common.tunables import Timings
 
 LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -76,9 +77,19 @@ def _keyring(config: BaseModel, role: str) -> Keyring:
     return keyring
 
 
-def _serve_audited(source: ConfigSource, config: BaseModel, data_dir: Path, build: Build) -> None:
+def _tls_files(config: BaseModel) -> TlsFiles | None:
+    """The listener's certificate and key files, if given; exit 1 when only one of them is."""
+    try:
+        return TlsFiles.of(config.tls_cert, config.tls_key)
+    except TlsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _serve_audited(source: ConfigSource, config: BaseModel, data_dir: Path, build: Build,
+                   tls: TlsFiles | None = None) -> None:
     """Open the audit log under `data_dir` (exit 1 with the reason when it cannot), build the
-    application with the live timings and serve it until stopped."""
+    application with the live timings and serve it (over TLS with `tls`) until stopped."""
     timings = LiveTimings(timings_of(config))
     try:
         audit_log = AuditLog(data_dir / "audit", timings.audit_max_bytes, bool(timings.audit_fsync))
@@ -86,7 +97,7 @@ def _serve_audited(source: ConfigSource, config: BaseModel, data_dir: Path, buil
         print(f"error: cannot open the audit log in {data_dir / 'audit'}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     serve(build(timings, audit_log), config.host, config.port, source.daemon,
-          _reloader(source, config, timings, audit_log.append))
+          _reloader(source, config, timings, audit_log.append), tls)
 
 
 def _queen_options(parser: argparse.ArgumentParser) -> None:
@@ -107,6 +118,9 @@ def _queen_options(parser: argparse.ArgumentParser) -> None:
                         "usable, else the CPU)")
     parser.add_argument("--model-backends", metavar="JSON",
                         help='per model ref, the backend its requests get, e.g. {"hf:org/repo": "cuda"}')
+    parser.add_argument("--tls-cert", type=Path,
+                        help="serve HTTPS with this PEM certificate chain (re-read on SIGHUP)")
+    parser.add_argument("--tls-key", type=Path, help="the PEM private key of --tls-cert")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -183,7 +197,10 @@ def run_queen(args: argparse.Namespace, start_hive: bool | None = None) -> int:
 
     source, config = _configured("queen", args)
     settings = QueenSettings.from_config(config, _keyring(config, "queen"), start_hive)
-    _serve_audited(source, config, settings.data_dir, lambda timings, log: build_app(settings, timings, log))
+    tls = _tls_files(config)
+    warn_if_plain_public(config.host, "queen", tls)
+    _serve_audited(source, config, settings.data_dir,
+                   lambda timings, log: build_app(settings, timings, log), tls)
     return 0
 
 

@@ -144,7 +144,7 @@ def presented_token(header: str | None) -> str:
     return match.group(1)
 
 
-def basic_password(header: str | None) -> str | None:
+def _basic_password(header: str | None) -> str | None:
     """The password of a well-formed HTTP Basic Authorization header, else None."""
     match = _BASIC.match(header) if header and len(header) <= MAX_AUTH_HEADER_CHARS else None
     if match is None:
@@ -156,8 +156,24 @@ def basic_password(header: str | None) -> str | None:
     return credentials.partition(":")[2] or None
 
 
-def is_browser_path(path: str) -> bool:
+def _is_browser_path(path: str) -> bool:
     return path == BROWSER_PATH or path.startswith(BROWSER_PATH + "/")
+
+
+def presented_credential(request: web.Request) -> str:
+    """The token a request presents: on the status page's routes the HTTP Basic password when
+    there is one, else the bearer token; 401 when neither is well-formed."""
+    header = request.headers.get("Authorization")
+    password = _basic_password(header) if _is_browser_path(request.path) else None
+    return password if password is not None else presented_token(header)
+
+
+def note_refusal(request: web.Request, err: ApiError, audit: Audit) -> None:
+    """Log and audit a refused request; a 401 on the status page's routes also challenges with Basic."""
+    if _is_browser_path(request.path) and err.status == 401:
+        err.headers = {**err.headers, **BASIC_CHALLENGE}
+    log.warning("refused %s %s from %s: %s", request.method, request.path, request.remote, err.code)
+    audit("auth.failure", method=request.method, path=request.path, remote=request.remote, code=err.code)
 
 
 def auth_middleware(keyring: Keyring, public_paths: frozenset[str], audit: Audit = no_audit) -> Any:
@@ -172,20 +188,12 @@ def auth_middleware(keyring: Keyring, public_paths: frozenset[str], audit: Audit
         if request.path in public_paths:
             request[CLIENT] = "public"
             return await handler(request)
-        header = request.headers.get("Authorization")
-        browser = is_browser_path(request.path)
         try:
-            password = basic_password(header) if browser else None
-            presented = password if password is not None else presented_token(header)
-            if not keyring.matches(presented):
+            if not keyring.matches(presented_credential(request)):
                 raise ApiError(401, "INVALID_API_KEY", "the bearer token is not valid here",
                                headers=WWW_AUTHENTICATE)
         except ApiError as err:
-            if browser and err.status == 401:
-                err.headers = {**err.headers, **BASIC_CHALLENGE}
-            log.warning("refused %s %s from %s: %s", request.method, request.path, request.remote, err.code)
-            audit("auth.failure", method=request.method, path=request.path,
-                  remote=request.remote, code=err.code)
+            note_refusal(request, err, audit)
             raise
         request[CLIENT] = f"token:{own.fingerprint}"
         audit("auth.success", method=request.method, path=request.path,

@@ -46,7 +46,7 @@ CHILDREN = {"queen": ("hive", "worker"), "hive": ("worker",), "worker": ()}
 GROUPS = {"queen": (*SHARED, SshTimings), "hive": SHARED, "worker": SHARED}
 """The groups of tunables (`rbee.common.tunables`) of each daemon."""
 PATH_KEYS = frozenset({"data_dir", "model", "token_file", "queen_token_file", "hive_token_file",
-                       "worker_token_file"})
+                       "worker_token_file", "tls_cert", "tls_key"})
 """Keys holding a file or folder; relative paths in a config file start at the file's folder."""
 NO_ENV = frozenset({("worker", "threads")})
 """Options without a variable of their own: `RBEE_WORKER_THREADS` is the tunable `worker_threads`."""
@@ -155,6 +155,10 @@ class QueenOptions(_Options):
     """The backend a request gets when it names none."""
     model_backends: ModelBackends = Field(default_factory=dict)
     """Per model ref, the backend its requests get when they name none."""
+    tls_cert: FilePath | None = None
+    """PEM certificate chain of the queen's HTTPS listener (with `tls_key`; re-read on SIGHUP)."""
+    tls_key: FilePath | None = None
+    """PEM private key of `tls_cert`."""
 
 
 class HiveOptions(_Options):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import uuid
@@ -10,6 +9,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+
+from rbee.common import json_depth
+from rbee.common.tunables import http_limits
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +138,12 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         raise ApiError(413, "BODY_TOO_LARGE", "request body is too large") from exc
+    limit = http_limits().json_max_depth
     try:
-        data = json.loads(raw or b"null")
+        data = json_depth.loads(raw or b"null", limit)
+    except json_depth.JsonTooDeep as exc:
+        message = f"request body nests arrays and objects deeper than {limit} levels"
+        raise ApiError(400, "JSON_TOO_DEEP", message, {"field": "body", "max_depth": limit}) from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "INVALID_JSON", "request body is not valid JSON") from exc
     if not isinstance(data, dict):

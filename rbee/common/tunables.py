@@ -269,7 +269,31 @@ class GpuLimits:
     """How long a model's oldest queued request waits before the queen adds a replica."""
 
 
-SHARED = (Timings, DownloadSettings, GpuLimits)
+@dataclass(frozen=True)
+class HttpLimits:
+    """How long and how much each daemon's HTTP listener lets a client take (`http_*`); read when
+    the daemon starts. They bound reading a request and idle time, never a response being sent."""
+
+    PREFIX: ClassVar[str] = "http_"
+
+    header_timeout_s: float = tunable(10.0, "s")
+    """From a connection's accept (or the first byte of a later request on it) to the end of the
+    request line and headers; a client slower than that has its connection closed."""
+    body_timeout_s: float = tunable(30.0, "s")
+    """From the end of a request's headers to the end of its body; slower: 408 and the connection closed."""
+    keepalive_timeout_s: float = tunable(75.0, "s")
+    """How long a connection may sit idle between requests (longer than the 15 s aiohttp's and
+    httpx's clients keep an idle pooled connection, so they close it first)."""
+    max_connections_per_address: int = tunable(4096, "connections")
+    """Open connections one client address may hold; more are answered 503 and closed. The queen
+    holds one connection to a worker per relayed stream and the load tests 1500 from one address."""
+    json_max_depth: int = tunable(64, "levels")
+    """Nesting of arrays and objects a JSON request body may have; deeper: 400 `JSON_TOO_DEEP`."""
+    refusal_log_window_s: float = tunable(60.0, "s")
+    """A refused or timed-out connection is logged once per client address in this window."""
+
+
+SHARED = (Timings, DownloadSettings, GpuLimits, HttpLimits)
 """The groups every daemon has (the queen has `SshTimings` too); children inherit their variables."""
 SHARED_VARIABLES = frozenset(t.variable for group in SHARED for t in tunables(group))
 
@@ -277,6 +301,12 @@ SHARED_VARIABLES = frozenset(t.variable for group in SHARED for t in tunables(gr
 def load_timings(environ: Mapping[str, str] | None = None) -> Timings:
     """`Timings` with the `RBEE_*` overrides applied and checked."""
     return load(Timings, environ)
+
+
+@cache
+def http_limits() -> HttpLimits:
+    """`HttpLimits` with this process's `RBEE_HTTP_*` overrides, read once (at the first request)."""
+    return load(HttpLimits)
 
 
 def load_ssh_timings(environ: Mapping[str, str] | None = None) -> SshTimings:

@@ -8,7 +8,6 @@ worker's `/v1/inference`, `rbee infer`). A body's `parse` validates it or raises
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import uuid
@@ -17,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, StrictInt, StrictStr, model_validator
 
+from rbee.common import json_depth
 from rbee.common.request_body import RequestBody, refusal
 from rbee.common.request_fields import (
     Backend,
@@ -35,6 +35,7 @@ from rbee.common.request_fields import (
     StopText,
 )
 from rbee.common.response_format import ResponseFormat
+from rbee.common.tunables import http_limits
 from rbee.common.validation import (
     MAX_CHOICES,
     MAX_HISTORY_TOOL_CALLS,
@@ -211,7 +212,7 @@ class ChatMessage(RequestBody):
 def _arguments_object(arguments: str) -> Any:
     """A call's JSON arguments parsed (templates render them with `tojson`), else the text itself."""
     try:
-        return json.loads(arguments)
+        return json_depth.loads(arguments, http_limits().json_max_depth)
     except ValueError:
         return arguments
 

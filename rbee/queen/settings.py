@@ -44,6 +44,9 @@ class QueenSettings:
     """Per model ref, the backend of its requests that name none."""
     gpu: GpuLimits = field(default_factory=GpuLimits)
     """Replicas per model (`gpu_max_replicas`, `gpu_replica_after_wait_s`)."""
+    tls_cert: Path | None = None
+    """The listener's certificate: with it the queen serves HTTPS only."""
+    tls_key: Path | None = None
 
     @classmethod
     def from_config(
@@ -51,16 +54,23 @@ class QueenSettings:
     ) -> QueenSettings:
         """The settings of a validated queen configuration (with its tunables exported to this
         process's environment); `start_hive` overrides the configured one (`rbee up`)."""
+        scheme = "https" if config.tls_cert else "http"
         return cls(**{
             **same_named(config, cls),
             "data_dir": config.data_dir or default_data_dir(),
             "start_hive": (config.start_hive if start_hive is None else start_hive) and config.local_hive,
             "keyring": keyring,
             "manage_local_hive": not config.external_hive,
-            "advertise_url": config.advertise_url or f"http://{reachable(config.host)}:{config.port}",
+            "advertise_url": config.advertise_url or f"{scheme}://{reachable(config.host)}:{config.port}",
             "hive_tunables": shared_environment(),
             "gpu": timings_of(config, GpuLimits),
         })
+
+    @property
+    def local_queen_url(self) -> str:
+        """The URL the local hive sends heartbeats to: loopback over plain HTTP, or with TLS the
+        advertised URL (a name the certificate holds)."""
+        return self.advertise_url if self.tls_cert else f"http://127.0.0.1:{self.port}"
 
     @property
     def backend_policy(self) -> BackendPolicy:

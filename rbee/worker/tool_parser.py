@@ -12,7 +12,8 @@ import json
 import uuid
 from typing import Any
 
-from rbee.common import wire
+from rbee.common import json_depth, wire
+from rbee.common.tunables import http_limits
 from rbee.worker.tool_grammar import CALL_CLOSE, CALL_OPEN
 
 Piece = str | wire.ToolCall
@@ -27,7 +28,7 @@ def new_call_id() -> str:
 def parse_call(body: str, names: frozenset[str], index: int) -> wire.ToolCall | None:
     """The call a tag's body holds, or None when it is not a call of one of `names`."""
     try:
-        call = json.loads(body)
+        call = json_depth.loads(body, http_limits().json_max_depth)
     except ValueError:
         return None
     if not isinstance(call, dict) or call.get("name") not in names:
@@ -35,7 +36,7 @@ def parse_call(body: str, names: frozenset[str], index: int) -> wire.ToolCall | 
     arguments: Any = call.get("arguments", call.get("parameters", {}))
     if isinstance(arguments, str):
         try:
-            arguments = json.loads(arguments)
+            arguments = json_depth.loads(arguments, http_limits().json_max_depth)
         except ValueError:
             return None
     if not isinstance(arguments, dict):

@@ -8,7 +8,9 @@ from aiohttp import web
 
 from rbee.common.errors import read_json_object
 from rbee.common.wire_requests import HiveHeartbeat, WorkerRef
-from rbee.queen.api.keys import HIVES, PLACEMENT, REGISTRY
+from rbee.queen.api.keys import HIVES, PLACEMENT, REGISTRY, STATUS
+from rbee.queen.keys.authentication import KEY
+from rbee.queen.keys.node_keys import check_reporter
 
 
 async def list_workers(request: web.Request) -> web.Response:
@@ -39,6 +41,8 @@ async def shutdown_worker(request: web.Request) -> web.Response:
 async def hive_heartbeat(request: web.Request) -> web.Response:
     """POST /v2/heartbeat: a hive reports itself and every worker it owns."""
     body = HiveHeartbeat.parse(await read_json_object(request))
+    hives = {handle.name: handle.client.base_url for handle in request.app[STATUS].directory.in_use()}
+    check_reporter(request.get(KEY), body.hive_url, hives)
     request.app[HIVES].heard_from(body.hive_url, body.version)
     request.app[REGISTRY].sync(body.hive_url, [worker.model_dump() for worker in body.workers])
     return web.json_response({"ok": True})

@@ -10,7 +10,6 @@ serving it (`key_name`), never the key.
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
@@ -18,15 +17,7 @@ from aiohttp import web
 
 from rbee.common import log_context
 from rbee.common.audit import Audit
-from rbee.common.auth import (
-    BASIC_CHALLENGE,
-    CLIENT,
-    WWW_AUTHENTICATE,
-    Keyring,
-    basic_password,
-    is_browser_path,
-    presented_token,
-)
+from rbee.common.auth import CLIENT, WWW_AUTHENTICATE, Keyring, note_refusal, presented_credential
 from rbee.common.errors import ApiError, Handler
 from rbee.queen.keys.limits import KeyLimiter
 from rbee.queen.keys.scopes import scopes_for
@@ -34,7 +25,6 @@ from rbee.queen.keys.store import BOOTSTRAP_KEY, ApiKey, KeyStore
 from rbee.queen.keys.usage import KEY_FIELD, KeyUsage
 from rbee.queen.routing.tenant import TENANT, Tenant
 
-log = logging.getLogger(__name__)
 KEY = web.RequestKey("api_key", ApiKey)
 """The record of the key that authenticated the request."""
 DEV_KEY = ApiKey("dev", fingerprint="", scopes=BOOTSTRAP_KEY.scopes)
@@ -71,11 +61,8 @@ def key_auth_middleware(keyring: Keyring, store: KeyStore, public_paths: frozens
         if request.path in public_paths:
             request[CLIENT] = "public"
             return await handler(request)
-        header = request.headers.get("Authorization")
-        browser = is_browser_path(request.path)
         try:
-            password = basic_password(header) if browser else None
-            key = identify(keyring, store, password if password is not None else presented_token(header))
+            key = identify(keyring, store, presented_credential(request))
             log_context.bind(**{KEY_FIELD: key.name})
             needed = scopes_for(request)
             if not key.scopes & needed:
@@ -85,11 +72,7 @@ def key_auth_middleware(keyring: Keyring, store: KeyStore, public_paths: frozens
                                f"{' or '.join(sorted(needed))}",
                                {"key": key.name, "needs": sorted(needed)})
         except ApiError as err:
-            if browser and err.status == 401:
-                err.headers = {**err.headers, **BASIC_CHALLENGE}
-            log.warning("refused %s %s from %s: %s", request.method, request.path, request.remote, err.code)
-            audit("auth.failure", method=request.method, path=request.path,
-                  remote=request.remote, code=err.code)
+            note_refusal(request, err, audit)
             raise
         audit("auth.success", method=request.method, path=request.path, remote=request.remote,
               **{KEY_FIELD: key.name}, key_fingerprint=key.fingerprint)

@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 
 from rbee.common.auth import Keyring
-from rbee.queen.keys.store import KeyStore
+from rbee.common.errors import ApiError
+from rbee.queen.keys.store import ApiKey, KeyStore
 
 NODE_KEY_PREFIX = "node-"
 
@@ -20,6 +21,19 @@ def node_key_name(node: str) -> str:
     """The key name of `node`'s hive (`node-<name>`, folded to what key names allow)."""
     folded = "".join(c if c.isalnum() or c in "._-" else "-" for c in node.lower())
     return (NODE_KEY_PREFIX + folded)[:63]
+
+
+def check_reporter(key: ApiKey | None, hive_url: str, hives: dict[str, str]) -> None:
+    """403 `NODE_KEY_MISMATCH` when a node key reports for a hive other than its node's.
+
+    `hives` maps the node names the queen uses to their hive URLs; a node key whose node is none
+    of them (a hive started by its own supervisor, with a key an operator made) is not bound."""
+    if key is None or key.scopes != {"node"}:
+        return
+    own = {node_key_name(node): url for node, url in hives.items()}.get(key.name)
+    if own is not None and own != hive_url:
+        raise ApiError(403, "NODE_KEY_MISMATCH", f"key '{key.name}' reports for its own node's hive only",
+                       {"key": key.name})
 
 
 class NodeKeys:

@@ -75,6 +75,10 @@ class HiveDirectory:
         handles = [self.local, *self._remote.values()]
         return next((h for h in handles if h is not None and h.client.base_url == hive_url), None)
 
+    def in_use(self) -> list[HiveHandle]:
+        """The handles this queen has used: the local hive (when served) and the remote ones."""
+        return [h for h in (self.local, *self._remote.values()) if h is not None]
+
     def _remote_for(self, spec: NodeSpec) -> RemoteHive:
         handle = self._remote.get(spec.name)
         if handle is not None and handle.spec == spec:
@@ -101,12 +105,11 @@ class HiveDirectory:
 
     def reload(self) -> None:
         """SIGHUP: every hive this queen started re-reads its tokens."""
-        for handle in [self.local, *self._remote.values()]:
-            if handle is not None:
-                handle.reload()
+        for handle in self.in_use():
+            handle.reload()
 
     async def stop_all(self) -> None:
         """Stop every hive this queen started, all nodes at once."""
-        handles = [h for h in (self.local, *self._remote.values()) if h is not None]
+        handles = self.in_use()
         self._remote.clear()
         await asyncio.gather(*(h.stop(self._stop_grace_s) for h in handles), *self._retired)

@@ -31,6 +31,7 @@ class LocalHiveSettings(Protocol):
     worker_ctx_size: int
     keyring: Keyring
     manage_local_hive: bool
+    local_queen_url: str
 
 
 class LocalHive:
@@ -74,7 +75,7 @@ class LocalHive:
         settings = self._settings
         options = HiveOptions(port=settings.hive_port, data_dir=self._data_dir,
                               worker_port_start=settings.worker_port_start, ctx_size=settings.worker_ctx_size,
-                              queen_url=f"http://127.0.0.1:{settings.port}")
+                              queen_url=settings.local_queen_url)
         node_key = self._node_keys.issue_file(self.name)
         return hive_command(options, settings.keyring.child_args("hive", ("hive", "worker"))
                             + token_flags("hive", {"queen": node_key}))
