@@ -109,13 +109,13 @@ def floods(context, first: str, second: str, count: int) -> None:
     _keep_waiting(context, [first, second], count)
 
 
-@when("{seconds:d} seconds pass")
-def seconds_pass(context, seconds: int) -> None:
+@when("the tasks served are counted for {seconds:d} seconds")
+def count_served(context, seconds: int) -> None:
     context.window = (time.monotonic(), time.monotonic() + seconds)
     time.sleep(seconds)
 
 
-@then('the key "{heavy}" was served {low:g} to {high:g} tasks for each one of the key "{light}"')
+@then('the key "{heavy}" was served {low:g} to {high:g} tasks for each one of the key "{light}" in them')
 def served_ratio(context, heavy: str, light: str, low: float, high: float) -> None:
     start, end = context.window
     served = {key: sum(1 for t in list(context.fair_tasks) if t.key == key and t.first_event is not None
