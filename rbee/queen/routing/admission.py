@@ -67,7 +67,7 @@ class _Model:
     free: int = 0
     """Slots released that no waiter has taken yet in this pass."""
     rechecking: bool = False
-    """Whether this pass goes through every waiter (`RECHECK_S`)."""
+    """Whether this pass goes on past slots taken (`RECHECK_S`: slots the queue was not told of)."""
     timer: asyncio.TimerHandle | None = None
     cursor: Iterator[Seat] | None = None
     """Where the pass is in DRR order (read on while the line is unchanged: `cursor_version`)."""
@@ -175,7 +175,7 @@ class AdmissionQueue:
                 del self._models[model]
 
     def _arm(self, model: str, waiting: _Model) -> None:
-        """Run a pass through every waiter of `model` in `RECHECK_S`, and again after it."""
+        """Run a pass over the waiters of `model` in `RECHECK_S`, and again after it."""
         waiting.timer = asyncio.get_running_loop().call_later(RECHECK_S, self._recheck, model, waiting)
 
     def _recheck(self, model: str, waiting: _Model) -> None:
