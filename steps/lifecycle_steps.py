@@ -38,8 +38,10 @@ def exits(context, seconds: int) -> None:
 
 @then("no process it started is still running")
 def nothing_left(context) -> None:
-    survivors = [pid for pid in context.queen.seen_descendants if alive(pid)]
-    assert not survivors, f"still running after stop: {survivors}"
+    pids = context.queen.seen_descendants
+    wait_until(lambda: not any(alive(pid) for pid in pids), 2.0)
+    survivors = [pid for pid in pids if alive(pid)]
+    assert not survivors, f"still running or unreaped after stop: {survivors}"
 
 
 
