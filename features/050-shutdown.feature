@@ -7,7 +7,7 @@ Feature: Stopping rbee leaves no process behind
     Given `rbee up` is running on free loopback ports
     And a worker for the tiny model has served a task through it
     When I send <signal> to `rbee up`
-    Then `rbee up` exits within 20 seconds
+    Then `rbee up` exits with code 0 within 20 seconds of the signal
     And no process it started is still running
 
     Examples:
@@ -19,7 +19,8 @@ Feature: Stopping rbee leaves no process behind
     Given `rbee up` is running on free loopback ports
     And a long native task is streaming through the queen
     When I send SIGTERM to `rbee up`
-    Then `rbee up` exits within 20 seconds
+    Then the stream ends within 10 seconds of the signal
+    And `rbee up` exits with code 0 within 20 seconds of the signal
     And no process it started is still running
 
   Scenario: A queen client that disconnects frees the worker's slot

@@ -52,6 +52,11 @@ Feature: Every input is validated before use, and bad input is never echoed
     Then the answer is status 400 with error code "INVALID_REQUEST" and a correlation id
 
   Scenario: The CLI refuses a bad model ref without contacting the queen or echoing it
-    When I run rbee infer for model "x;reboot" against no queen
+    Given a queen on free loopback ports
+    And a relay in front of the queen that counts the connections it is sent
+    When I run rbee infer for model "x;reboot" through the relay
     Then the command exits with code 1
     And its error output does not contain "reboot"
+    And the relay was sent no connection
+    When I run rbee infer for model "file:///nonexistent/model.gguf" through the relay
+    Then the relay was sent a connection

@@ -69,12 +69,19 @@ Feature: Node registry with SSH preflight
     And stderr says to add the key's public half to authorized_keys
     And the queen lists no node
 
-  Scenario: A port nothing listens on is refused with SSH_UNREACHABLE after the retries, within the timeouts
+  Scenario: A port nothing listens on is refused with SSH_UNREACHABLE after the retries, without waiting for a timeout
     Given the queen knows the SSH server's host key
     When I run rbee setup add-node for "gpu-1" against a loopback port nothing listens on
     Then the command exits 1 with "SSH_UNREACHABLE" on stderr
     And posting the same add request to the queen answers 503 with code "SSH_UNREACHABLE" after 3 attempts
-    And that request took less than the connect timeout times the attempts plus the backoff
+    And that request took the backoff but less than one connect timeout
+
+  Scenario: A port that accepts and never answers is refused with SSH_TIMEOUT after the retries, within the timeouts
+    Given the queen knows the SSH server's host key
+    When I run rbee setup add-node for "gpu-1" against a loopback port that accepts and never answers
+    Then the command exits 1 with "SSH_TIMEOUT" on stderr
+    And posting the same add request to the queen answers 504 with code "SSH_TIMEOUT" after 3 attempts
+    And that request waited out the connect timeout on each attempt, plus the backoff
 
   Scenario: rbee missing at the install path is refused with RBEE_NOT_INSTALLED and says how to install it
     Given the queen knows the SSH server's host key

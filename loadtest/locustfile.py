@@ -6,8 +6,12 @@ a FastHttpUser request only to the response headers (which the queen sends with 
 or with the first `: queued` comment of a request that waits in its admission queue for a second
 or more); the whole stream is recorded as its own entry, "stream to [DONE]".
 
+The users also count, from the client side, how many of their requests were streaming at once
+(response headers received, body not yet ended); the peak is written at the end of the run as JSON
+`{"peak_streaming": N}` to RBEE_LOAD_PEAK_FILE when that is set.
+
 Settings (environment): RBEE_LOAD_MODEL (model reference, required), RBEE_LOAD_TOKENS (8),
-RBEE_LOAD_TOKEN (bearer token, optional).
+RBEE_LOAD_TOKEN (bearer token, optional), RBEE_LOAD_PEAK_FILE (optional).
 
 Run: locust -f loadtest/locustfile.py --headless -u 1000 -r 500 -t 30s --host http://127.0.0.1:8080 --csv out
 """
@@ -18,12 +22,37 @@ import json
 import os
 import time
 
-from locust import FastHttpUser, constant, task
+from locust import FastHttpUser, constant, events, task
 
 MODEL = os.environ.get("RBEE_LOAD_MODEL", "")
 TOKENS = int(os.environ.get("RBEE_LOAD_TOKENS", "8"))
 _TOKEN = os.environ.get("RBEE_LOAD_TOKEN")
 HEADERS = {"Authorization": f"Bearer {_TOKEN}"} if _TOKEN else {}
+PEAK_FILE = os.environ.get("RBEE_LOAD_PEAK_FILE")
+
+
+class Streaming:
+    """Requests of this process streaming right now, and the most seen at once (users are
+    greenlets of one thread, so plain counters are enough)."""
+
+    now = 0
+    peak = 0
+
+    @classmethod
+    def began(cls) -> None:
+        cls.now += 1
+        cls.peak = max(cls.peak, cls.now)
+
+    @classmethod
+    def ended(cls) -> None:
+        cls.now -= 1
+
+
+@events.test_stop.add_listener
+def _write_peak(**_: object) -> None:
+    if PEAK_FILE:
+        with open(PEAK_FILE, "w") as out:
+            json.dump({"peak_streaming": Streaming.peak}, out)
 
 
 def problem_with(body: str) -> str | None:
@@ -52,11 +81,15 @@ class NativeTaskUser(FastHttpUser):
         body = {"model": MODEL, "prompt": "Once", "max_tokens": TOKENS, "ignore_eos": True}
         started = time.perf_counter()
         with self.client.post("/v2/tasks", json=body, headers=HEADERS, name="POST /v2/tasks",
-                              catch_response=True) as response:
+                              catch_response=True, stream=True) as response:
             if response.status_code != 200:
                 response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")
                 return
-            text = response.text or ""
+            Streaming.began()
+            try:
+                text = b"".join(response.iter_content(decode_content=False)).decode("utf-8", "replace")
+            finally:
+                Streaming.ended()
             problem = problem_with(text)
             if problem:
                 response.failure(problem)

@@ -320,6 +320,12 @@ def credential_logs(context) -> None:
         assert f"{role} requires bearer token {role}=" in text, text
         for peer in ROLES:
             assert f"(systemd credential {peer}-token)" in text, (name, peer, text)
+    worker_logs = sorted((context.workdir / "data" / "hive" / "logs").glob("*.log"))
+    assert worker_logs, "the hive spawned no worker for the streamed task"
+    for log in worker_logs:
+        text = log.read_text()
+        assert "worker requires bearer token worker=" in text, (log.name, text[-2000:])
+        assert "(systemd credential worker-token)" in text, (log.name, text[-2000:])
 
 
 @then("no process of the units has a token or a token file on its command line or in its environment")

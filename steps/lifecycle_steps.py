@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 from behave import given, then, when
@@ -28,18 +29,38 @@ def served_task(context) -> None:
 def send_signal(context, signame: str) -> None:
     context.tree = context.queen.descendants()
     assert context.tree, "rbee up has no child processes to check"
+    context.signalled_at = time.monotonic()
     context.queen.send(getattr(signal, signame))
 
 
-@then("`rbee up` exits within {seconds:d} seconds")
+def _since_signal(context) -> float:
+    return time.monotonic() - context.signalled_at
+
+
+@then("`rbee up` exits with code 0 within {seconds:d} seconds of the signal")
 def exits(context, seconds: int) -> None:
-    context.queen.process.wait(timeout=seconds)
+    code = context.queen.process.wait(timeout=max(0.0, seconds - _since_signal(context)))
+    assert code == 0, (code, context.queen.log_tail())
+
+
+@then("the stream ends within {seconds:d} seconds of the signal")
+def stream_ends_after_signal(context, seconds: int) -> None:
+    context.stream.read_to_end(max(0.0, seconds - _since_signal(context)))
+
+
+@then("the stream is cut within {seconds:d} seconds of the signal, before its end")
+def stream_cut_after_signal(context, seconds: int) -> None:
+    events = context.stream.read_to_end(max(0.0, seconds - _since_signal(context)))
+    assert not any(event.get("type") == "end" for event in events), events[-3:]
+    assert not context.stream.saw_done, events[-3:]
 
 
 @then("no process it started is still running")
 def nothing_left(context) -> None:
-    survivors = [pid for pid in context.queen.seen_descendants if alive(pid)]
-    assert not survivors, f"still running after stop: {survivors}"
+    pids = context.queen.seen_descendants
+    wait_until(lambda: not any(alive(pid) for pid in pids), 2.0)
+    survivors = [pid for pid in pids if alive(pid)]
+    assert not survivors, f"still running or unreaped after stop: {survivors}"
 
 
 
@@ -129,6 +150,7 @@ def streaming_task_ends(context, reason: str, n: int) -> None:
 def ctrl_c_in_terminal(context) -> None:
     context.tree = context.queen.descendants()
     assert context.tree, "rbee up has no child processes to check"
+    context.signalled_at = time.monotonic()
     os.killpg(context.queen.pid, signal.SIGINT)
 
 

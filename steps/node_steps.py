@@ -15,6 +15,7 @@ from rbee.common.ports import ephemeral_port
 from rbee.testing.cluster import queen_daemon
 from rbee.testing.http_client import request
 from rbee.testing.sshd import Sshd, generate_key
+from rbee.testing.tcp_relay import SilentListener
 from steps.auth_steps import _bearer
 from steps.cluster_steps import LONG_CONTEXT
 from steps.common import started
@@ -22,6 +23,8 @@ from steps.common import started
 ADD = "/v2/registry/beehives/add"
 REMOVE = "/v2/registry/beehives/remove"
 LIST = "/v2/registry/beehives/list"
+TIMEOUT_SLACK_S = 2.0
+"""How much longer than its timeouts a request that waited them out may take."""
 
 
 def _install(context, name: str) -> Path:
@@ -126,6 +129,13 @@ def add_node_closed_port(context, name: str) -> None:
     _add(context, name, port=ephemeral_port())
 
 
+@when('I run rbee setup add-node for "{name}" against a loopback port that accepts and never answers')
+def add_node_silent_port(context, name: str) -> None:
+    listener = SilentListener()
+    context.add_cleanup(listener.close)
+    _add(context, name, port=listener.port)
+
+
 @when("I run rbee setup list-nodes")
 def list_nodes(context) -> None:
     _setup(context, "list-nodes")
@@ -205,13 +215,25 @@ def remove_again(context, status: int, code: str) -> None:
     _error(context, status, code)
 
 
-@then("that request took less than the connect timeout times the attempts plus the backoff")
-def within_timeouts(context) -> None:
+def _ssh_timings(context) -> tuple[int, float, float]:
+    """Attempts, the sum of the backoff sleeps between them, and the connect timeout (s)."""
     env = context.env
     attempts = int(env["RBEE_SSH_RETRIES"]) + 1
     backoff = float(env["RBEE_SSH_BACKOFF_INITIAL_S"]) * (2 ** (attempts - 1) - 1)
-    bound = float(env["RBEE_SSH_CONNECT_TIMEOUT_S"]) * attempts + backoff
-    assert backoff <= context.elapsed < bound, (context.elapsed, backoff, bound)
+    return attempts, backoff, float(env["RBEE_SSH_CONNECT_TIMEOUT_S"])
+
+
+@then("that request took the backoff but less than one connect timeout")
+def refused_at_once(context) -> None:
+    _, backoff, timeout = _ssh_timings(context)
+    assert backoff <= context.elapsed < timeout, (context.elapsed, backoff, timeout)
+
+
+@then("that request waited out the connect timeout on each attempt, plus the backoff")
+def waited_out_timeouts(context) -> None:
+    attempts, backoff, timeout = _ssh_timings(context)
+    least = timeout * attempts + backoff
+    assert least <= context.elapsed < least + TIMEOUT_SLACK_S, (context.elapsed, least)
 
 
 @then('the command exits 0 and prints "{text}"')

@@ -93,15 +93,25 @@ def _select(selector: str) -> tuple[str, dict[str, str]]:
     return name, dict(re.findall(r'(\w+)="([^"]*)"', labels))
 
 
-def _value(samples: list[Sample], selector: str) -> float:
-    """The sum of the samples the selector matches (0 when none does)."""
+def _matching(samples: list[Sample], selector: str) -> list[Sample]:
     name, labels = _select(selector)
-    return sum(s.value for s in samples
-               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+    return [s for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
+
+
+def _value(samples: list[Sample], selector: str) -> float:
+    """The sum of the samples the selector matches; a selector nothing matches fails the step."""
+    matched = _matching(samples, selector)
+    assert matched, f"no sample matches {selector}: {sorted({s.name for s in samples})}"
+    return sum(s.value for s in matched)
 
 
 def _metric(context, daemon: str, selector: str) -> float:
     return _value(_samples(_exposition(context, daemon)), selector)
+
+
+def _metric_or_none(context, daemon: str, selector: str) -> float | None:
+    matched = _matching(_samples(_exposition(context, daemon)), selector)
+    return sum(s.value for s in matched) if matched else None
 
 
 @when("I note the queen's metrics")
@@ -111,7 +121,7 @@ def note_queen_metrics(context) -> None:
 
 @then("the {daemon}'s metric {selector:Metric} grew by {count:d}")
 def metric_grew(context, daemon: str, selector: str, count: int) -> None:
-    before = _value(context.noted, selector)
+    before = sum(s.value for s in _matching(context.noted, selector))
     after = _metric(context, daemon, selector)
     assert after - before == count, (selector, before, after)
 
@@ -149,8 +159,8 @@ def metric_is_model_size(context, daemon: str, selector: str) -> None:
 
 @then("the {daemon}'s metric {selector:Metric} becomes {count:d} within {seconds:d} seconds")
 def metric_becomes(context, daemon: str, selector: str, count: int, seconds: int) -> None:
-    assert wait_until(lambda: _metric(context, daemon, selector) == count, seconds, 0.2), \
-        (selector, _metric(context, daemon, selector))
+    assert wait_until(lambda: _metric_or_none(context, daemon, selector) == count, seconds, 0.2), \
+        (selector, _metric_or_none(context, daemon, selector))
 
 
 @then("the worker's info metric names the backend and the GPU its hive placed it on")

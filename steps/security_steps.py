@@ -9,12 +9,14 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from behave import then, when
+from behave import given, then, when
 
 from rbee.queen.api.routes import add_routes as add_queen_routes
 from rbee.testing.cluster import wait_until
 from rbee.testing.http_client import request
+from rbee.testing.tcp_relay import TcpRelay
 from steps.auth_steps import _bearer, _daemon_url, _registered, queen_with_tokens
 from steps.cli_steps import _run
 from steps.common import tiny_ref
@@ -249,15 +251,35 @@ def post_bad_spawn(context, field: str, value: str) -> None:
 def error_names_field(context, field: str, value: str) -> None:
     error = context.answer.json()["error"]
     assert f"'{field}'" in error["message"], error
-    bad = str(context.bad_value)
-    text = context.answer.body.decode()
-    if len(bad) > 3:
-        assert bad not in text and json.dumps(bad)[1:-1] not in text, text
+    assert not _echoes(context.answer.body.decode(), context.bad_value), context.answer.body
 
 
-@when('I run rbee infer for model "{model}" against no queen')
-def infer_no_queen_bad_model(context, model: str) -> None:
-    _run(context, "--queen", "http://127.0.0.1:9", "--model", model, "--prompt", "Hi")
+def _echoes(text: str, value: object) -> bool:
+    """Whether `text` holds `value`: a number as a token of its own, a string anywhere (raw or escaped)."""
+    if isinstance(value, str):
+        return value in text or json.dumps(value)[1:-1] in text
+    return re.search(rf"(?<![\w.-]){re.escape(json.dumps(value))}(?![\w.])", text) is not None
+
+
+@given("a relay in front of the queen that counts the connections it is sent")
+def queen_relay(context) -> None:
+    context.relay = TcpRelay(urlsplit(context.queen_url).port)
+    context.add_cleanup(context.relay.close)
+
+
+@when('I run rbee infer for model "{model}" through the relay')
+def infer_through_relay(context, model: str) -> None:
+    _run(context, "--queen", context.relay.url, "--model", model, "--prompt", "Hi")
+
+
+@then("the relay was sent no connection")
+def relay_untouched(context) -> None:
+    assert context.relay.connections == 0, context.relay.connections
+
+
+@then("the relay was sent a connection")
+def relay_used(context) -> None:
+    assert context.relay.connections > 0, (context.result.returncode, context.result.stderr)
 
 
 @then('its error output does not contain "{text}"')

@@ -6,9 +6,9 @@ import time
 
 from behave import given, then, when
 
-from rbee.testing.cluster import http_json
+from rbee.testing.cluster import http_json, worker_daemon
 from rbee.testing.http_client import EventStream, request
-from steps.common import LONG_TASK_TOKENS, first_token, open_stream, slots_free_within
+from steps.common import LONG_TASK_TOKENS, first_token, open_stream, slots_free_within, started
 
 
 @then("the worker's readiness check answers 200")
@@ -17,10 +17,23 @@ def worker_ready(context) -> None:
     assert status == 200 and body["ready"] is True, (status, body)
 
 
-@then('the worker\'s loading progress stream ends with "{final}"')
+@given("a worker serving the tiny model with 1 slot that is still loading it")
+def a_loading_worker(context) -> None:
+    daemon = worker_daemon(context.workdir, context.tiny_model, 1, ["--ctx-size", "8192"])
+    context.worker = started(context, daemon)
+    context.worker_url = context.worker.base_url
+    status, body = http_json(f"{context.worker_url}/v1/ready")
+    assert status == 503 and body["ready"] is False, (status, body)
+
+
+@then('the worker\'s loading progress stream shows it loading, then ends with "{final}"')
 def loading_progress(context, final: str) -> None:
     stream = open_stream(context, f"{context.worker_url}/v1/loading/progress", None, "GET")
     events = stream.read_all()
+    loading = [event for event in events if event["type"] == "loading"]
+    assert loading and loading[0]["state"] == "loading" and loading[0]["progress"] < 1.0, events
+    shares = [event["progress"] for event in loading]
+    assert shares == sorted(shares), shares
     assert events[-1]["type"] == final, events
     assert stream.saw_done
 
@@ -85,5 +98,6 @@ def health_fast(context, count: int, limit_ms: int) -> None:
         status, body = http_json(f"{context.worker_url}/health")
         slowest = max(slowest, time.monotonic() - started)
         assert status == 200 and body["state"] == "busy", body
+    print(f"slowest of {count} health checks: {slowest * 1000:.1f} ms")
     assert slowest * 1000 < limit_ms, f"slowest health check took {slowest * 1000:.0f} ms"
     assert not context.stream.done, "the generation ended before the checks; make it longer"

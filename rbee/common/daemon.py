@@ -26,7 +26,9 @@ from rbee.common.tunables import http_limits
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
-HANDLER_CANCEL_TIMEOUT_S = 5.0
+HANDLER_CANCEL_TIMEOUT_S = 0.5
+"""After the drain: how long a request still running may take to finish, then to end once cancelled
+(aiohttp waits this twice; the drain budget is already spent, so a stream past it is cut at once)."""
 
 Drain = Callable[[], Awaitable[None]]
 Reload = Callable[[], None]

@@ -48,9 +48,14 @@ def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
 
 
 def alive(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie."""
+    """True while `pid` exists, a zombie included, unless this test process is its parent.
+
+    A zombie another process has not reaped is left behind; one whose parent is this process is
+    reaped by its `Popen` handle, so it counts as gone.
+    """
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        process = psutil.Process(pid)
+        return process.status() != psutil.STATUS_ZOMBIE or process.ppid() != os.getpid()
     except psutil.NoSuchProcess:
         return False
 

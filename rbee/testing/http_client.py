@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -65,6 +66,8 @@ class EventStream:
     """The text of each SSE comment line (`: …`) read so far."""
     done: bool = False
     saw_done: bool = False
+    cut: bool = False
+    """True when the server dropped the connection before the end of the chunked body."""
 
     def open(self) -> EventStream:
         """Send the request and read the status line and headers."""
@@ -112,6 +115,21 @@ class EventStream:
         """Read until the stream ends; returns every event."""
         while self.next_event() is not None:
             pass
+        return self.events
+
+    def read_to_end(self, seconds: float) -> list[dict[str, Any]]:
+        """Read until the stream ends, `seconds` at most in all (TimeoutError after); a server
+        that drops the connection mid-stream ends it too, and sets `cut`."""
+        deadline = time.monotonic() + seconds
+        try:
+            while not self.done:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"the stream did not end within {seconds} s")
+                self._conn.sock.settimeout(remaining)
+                self.next_event()
+        except (http.client.IncompleteRead, ConnectionError):
+            self.done = self.cut = True
         return self.events
 
     def close(self) -> None:
