@@ -92,6 +92,13 @@ Feature: Named API keys: scopes, node keys, limits, usage and revocation
     And a task of the key "other" streams to its end
     And once the first task of "single" is cancelled, a task of the key "single" streams to its end
 
+  Scenario: A key cannot cancel another key's task, only its own
+    Given a key "first" with scopes "inference"
+    And a key "second" with scopes "inference"
+    When the key "first" starts a long native task
+    Then the key "second" cancelling that task gets 404 "TASK_NOT_FOUND" and the task goes on
+    And the key "first" cancelling that task gets 204 and its stream ends with stop reason "cancelled"
+
   Scenario: A key over its tokens per minute is refused after the request that crossed the limit
     Given a key "thrifty" with scopes "inference" and tokens per minute 10
     When the key "thrifty" completes a prompt of 16 tokens at most

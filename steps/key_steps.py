@@ -341,6 +341,30 @@ def long_task(context, name: str) -> None:
     assert context.long_stream.next_event()["type"] == "started"
 
 
+def _cancel(context, name: str):
+    task_id = context.long_stream.events[0]["task_id"]
+    return request("DELETE", f"{context.queen_url}/v2/tasks/{task_id}", headers=_bearer(_keys(context)[name]))
+
+
+@then('the key "{name}" cancelling that task gets 404 "{code}" and the task goes on')
+def foreign_cancel(context, name: str, code: str) -> None:
+    answer = _cancel(context, name)
+    assert answer.status == 404 and answer.json()["error"]["code"] == code, (answer.status, answer.body)
+    seen = len(context.long_stream.events)
+    for _ in range(3):
+        event = context.long_stream.next_event()
+        assert event is not None and event["type"] == "token", event
+    assert len(context.long_stream.events) == seen + 3
+
+
+@then('the key "{name}" cancelling that task gets 204 and its stream ends with stop reason "{reason}"')
+def own_cancel(context, name: str, reason: str) -> None:
+    answer = _cancel(context, name)
+    assert answer.status == 204, (answer.status, answer.body)
+    events = context.long_stream.read_all()
+    assert events[-1]["type"] == "end" and events[-1]["stop_reason"] == reason, events[-3:]
+
+
 @then('a second task of the key "{name}" is refused with 429 "{code}" naming the limit "{limit}"')
 def second_task_refused(context, name: str, code: str, limit: str) -> None:
     stream = _task(context, name, tiny_ref(context))

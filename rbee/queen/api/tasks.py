@@ -13,7 +13,7 @@ from rbee.common.validation import check_identifier
 from rbee.common.wire_requests import TaskRequest
 from rbee.queen.api.keys import BACKEND_POLICY, DISPATCHER
 from rbee.queen.api.task_stream import open_task_stream, request_deadline
-from rbee.queen.keys.authentication import require_model
+from rbee.queen.keys.authentication import KEY, require_model
 from rbee.queen.routing.dispatch import Task
 from rbee.queen.routing.tenant import ANONYMOUS, TENANT
 
@@ -44,7 +44,9 @@ async def _send_error(response: web.StreamResponse, err: ApiError) -> None:
 
 
 async def cancel_task(request: web.Request) -> web.Response:
-    """DELETE /v2/tasks/{task_id}: stop a running task (204 also for finished ones)."""
+    """DELETE /v2/tasks/{task_id}: stop a running task (204 also for finished ones); a key without
+    the admin scope may stop only its own tasks."""
     task_id = check_identifier("task_id", request.match_info["task_id"])
-    await request.app[DISPATCHER].cancel(task_id)
+    key = request.get(KEY)
+    await request.app[DISPATCHER].cancel(task_id, None if key is None or "admin" in key.scopes else key.name)
     return web.Response(status=204)

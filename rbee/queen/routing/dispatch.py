@@ -94,6 +94,8 @@ class Dispatcher:
         self._audit = audit
         self._running: dict[str, WorkerView] = {}
         self._finished: collections.deque[str] = collections.deque(maxlen=FINISHED_TASKS_REMEMBERED)
+        self._owners: dict[str, str] = {}
+        """The name of the key whose request each running task is."""
         self._background: set[asyncio.Task[None]] = set()
         self._draining = False
         self._loading = LoadingWatch(session, auth)
@@ -185,6 +187,7 @@ class Dispatcher:
                     worker = hold.result()
                     waited_ms = round((loop.time() - since) * 1000)
                     self._running[task_id] = worker
+                    self._owners[task_id] = task.tenant.name
                     finished = False
                     held: wire.Started | None = None
                     try:
@@ -240,6 +243,7 @@ class Dispatcher:
                             return
                     finally:
                         self._running.pop(task_id, None)
+                        self._owners.pop(task_id, None)
                         if not finished:
                             self._cancel_in_background(worker, task_id)
                 log.info("retrying task %s before its first token", task_id)
@@ -301,9 +305,13 @@ class Dispatcher:
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("could not cancel task %s at worker %s: %s", task_id, worker.worker_id, exc)
 
-    async def cancel(self, task_id: str) -> None:
-        """Cancel a running task; finished tasks are accepted silently, unknown ones are 404."""
+    async def cancel(self, task_id: str, by: str | None = None) -> None:
+        """Cancel a running task; finished tasks are accepted silently, unknown ones are 404.
+
+        With `by` (a key's name) only that key's tasks: another key's running task is 404 too."""
         worker = self._running.get(task_id)
+        if worker is not None and by is not None and self._owners.get(task_id) != by:
+            raise ApiError(404, "TASK_NOT_FOUND", "no task with this id is known")
         if worker is not None:
             self._audit("task.cancelled", task_id=task_id, reason="cancel requested")
             await self._cancel_at_worker(worker, task_id)
