@@ -1,4 +1,5 @@
-"""`alive`: a zombie another process has not reaped counts as left behind; one of ours does not."""
+"""`alive`: a zombie a live process has not reaped counts as left behind; one of ours, or one handed to
+init, does not."""
 
 from __future__ import annotations
 

@@ -48,14 +48,15 @@ def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
 
 
 def alive(pid: int) -> bool:
-    """True while `pid` exists, a zombie included, unless this test process is its parent.
+    """True while `pid` exists, a zombie included, unless this test process or init is its parent.
 
-    A zombie another process has not reaped is left behind; one whose parent is this process is
-    reaped by its `Popen` handle, so it counts as gone.
+    A zombie a live process has not reaped is left behind; one whose parent is this process is
+    reaped by its `Popen` handle, and one whose parent died was handed to init, which reaps it:
+    both count as gone.
     """
     try:
         process = psutil.Process(pid)
-        return process.status() != psutil.STATUS_ZOMBIE or process.ppid() != os.getpid()
+        return process.status() != psutil.STATUS_ZOMBIE or process.ppid() not in (os.getpid(), 1)
     except psutil.NoSuchProcess:
         return False
 
