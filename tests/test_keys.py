@@ -135,7 +135,7 @@ def test_node_key_names_fold_what_key_names_do_not_allow():
 
 def test_a_node_key_reports_only_for_its_own_nodes_hive():
     key = ApiKey("node-gpu1", "abcdef", frozenset({"node"}))
-    hives = {"gpu1": "http://10.0.0.5:9200", "localhost": "http://127.0.0.1:9200"}
+    hives = [("gpu1", "http://10.0.0.5:9200"), ("localhost", "http://127.0.0.1:9200")]
     check_reporter(key, "http://10.0.0.5:9200", hives)
     with pytest.raises(ApiError) as foreign:
         check_reporter(key, "http://127.0.0.1:9200", hives)

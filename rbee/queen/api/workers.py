@@ -41,7 +41,7 @@ async def shutdown_worker(request: web.Request) -> web.Response:
 async def hive_heartbeat(request: web.Request) -> web.Response:
     """POST /v2/heartbeat: a hive reports itself and every worker it owns."""
     body = HiveHeartbeat.parse(await read_json_object(request))
-    hives = {handle.name: handle.client.base_url for handle in request.app[STATUS].directory.in_use()}
+    hives = ((handle.name, handle.client.base_url) for handle in request.app[STATUS].directory.in_use())
     check_reporter(request.get(KEY), body.hive_url, hives)
     request.app[HIVES].heard_from(body.hive_url, body.version)
     request.app[REGISTRY].sync(body.hive_url, [worker.model_dump() for worker in body.workers])

@@ -8,6 +8,7 @@ one at every start of its hive. In dev mode (the queen has no token) there are n
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from rbee.common.auth import Keyring
@@ -23,14 +24,15 @@ def node_key_name(node: str) -> str:
     return (NODE_KEY_PREFIX + folded)[:63]
 
 
-def check_reporter(key: ApiKey | None, hive_url: str, hives: dict[str, str]) -> None:
+def check_reporter(key: ApiKey | None, hive_url: str, hives: Iterable[tuple[str, str]]) -> None:
     """403 `NODE_KEY_MISMATCH` when a node key reports for a hive other than its node's.
 
-    `hives` maps the node names the queen uses to their hive URLs; a node key whose node is none
-    of them (a hive started by its own supervisor, with a key an operator made) is not bound."""
+    `hives` are (node name, hive URL) of the nodes the queen uses, read only for a node key; a
+    node key whose node is none of them (a hive started by its own supervisor, with a key an
+    operator made) is not bound."""
     if key is None or key.scopes != {"node"}:
         return
-    own = {node_key_name(node): url for node, url in hives.items()}.get(key.name)
+    own = next((url for node, url in hives if node_key_name(node) == key.name), None)
     if own is not None and own != hive_url:
         raise ApiError(403, "NODE_KEY_MISMATCH", f"key '{key.name}' reports for its own node's hive only",
                        {"key": key.name})
