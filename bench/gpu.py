@@ -39,7 +39,7 @@ from gpu_report import CEILING, QUEEN, SERVER, WORKER, Level, Model, System, ren
 from serving import START_TIMEOUT_S, UNLIMITED, Bench, _wait_http
 from serving_clients import Plan, Stream, Timed, llama_cpp_server, measure, rbee_native
 
-from rbee.common.ports import ephemeral_port
+from rbee.common.ports import free_port
 from rbee.common.validation import MAX_SLOTS
 from rbee.testing.cluster import queen_daemon, worker_daemon
 
@@ -121,7 +121,7 @@ def run_server(run: Run) -> System:
         return System(note="skipped: RBEE_LLAMA_SERVER not set")
     combined = System()
     for level in run.plan.levels:
-        port = ephemeral_port()
+        port = free_port()
         vram_before = run.gpu.memory_used()
         command = [run.server, "-m", str(run.model), "-ngl", run.gpu_layers, "-np", str(level),
                    "-c", str(level * CTX_PER_SLOT), "--cont-batching", "-fa", "on", "--ignore-eos",

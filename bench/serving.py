@@ -42,7 +42,7 @@ import psutil
 from serving_clients import Figures, Plan, Stream, in_process, llama_cpp_server, measure, rbee_native
 from serving_report import Goals, render, write_report
 
-from rbee.common.ports import ephemeral_port
+from rbee.common.ports import free_port
 from rbee.testing.cluster import Daemon, queen_daemon, wait_until, worker_daemon
 from rbee.testing.tiny_model import build_tiny_gguf
 
@@ -128,7 +128,7 @@ def run_in_process(bench: Bench) -> Figures:
 def run_llama_cpp_server(bench: Bench) -> Figures:
     """(b): `python -m llama_cpp.server` on a free port, finishing each request before the next
     (by default a new request would cut the running one short)."""
-    port = ephemeral_port()
+    port = free_port()
     log = (bench.workdir / "llama_cpp_server.log").open("wb")
     process = subprocess.Popen(
         [*bench.prefix, sys.executable, "-m", "llama_cpp.server", "--model", str(bench.model),
@@ -150,7 +150,7 @@ def start_llama_server(bench: Bench, slots: int, log_name: str) -> str:
     """llama-server sized like rbee's workers (`slots` slots of `CTX` tokens, the same threads),
     pinned like them; its base URL once /health answers."""
     assert bench.llama_server is not None
-    port = ephemeral_port()
+    port = free_port()
     command = llama_server.command(bench.llama_server, bench.model, port, slots, CTX, bench.threads)
     with (bench.workdir / log_name).open("wb") as log:
         process = subprocess.Popen([*bench.prefix, *command], stdout=log, stderr=subprocess.STDOUT,

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from rbee.common.config_env import default_data_dir
-from rbee.common.ports import ephemeral_port
+from rbee.common.ports import free_port
 from rbee.testing.cluster import Daemon
 
 PROMPT = "The three most useful things to know about honey bees are"
@@ -18,9 +18,9 @@ PROMPT = "The three most useful things to know about honey bees are"
 def main() -> int:
     """Run `rbee up`, then `rbee infer --model default`, then stop everything."""
     logs = Path(tempfile.mkdtemp(prefix="rbee-demo-"))
-    port = ephemeral_port()
+    port = free_port()
     up = Daemon(
-        ["up", "--port", str(port), "--hive-port", str(ephemeral_port()),
+        ["up", "--port", str(port), "--hive-port", str(free_port()),
          "--data-dir", str(default_data_dir())],
         f"http://127.0.0.1:{port}", "/health", logs / "rbee-up.log",
     )

@@ -23,7 +23,7 @@ import yaml
 from behave import given, then, when
 
 from rbee import __version__
-from rbee.common.ports import ephemeral_port
+from rbee.common.ports import WORKER_PORT_BLOCK, free_port
 from rbee.testing.cluster import http_json, kill_survivors
 from rbee.testing.sshd import Sshd, generate_key
 from rbee.testing.wheelhouse import build_wheelhouse
@@ -122,7 +122,7 @@ def node_inventory(context) -> None:
     ports, the test manager's environment and the fast timings of the suite."""
     manager = context.manager
     python = sys._base_executable  # the Python this virtualenv was made from: the wheels fit it
-    ports = {"queen": ephemeral_port(), "hive": ephemeral_port(), "worker": ephemeral_port()}
+    ports = {"queen": free_port(), "hive": free_port(), "worker": free_port(block=WORKER_PORT_BLOCK)}
     context.node = context.workdir / "node"
     context.node.mkdir()
     host = {

@@ -9,7 +9,7 @@ import time
 
 from behave import then, when
 
-from rbee.common.ports import ephemeral_port
+from rbee.common.ports import free_port
 from rbee.testing.cluster import http_json
 from steps.common import LONG_TASK_TOKENS, TINY_SEED, tiny_ref
 
@@ -44,7 +44,7 @@ def infer_model(context, model: str) -> None:
 
 @when("I run rbee infer against a queen that is not running")
 def infer_no_queen(context) -> None:
-    _run(context, "--queen", f"http://127.0.0.1:{ephemeral_port()}", "--prompt", "Hi")
+    _run(context, "--queen", f"http://127.0.0.1:{free_port()}", "--prompt", "Hi")
 
 
 @when("I start rbee infer for a long answer from the tiny model")

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 from behave import given, then, when
 
-from rbee.common.ports import ephemeral_port
+from rbee.common.ports import free_port
 from rbee.testing.cluster import Daemon, http_json, wait_until
 from rbee.testing.http_client import request
 
@@ -30,7 +30,7 @@ def _write_config(context) -> None:
 def _new_config(context, daemon: str, extra: dict | None = None) -> None:
     context.config_daemon = daemon
     context.config_file = context.workdir / f"{daemon}.yaml"
-    context.config_settings = {"port": ephemeral_port(), "data_dir": str(context.workdir / "data"),
+    context.config_settings = {"port": free_port(), "data_dir": str(context.workdir / "data"),
                                **(extra or {})}
     context.ports = {"file": context.config_settings["port"]}
     _write_config(context)
@@ -93,10 +93,10 @@ def start_from_file(context, daemon: str) -> None:
 def start_with_overrides(context, others: str) -> None:
     env, flags = {}, []
     if "RBEE_QUEEN_PORT" in others:
-        context.ports["environment"] = ephemeral_port()
+        context.ports["environment"] = free_port()
         env["RBEE_QUEEN_PORT"] = str(context.ports["environment"])
     if "--port" in others:
-        context.ports["flag"] = ephemeral_port()
+        context.ports["flag"] = free_port()
         flags = ["--port", str(context.ports["flag"])]
     _start(context, "queen", flags, env)
 
@@ -189,7 +189,7 @@ def edit_and_reload(context, settings: str) -> None:
 
 @when("the queen's config file is edited to another free port and the queen gets SIGHUP")
 def move_port_and_reload(context) -> None:
-    context.ports["new"] = ephemeral_port()
+    context.ports["new"] = free_port()
     _edit_and_reload(context, {"port": context.ports["new"]})
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from behave import given, register_type, step, then, when
 
-from rbee.common.ports import ephemeral_port
+from rbee.common.ports import WORKER_PORT_BLOCK, free_port
 from rbee.common.secrets import ROLES, generate_token, write_token_file
 from rbee.testing import systemd_user
 from rbee.testing.cluster import alive, http_json, kill_survivors, wait_until
@@ -143,7 +143,7 @@ def _environment(context) -> dict[str, str]:
 @when('I run "{command}" for a test machine')
 def run_deploy(context, command: str) -> None:
     assert command.startswith(DEPLOY), command
-    ports = {"queen": ephemeral_port(), "hive": ephemeral_port(), "worker": ephemeral_port()}
+    ports = {"queen": free_port(), "hive": free_port(), "worker": free_port(block=WORKER_PORT_BLOCK)}
     context.dest = context.manager.unit_dir if hasattr(context, "manager") else context.workdir / "units"
     machine = [
         "--data-dir", str(context.workdir / "data"), "--token-dir", str(context.token_dir),
@@ -361,7 +361,7 @@ def stopped_clean(context, unit: str) -> None:
 
 @when('a worker instance "{name}" serves the tiny model with the fault "{fault}"')
 def worker_instance(context, name: str, fault: str) -> None:
-    port = ephemeral_port()
+    port = free_port()
     context.worker_urls = {name: f"http://127.0.0.1:{port}"}
     env_file = context.manager.config_dir / "rbee" / "workers" / f"{name}.env"
     env_file.parent.mkdir(parents=True, exist_ok=True)
@@ -431,7 +431,7 @@ def probe_units(context) -> None:
         path.write_text("\n".join(probe if line.startswith("ExecStart=") else line for line in lines) + "\n")
     env_file = context.manager.config_dir / "rbee" / "workers" / "probe.env"
     env_file.parent.mkdir(parents=True, exist_ok=True)
-    env_file.write_text(f"RBEE_WORKER_MODEL={context.model}\nRBEE_WORKER_PORT={ephemeral_port()}\n")
+    env_file.write_text(f"RBEE_WORKER_MODEL={context.model}\nRBEE_WORKER_PORT={free_port()}\n")
     context.manager.chown(context.manager.config_dir)
     context.manager.systemctl("daemon-reload")
 

@@ -7,7 +7,7 @@ import signal
 
 from behave import given, then, when
 
-from rbee.common.ports import ephemeral_port
+from rbee.common.ports import free_port
 from rbee.testing.cluster import alive, hive_daemon, http_json, queen_daemon, wait_until
 from rbee.testing.http_client import EventStream, request
 from steps.common import started, tiny_ref
@@ -60,7 +60,7 @@ def task_streams(context) -> None:
 
 def _queen_and_own_hive(context, queen_flags: list[str]) -> None:
     """A hive started first on the queen's hive port, heartbeating to a queen started next."""
-    context.queen_ports = (ephemeral_port(), ephemeral_port())
+    context.queen_ports = (free_port(), free_port())
     queen_port, hive_port = context.queen_ports
     context.queen_url = f"http://127.0.0.1:{queen_port}"
     context.hive = started(

@@ -6,10 +6,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from behave.model_core import Status
+
 from rbee.testing.tiny_model import build_tiny_gguf
 from steps.common import FAST_TIMINGS
 
 LOG_LINES = 60
+FAILED_LOGS = Path("reports/rc/failed-logs")
 
 
 def before_all(context) -> None:
@@ -33,11 +36,20 @@ def after_scenario(context, scenario) -> None:
         stream.close()
     for daemon in reversed(context.daemons):
         context.orphans.extend(daemon.stop())
-    if scenario.status == "failed":
-        for log in sorted(context.workdir.rglob("*.log")):
-            lines = log.read_text(errors="replace").splitlines()[-LOG_LINES:]
-            print(f"--- {log.relative_to(context.workdir)} ---", *lines, sep="\n")
+    if scenario.status in (Status.failed, Status.error, Status.hook_error):
+        keep_logs(context.workdir, scenario)
     assert not context.orphans, f"processes outlived their daemons: {context.orphans}"
+
+
+def keep_logs(workdir: Path, scenario) -> None:
+    """Print the end of every daemon log of a failed scenario and keep the whole logs in reports/."""
+    kept = FAILED_LOGS / f"{Path(scenario.filename).stem}-{scenario.line}"
+    for log in sorted(workdir.rglob("*.log")):
+        lines = log.read_text(errors="replace").splitlines()[-LOG_LINES:]
+        print(f"--- {log.relative_to(workdir)} ---", *lines, sep="\n")
+        target = kept / log.relative_to(workdir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(log, target)
 
 
 def after_all(context) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from behave import given, then, when
 
 from rbee import __version__
-from rbee.common.ports import ephemeral_port
+from rbee.common.ports import free_port
 from rbee.testing.cluster import queen_daemon
 from rbee.testing.http_client import request
 from rbee.testing.sshd import Sshd, generate_key
@@ -75,7 +75,7 @@ def queen_knows_key(context) -> None:
 def other_key_only(context) -> None:
     other = generate_key(context.workdir / "keys" / "other_host_key")
     key_type, key = Path(f"{other}.pub").read_text().split()[:2]
-    _known_hosts(context).write_text(f"[127.0.0.1]:{ephemeral_port()} {key_type} {key}\n")
+    _known_hosts(context).write_text(f"[127.0.0.1]:{free_port()} {key_type} {key}\n")
 
 
 def _add(context, name: str, port: int | None = None, key: Path | None = None,
@@ -126,7 +126,7 @@ def add_node_install(context, name: str, path: str) -> None:
 
 @when('I run rbee setup add-node for "{name}" against a loopback port nothing listens on')
 def add_node_closed_port(context, name: str) -> None:
-    _add(context, name, port=ephemeral_port())
+    _add(context, name, port=free_port())
 
 
 @when('I run rbee setup add-node for "{name}" against a loopback port that accepts and never answers')

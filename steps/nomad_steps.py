@@ -10,7 +10,7 @@ import sys
 
 from behave import given, then, when
 
-from rbee.common.ports import ephemeral_port
+from rbee.common.ports import free_port
 from rbee.common.secrets import write_token_file
 from rbee.deploy.nomad_check import JOBS_DIR
 from rbee.deploy.nomad_hcl import blocks, labeled, parse_hcl, resolve, variable_defaults
@@ -109,7 +109,7 @@ def deploy_with_token(context) -> None:
 
 @when("I run rbee deploy nomad against a loopback port nothing listens on")
 def deploy_to_nothing(context) -> None:
-    _rbee_deploy_nomad(context, "--address", f"http://127.0.0.1:{ephemeral_port()}")
+    _rbee_deploy_nomad(context, "--address", f"http://127.0.0.1:{free_port()}")
 
 
 @then('the check passed the jobs "{first}" (type {first_type}) and "{second}" (type {second_type})')

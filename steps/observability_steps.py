@@ -20,7 +20,7 @@ import parse
 from behave import given, register_type, then, when
 from prometheus_client.parser import text_string_to_metric_families
 
-from rbee.common.ports import ephemeral_port
+from rbee.common.ports import free_port
 from rbee.common.secrets import generate_token, write_token_file
 from rbee.testing.cluster import http_json, wait_until, worker_daemon
 from rbee.testing.http_client import EventStream, request
@@ -393,7 +393,7 @@ def run_rbee(context, command: str) -> None:
 
 @when("I run `rbee {command}` against a queen that is not running")
 def run_rbee_no_queen(context, command: str) -> None:
-    _run_cli(context, command, f"http://127.0.0.1:{ephemeral_port()}")
+    _run_cli(context, command, f"http://127.0.0.1:{free_port()}")
 
 
 @when("I run `rbee {command}` with a wrong token file")

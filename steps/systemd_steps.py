@@ -6,7 +6,7 @@ import sys
 
 from behave import given, then, when
 
-from rbee.common.ports import ephemeral_port
+from rbee.common.ports import WORKER_PORT_BLOCK, free_port
 from rbee.testing import systemd_user
 from rbee.testing.cluster import alive, http_json, wait_until
 from steps.common import start_generation
@@ -42,16 +42,16 @@ StandardError=append:{log}
 
 @given("a Type=notify unit running an rbee hive")
 def hive_unit(context) -> None:
-    context.unit_hive_port = ephemeral_port()
+    context.unit_hive_port = free_port()
     _unit(context, "rbee-hive-test.service",
           f"hive --port {context.unit_hive_port} --data-dir {context.workdir / 'unit-hive'}"
-          f" --worker-port-start {ephemeral_port()}")
+          f" --worker-port-start {free_port(block=WORKER_PORT_BLOCK)}")
 
 
 @given("a Type=notify unit running an rbee queen that uses that hive")
 def queen_unit(context) -> None:
     _unit(context, "rbee-queen-test.service",
-          f"queen --port {ephemeral_port()} --hive-port {context.unit_hive_port}"
+          f"queen --port {free_port()} --hive-port {context.unit_hive_port}"
           f" --data-dir {context.workdir / 'unit-queen'}")
 
 
@@ -92,7 +92,7 @@ def both_inactive(context) -> None:
 
 @given("a Type=notify unit running an rbee worker with the tiny model")
 def worker_unit(context) -> None:
-    port = ephemeral_port()
+    port = free_port()
     context.unit_worker_url = f"http://127.0.0.1:{port}"
     _unit(
         context,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rbee.common.ports import ephemeral_port
+from rbee.common.ports import free_port
 from rbee.common.secrets import write_token_file
 from rbee.deploy.nomad_check import JOBS_DIR, job_files
 from rbee.deploy.nomad_client import NomadDeployer, deploy, load_nomad_token, nomad_address
@@ -132,7 +132,7 @@ def test_acl_token_missing_wrong_and_right() -> None:
 
 
 def test_nothing_listening_is_reported_as_unreachable() -> None:
-    url = f"http://127.0.0.1:{ephemeral_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(NomadError) as caught:
         _deployer(url).plan(QUEEN.read_text(), "q")
     assert caught.value.code == "NOMAD_UNREACHABLE"

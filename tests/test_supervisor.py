@@ -21,7 +21,7 @@ from child_processes import kill_new, live_descendants
 
 from rbee.common.auth import Keyring
 from rbee.common.errors import ApiError, error_middleware
-from rbee.common.ports import ephemeral_port
+from rbee.common.ports import free_port
 from rbee.common.tunables import GpuLimits, Timings
 from rbee.hive import backends
 from rbee.hive.api.workers import heartbeat, worker_ready
@@ -83,7 +83,7 @@ async def hive(tmp_path, timings: Timings = TIMINGS, ledger: VramLedger | None =
     keyring = Keyring("hive", {"hive": None, "worker": None})
     keyring.load()
     settings = SupervisorSettings(f"http://127.0.0.1:{listener.getsockname()[1]}", tmp_path / "hive",
-                                  "127.0.0.1", "127.0.0.1", ephemeral_port(), CTX, keyring)
+                                  "127.0.0.1", "127.0.0.1", free_port(), CTX, keyring)
     audit: list = []
     supervisor = WorkerSupervisor(settings, timings, lambda event, **fields: audit.append((event, fields)),
                                   ledger)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import threading
 from collections.abc import Container
+from pathlib import Path
 
 MAX_PORT = 65535
 
@@ -26,8 +29,55 @@ def next_free_port(start: int, taken: Container[int] = (), host: str = "127.0.0.
     raise OSError(f"no free port at or above {start}")
 
 
-def ephemeral_port(host: str = "127.0.0.1") -> int:
-    """A port the kernel picks as free (for tests and throwaway clusters)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+LOCAL_PORT_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+DEFAULT_LOCAL_PORT_RANGE = (32768, 60999)
+SPARE_POOL_SIZE = 12000
+WORKER_PORT_BLOCK = 64
+
+
+def _local_port_range() -> tuple[int, int]:
+    """The range the kernel draws outgoing connections' source ports from."""
+    try:
+        low, high = (int(part) for part in LOCAL_PORT_RANGE_FILE.read_text().split())
+    except (OSError, ValueError):
+        return DEFAULT_LOCAL_PORT_RANGE
+    return low, high
+
+
+def _spare_pool() -> range:
+    """Ports no outgoing connection of this machine can take: below the kernel's range, else above it."""
+    low, high = _local_port_range()
+    if low - SPARE_POOL_SIZE >= 1024:
+        return range(low - SPARE_POOL_SIZE, low)
+    return range(high + 1, MAX_PORT + 1)
+
+
+class _SparePorts:
+    """Hands out free ports from the spare pool, each once per process, from a per-process offset."""
+
+    def __init__(self) -> None:
+        self._pool = _spare_pool()
+        self._cursor = (os.getpid() * 257) % len(self._pool)
+        self._lock = threading.Lock()
+
+    def take(self, block: int, host: str) -> int:
+        with self._lock:
+            for _ in range(len(self._pool) // block):
+                start = self._pool[self._cursor % (len(self._pool) - block + 1)]
+                self._cursor = (self._cursor + block) % len(self._pool)
+                if all(port_is_free(port, host) for port in range(start, start + block)):
+                    return start
+        raise OSError("no free block of spare ports")
+
+
+_SPARE = _SparePorts()
+
+
+def free_port(host: str = "127.0.0.1", block: int = 1) -> int:
+    """A free port (the first of `block` free ones) for tests and throwaway clusters.
+
+    Drawn outside the kernel's ephemeral range, so the source port of some outgoing connection
+    cannot take it between now and the moment the daemon binds it, and not handed out again by
+    this process before the pool wraps.
+    """
+    return _SPARE.take(block, host)

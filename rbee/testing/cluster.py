@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 
-from rbee.common.ports import ephemeral_port
+from rbee.common.ports import WORKER_PORT_BLOCK, free_port
 
 STOP_TIMEOUT_S = 30.0
 
@@ -166,13 +166,13 @@ def queen_daemon(
     ports: tuple[int, int] | None = None,
 ) -> Daemon:
     """A queen (or `rbee up`) on the given (queen, hive) ports or free ones, data under `workdir`."""
-    port, hive_port = ports or (ephemeral_port(), ephemeral_port())
+    port, hive_port = ports or (free_port(), free_port())
     args = [
         command,
         "--port", str(port),
         "--hive-port", str(hive_port),
         "--data-dir", str(workdir / "data"),
-        "--worker-port-start", str(ephemeral_port()),
+        "--worker-port-start", str(free_port(block=WORKER_PORT_BLOCK)),
         *(extra or []),
     ]
     daemon = Daemon(args, f"http://127.0.0.1:{port}", "/health", workdir / f"{command}.log")
@@ -182,12 +182,12 @@ def queen_daemon(
 
 def hive_daemon(workdir: Path, extra: list[str] | None = None, port: int | None = None) -> Daemon:
     """A hive on `port` (default: a free one), with its data under `workdir`."""
-    port = port or ephemeral_port()
+    port = port or free_port()
     args = [
         "hive",
         "--port", str(port),
         "--data-dir", str(workdir / "hive-data"),
-        "--worker-port-start", str(ephemeral_port()),
+        "--worker-port-start", str(free_port(block=WORKER_PORT_BLOCK)),
         *(extra or []),
     ]
     return Daemon(args, f"http://127.0.0.1:{port}", "/v1/health", workdir / "hive.log")
@@ -195,7 +195,7 @@ def hive_daemon(workdir: Path, extra: list[str] | None = None, port: int | None 
 
 def worker_daemon(workdir: Path, model: Path, slots: int = 1, extra: list[str] | None = None) -> Daemon:
     """A standalone worker serving `model` on a free port."""
-    port = ephemeral_port()
+    port = free_port()
     args = [
         "worker",
         "--model", str(model),

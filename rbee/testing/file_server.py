@@ -21,7 +21,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from rbee.common.ports import ephemeral_port
+from rbee.common.ports import free_port
 from rbee.testing.background_server import BackgroundServer
 
 CHUNK_BYTES = 1024 * 1024
@@ -99,7 +99,7 @@ class FileServer:
     """Serves registered files on 127.0.0.1; `start` and `stop` run it in its own thread."""
 
     def __init__(self, tls: bool = False) -> None:
-        self.port = ephemeral_port()
+        self.port = free_port()
         self.tls = tls
         self.ca_file: Path | None = None
         self._files: dict[str, ServedFile] = {}

@@ -22,7 +22,7 @@ import hcl2
 from aiohttp import web
 from lark.exceptions import LarkError, UnexpectedInput
 
-from rbee.common.ports import ephemeral_port
+from rbee.common.ports import free_port
 from rbee.testing.background_server import BackgroundServer
 
 _HCL_OPTIONS = hcl2.SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)
@@ -108,7 +108,7 @@ class LoopbackNomadApi:
 
     def __init__(self, acl_token: str | None = None, nodes: tuple[str, ...] = ("node-1", "node-2"),
                  placement_fails: bool = False, pending_reads: int = 1) -> None:
-        self.port = ephemeral_port()
+        self.port = free_port()
         self.acl_token = acl_token
         self.nodes = nodes
         self.placement_fails = placement_fails

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 
-from rbee.common.ports import ephemeral_port
+from rbee.common.ports import free_port
 from rbee.testing.cluster import kill_survivors, wait_until
 
 SSHD = "/usr/sbin/sshd"
@@ -38,7 +38,7 @@ class Sshd:
 
     workdir: Path
     authorized: list[Path]
-    port: int = field(default_factory=ephemeral_port)
+    port: int = field(default_factory=free_port)
     address: str = "127.0.0.1"
     prefix: list[str] = field(default_factory=list)
     """Prepended to sshd's command line, e.g. `ip netns exec <ns>` to serve a test host."""
