@@ -5,10 +5,10 @@ import uuid
 
 import aiohttp
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestServer, make_mocked_request
 
 from rbee.common.daemon import MAX_BODY_BYTES, new_app
-from rbee.common.errors import ApiError, read_json_object
+from rbee.common.errors import ApiError, error_middleware, read_json_object
 
 
 async def _refuse(request):
@@ -73,3 +73,37 @@ def test_a_body_over_the_size_cap_is_413():
     status, _, body = _call("POST", "/echo", data=b"x" * (MAX_BODY_BYTES + 1))
     assert status == 413
     assert body["error"]["code"] == "BODY_TOO_LARGE"
+
+
+
+class _Transport:
+    def __init__(self, closing: bool) -> None:
+        self._closing = closing
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def get_extra_info(self, name, default=None):
+        return default
+
+
+def _write_fails(closing: bool):
+    request = make_mocked_request("GET", "/stream", transport=_Transport(closing))
+
+    async def handler(_request):
+        raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
+
+    return asyncio.run(error_middleware(request, handler))
+
+
+def test_a_write_to_a_client_that_hung_up_is_a_499_without_a_traceback(caplog):
+    with caplog.at_level("DEBUG"):
+        response = _write_fails(closing=True)
+    assert response.status == 499
+    assert "unhandled error" not in caplog.text and "the client went away" in caplog.text, caplog.text
+
+
+def test_a_connection_reset_while_the_client_is_still_there_is_an_internal_error(caplog):
+    response = _write_fails(closing=False)
+    assert response.status == 500
+    assert "unhandled error" in caplog.text, caplog.text

@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add `rbee infer`."""
     infer = sub.add_parser("infer", help="run a prompt and print tokens as they arrive")
     infer.add_argument("--model", default="default", help="catalog name or model ref")
-    infer.add_argument("--prompt", required=True)
+    infer.add_argument("--prompt", default=None,
+                       help="the prompt (default: read from stdin until its end; `-` too)")
     infer.add_argument("--max-tokens", type=int, default=None,
                        help="default: until the end of text or a full context")
     infer.add_argument("--temperature", type=float, default=None, help="default 0.7")
@@ -62,10 +63,20 @@ def _flag(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
+def _prompt(args: argparse.Namespace) -> str:
+    """`--prompt`, or all of stdin when it is absent or `-` (a terminal gets a hint first)."""
+    if args.prompt is not None and args.prompt != "-":
+        return args.prompt
+    if sys.stdin.isatty():
+        print("reading the prompt from stdin; end it with Ctrl+D", file=sys.stderr)
+    return sys.stdin.read().strip()
+
+
 def _task_body(args: argparse.Namespace) -> dict[str, object]:
     """The task, validated here as the queen will (so a bad flag fails before any connection)."""
     given = {name: getattr(args, name) for name in
-             ("model", "prompt", "max_tokens", "temperature", "seed", "ignore_eos", "node", "backend")}
+             ("model", "max_tokens", "temperature", "seed", "ignore_eos", "node", "backend")}
+    given["prompt"] = _prompt(args)
     return TaskRequest.parse(given, label=_flag).model_dump(mode="json", exclude_none=True)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import re
 import sys
@@ -11,13 +10,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 from rich.console import Console
 from rich.table import Table
 
-from rbee.cli.failures import CommandFailed, reaching
-from rbee.cli.queen_access import queen_options, queen_target
-from rbee.common.http import raise_for_error
+from rbee.cli.failures import CommandFailed
+from rbee.cli.queen_access import call_queen, queen_options
 
 DURATION = re.compile(r"^(\d+)([mhdw])$")
 UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -91,22 +88,9 @@ def create_body(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
-def _call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    queen, headers = queen_target(args)
-
-    async def call() -> Any:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-            async with session.request(method, f"{queen}{path}", json=body, headers=headers) as response:
-                await raise_for_error(response, "the queen")
-                return await response.json()
-
-    with reaching("queen", queen):
-        return asyncio.run(call())
-
-
 def run_create(args: argparse.Namespace) -> int:
     """Create the key; print it alone on stdout (or the JSON answer), what it is on stderr."""
-    answer = _call(args, "POST", "/v2/keys", create_body(args))
+    answer = call_queen(args, "POST", "/v2/keys", create_body(args))
     if args.json:
         print(json.dumps(answer, indent=2))
         return 0
@@ -118,7 +102,7 @@ def run_create(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     """Print the keys as a table, or the queen's JSON."""
-    keys = _call(args, "GET", "/v2/keys")["keys"]
+    keys = call_queen(args, "GET", "/v2/keys")["keys"]
     if args.json:
         print(json.dumps(keys, indent=2))
         return 0
@@ -136,7 +120,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_revoke(args: argparse.Namespace) -> int:
     """Revoke the key."""
-    answer = _call(args, "DELETE", f"/v2/keys/{quote(args.name, safe='')}")
+    answer = call_queen(args, "DELETE", f"/v2/keys/{quote(args.name, safe='')}")
     print(f"revoked key '{answer['name']}' (fingerprint {answer['fingerprint']})")
     return 0
 
@@ -144,7 +128,7 @@ def run_revoke(args: argparse.Namespace) -> int:
 def run_usage(args: argparse.Namespace) -> int:
     """Print requests and tokens per key."""
     path = "/v2/keys/usage" + (f"?name={quote(args.name, safe='')}" if args.name else "")
-    usage = _call(args, "GET", path)["usage"]
+    usage = call_queen(args, "GET", path)["usage"]
     if args.json:
         print(json.dumps(usage, indent=2))
         return 0

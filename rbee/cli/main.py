@@ -17,12 +17,31 @@ VERSION_LINE = f"rbee {__version__}"
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command tree."""
-    from rbee.cli import audit, config, daemons, deploy, infer, keys, logs, models, setup, status
+    from rbee.cli import (
+        audit,
+        chat,
+        config,
+        daemons,
+        deploy,
+        infer,
+        keys,
+        logs,
+        models,
+        pull,
+        setup,
+        show,
+        status,
+        stop,
+    )
 
     parser = argparse.ArgumentParser(prog="rbee", description="rbee: LLM inference on your machines")
     parser.add_argument("--version", action="version", version=VERSION_LINE)
     sub = parser.add_subparsers(dest="command", required=True)
     infer.register(sub)
+    chat.register(sub)
+    pull.register(sub)
+    show.register(sub)
+    stop.register(sub)
     daemons.register(sub)
     audit.register(sub)
     models.register(sub)

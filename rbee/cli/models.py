@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from tqdm import tqdm
 
+from rbee.cli.download_progress import show_progress
 from rbee.cli.failures import CommandFailed, reaching
+from rbee.cli.show import size
 from rbee.common import sse, wire
 from rbee.common.defaults import HIVE_PORT
 from rbee.common.http import get_json, post_json, raise_for_error
@@ -92,31 +93,7 @@ async def _follow(session: aiohttp.ClientSession, hive: str, job: dict[str, Any]
     url = f"{hive}/v1/models/download/progress"
     async with session.get(url, params={"id": job["id"]}) as response:
         await raise_for_error(response, "hive")
-        with tqdm(desc=job["model"].rsplit("/", 1)[-1][:40], total=job.get("bytes_total"), unit="B",
-                  unit_scale=True, unit_divisor=1024, file=sys.stderr, mininterval=0.2) as bar:
-            async for received in sse.iter_events(response):
-                event = wire.parse_download_event(received)
-                if isinstance(event, wire.DownloadFailed):
-                    bar.refresh()
-                    raise event.to_api_error()
-                _show(bar, event)
-                if isinstance(event, wire.DownloadDone):
-                    return event
-    raise sse.StreamTruncated("progress stream ended without a result")
-
-
-def _show(bar: tqdm, event: wire.DownloadProgress | wire.DownloadDone) -> None:
-    total = event.bytes_total
-    if total and bar.total != total:
-        bar.total = total
-    bar.n = event.bytes_done
-    state = event.state
-    if state == "retrying":
-        bar.set_postfix_str(f"retrying after attempt {event.attempt}: {event.last_error or ''}",
-                            refresh=False)
-    elif state in ("downloading", "done"):
-        bar.set_postfix_str("", refresh=False)
-    bar.refresh()
+        return await show_progress(response, job["model"], job.get("bytes_total"))
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -130,7 +107,7 @@ def run_list(args: argparse.Namespace) -> int:
         width = max(len("NAME"), *(len(m["name"]) for m in models))
         print(f"{'NAME':<{width}}  {'SIZE':>10}  PATH")
         for model in models:
-            print(f"{model['name']:<{width}}  {_size(model['size_bytes']):>10}  {model['path']}")
+            print(f"{model['name']:<{width}}  {size(model['size_bytes']):>10}  {model['path']}")
         return 0
 
     return _run(args, work)
@@ -150,12 +127,3 @@ def run_rm(args: argparse.Namespace) -> int:
         return 0
 
     return _run(args, work)
-
-
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB"):
-        if value < 1024:
-            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"

@@ -104,6 +104,8 @@ def error_response(err: ApiError, correlation_id: str) -> web.Response:
     return web.json_response(err.body(correlation_id), status=err.status, headers=headers)
 
 
+CLIENT_CLOSED = 499
+"""Status of a request whose client went away before the answer ended (nginx's 499)."""
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -121,7 +123,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         code = _STATUS_CODES.get(exc.status, "HTTP_ERROR")
         return error_response(ApiError(exc.status, code, exc.reason), cid)
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, ConnectionResetError) and client_gone(request):
+            log.debug("the client went away during the answer (correlation_id=%s)", cid)
+            return web.Response(status=CLIENT_CLOSED)
         log.exception("unhandled error (correlation_id=%s)", cid)
         return error_response(
             ApiError(500, "INTERNAL", "internal error; quote the correlation id when reporting"),
@@ -130,6 +135,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     if not response.prepared:
         response.headers[CORRELATION_HEADER] = cid
     return response
+
+
+def client_gone(request: web.Request) -> bool:
+    """True when the client's connection is closed or closing (a write to it just failed)."""
+    return request.transport is None or request.transport.is_closing()
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:

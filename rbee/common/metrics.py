@@ -29,7 +29,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from rbee.common import log_context
-from rbee.common.errors import CORRELATION_ID, ApiError, Handler
+from rbee.common.errors import CLIENT_CLOSED, CORRELATION_ID, ApiError, Handler, client_gone
 
 log = logging.getLogger("rbee.access")
 disable_created_metrics()  # no `*_created` series: every rbee counter starts with its process
@@ -38,8 +38,6 @@ METRICS_PATH = "/metrics"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 REJECTION_STATUSES = frozenset({429, 503, 507})
 """Statuses that mean "not now": rate limits, no capacity or draining, no resources."""
-CLIENT_CLOSED = 499
-"""Status label of a request whose client went away before the answer was complete."""
 UNMATCHED = "unmatched"
 _CODE = re.compile(r"^[A-Z][A-Z0-9_]{0,47}$")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -140,6 +138,9 @@ def observe_requests(metrics: DaemonMetrics, quiet_paths: frozenset[str]) -> Any
             raise
         except asyncio.CancelledError:
             status = CLIENT_CLOSED
+            raise
+        except ConnectionResetError:
+            status = CLIENT_CLOSED if client_gone(request) else 500
             raise
         finally:
             seconds = time.perf_counter() - started

@@ -106,6 +106,12 @@ def invalid(field_name: str, rule: str) -> InvalidField:
     return InvalidField(field_name, rule)
 
 
+def without_forbidden_chars(text: str) -> str:
+    """`text` without the control characters and bidi overrides prompts may not hold (so a
+    model's answer can be shown on a terminal and sent back as history)."""
+    return _FORBIDDEN_PROMPT_CHARS.sub("", text)
+
+
 def check_text(field_name: str, value: Any, max_chars: int, allow_empty: bool = False) -> str:
     """A string without control characters (tab and newlines allowed) or bidi overrides."""
     if not isinstance(value, str):

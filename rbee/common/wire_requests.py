@@ -318,6 +318,16 @@ class ModelDownload(RequestBody):
     sha256: Sha256 | None = None
 
 
+class ModelPull(ModelDownload):
+    """The queen's `POST /v2/models/pull`: a download onto one node (default: the local one)."""
+
+    node: NodeName = "localhost"
+
+    def download(self) -> ModelDownload:
+        """What the node's hive is asked to do."""
+        return ModelDownload(model=self.model, sha256=self.sha256)
+
+
 class ModelRemove(RequestBody):
     """A hive's `POST /v1/models/remove`."""
 

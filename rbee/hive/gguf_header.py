@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import mmap
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 MAGIC = b"GGUF"
@@ -56,8 +57,21 @@ class _Cursor:
             raise GgufError("nested GGUF arrays are not supported")
 
 
+@dataclass(frozen=True)
+class GgufHeader:
+    """A GGUF file's scalar metadata and the number of weights its tensors hold."""
+
+    metadata: dict[str, Scalar]
+    parameter_count: int
+
+
 def read_metadata(path: Path) -> dict[str, Scalar]:
     """Every scalar and string key of the header (arrays are skipped)."""
+    return read_header(path).metadata
+
+
+def read_header(path: Path) -> GgufHeader:
+    """The key/value section (arrays skipped) and the tensor records' element counts."""
     with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
         if data[:4] != MAGIC:
             raise GgufError("not a GGUF file")
@@ -66,7 +80,7 @@ def read_metadata(path: Path) -> dict[str, Scalar]:
         version = cursor.unpack("<I")
         if version not in (2, 3):
             raise GgufError("unsupported GGUF version")
-        cursor.unpack("<Q")
+        tensor_count = int(cursor.unpack("<Q"))
         kv_count = int(cursor.unpack("<Q"))
         metadata: dict[str, Scalar] = {}
         for _ in range(kv_count):
@@ -80,4 +94,15 @@ def read_metadata(path: Path) -> dict[str, Scalar]:
                 metadata[key] = cursor.unpack(_SCALARS[kind])
             else:
                 raise GgufError("unknown GGUF value type")
-        return metadata
+        return GgufHeader(metadata, sum(_tensor_elements(cursor) for _ in range(tensor_count)))
+
+
+def _tensor_elements(cursor: _Cursor) -> int:
+    """Read one tensor record (name, dimensions, type, offset); the number of its elements."""
+    cursor.string()
+    elements = 1
+    for _ in range(int(cursor.unpack("<I"))):
+        elements *= int(cursor.unpack("<Q"))
+    cursor.unpack("<I")
+    cursor.unpack("<Q")
+    return elements

@@ -19,10 +19,10 @@ from rbee.queen.api.keys import (
     BACKEND_POLICY,
     DISPATCHER,
     EMBEDDINGS,
+    HIVE_RELAY,
     HIVES,
     KEY_USAGE,
     KEYS,
-    LOG_RELAY,
     NODES,
     PLACEMENT,
     REGISTRY,
@@ -39,8 +39,8 @@ from rbee.queen.keys.usage import KeyUsage
 from rbee.queen.metrics import QueenMetrics
 from rbee.queen.nodes.hive_client import HiveClient
 from rbee.queen.nodes.hive_directory import HiveDirectory
+from rbee.queen.nodes.hive_relay import HiveRelay
 from rbee.queen.nodes.local_hive import LocalHive
-from rbee.queen.nodes.log_relay import LogRelay
 from rbee.queen.nodes.node_registry import NodeRegistry
 from rbee.queen.nodes.node_service import NodeService, ssh_connector
 from rbee.queen.nodes.remote_hive import RemoteHive, RemoteLaunch
@@ -106,7 +106,7 @@ async def build_app(settings: QueenSettings, timings: Timings, audit_log: AuditL
                             meter=queen_metrics.tasks)
     queen_metrics.watch(registry, hives, lambda: dispatcher.running_count)
     app[STATUS] = StatusSources(registry, hives, directory, nodes, dispatcher, queen_metrics.tasks)
-    app[LOG_RELAY] = LogRelay(directory, session, hive_auth)
+    app[HIVE_RELAY] = HiveRelay(directory, session, hive_auth)
     app[REGISTRY] = registry
     app[HIVES] = hives
     app[PLACEMENT] = placement

@@ -130,6 +130,7 @@ def _write(path: str, *, context_length: int, seed: int, chat_template: str | No
     writer = gguf.GGUFWriter(path, ARCH)
     try:
         writer.add_name("rbee-tiny-random")
+        writer.add_file_type(gguf.LlamaFileType.ALL_F32)
         writer.add_context_length(context_length)
         writer.add_embedding_length(N_EMBD)
         writer.add_block_count(N_LAYERS)

@@ -26,6 +26,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/heartbeat", workers.heartbeat)
     app.router.add_post("/v1/workers/stop", workers.stop_worker)
     app.router.add_get("/v1/models/list", models.list_models)
+    app.router.add_get("/v1/models/show", models.show_model)
     app.router.add_get("/v1/backends", node.list_backends)
     app.router.add_get("/v1/resources", node.list_resources)
     app.router.add_post("/v1/models/download", downloads.start_download)

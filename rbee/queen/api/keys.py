@@ -9,7 +9,7 @@ from rbee.common.tunables import Timings
 from rbee.queen.cluster_status import StatusSources
 from rbee.queen.keys.store import KeyStore
 from rbee.queen.keys.usage import KeyUsage
-from rbee.queen.nodes.log_relay import LogRelay
+from rbee.queen.nodes.hive_relay import HiveRelay
 from rbee.queen.nodes.node_service import NodeService
 from rbee.queen.routing.backend_policy import BackendPolicy
 from rbee.queen.routing.dispatch import Dispatcher
@@ -25,7 +25,7 @@ REGISTRY = web.AppKey("registry", WorkerRegistry)
 HIVES = web.AppKey("hives", HiveRegistry)
 TIMINGS = web.AppKey("timings", Timings)
 STATUS = web.AppKey("status", StatusSources)
-LOG_RELAY = web.AppKey("log_relay", LogRelay)
+HIVE_RELAY = web.AppKey("hive_relay", HiveRelay)
 NODES = web.AppKey("nodes", NodeService)
 BACKEND_POLICY = web.AppKey("backend_policy", BackendPolicy)
 KEYS = web.AppKey("keys", KeyStore)

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from rbee import __version__
-from rbee.common.wire_requests import HiveHeartbeat, NodeRemove, TaskRequest, WorkerRef
+from rbee.common.wire_requests import HiveHeartbeat, ModelPull, NodeRemove, TaskRequest, WorkerRef
 from rbee.queen.api.embedding_requests import EmbeddingRequest
 from rbee.queen.api.openai_requests import ChatCompletionRequest, CompletionRequest
 from rbee.queen.keys.requests import KeyCreate
@@ -171,7 +171,7 @@ def _errors(*statuses: str) -> dict[str, Any]:
 
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     TaskRequest, CompletionRequest, ChatCompletionRequest, EmbeddingRequest, WorkerRef, HiveHeartbeat,
-    NodeAdd, NodeRemove, KeyCreate,
+    NodeAdd, NodeRemove, KeyCreate, ModelPull,
 )
 """The request bodies of the queen's routes, whose schemas go to `components/schemas`."""
 _SCHEMA_REF = "#/components/schemas/{model}"
@@ -299,6 +299,19 @@ def document() -> dict[str, Any]:
                 "requestBody": _body(WorkerRef),
                 "responses": {**_ok("stopping", {JSON: {"schema": {"type": "object"}}}, "202"),
                               **_errors("400", "401", "404", "413", "429", "503")},
+            }},
+            "/v2/models/pull": {"post": {
+                "summary": "download a model onto a node, its hive's progress events relayed (rbee pull)",
+                "requestBody": _body(ModelPull),
+                "responses": {**_ok("progress events, then done or error", _STREAM),
+                              **_errors("400", "401", "403", "404", "413", "429", "503", "507")},
+            }},
+            "/v2/models/show": {"get": {
+                "summary": "a model's GGUF facts, the nodes holding it, the workers running it (rbee show)",
+                "parameters": [{"name": "model", "in": "query", "required": True,
+                                "schema": {"type": "string", "minLength": 1}}],
+                "responses": {**_ok("the model", {JSON: {"schema": {"type": "object"}}}),
+                              **_errors("400", "401", "403", "404", "422", "429", "503")},
             }},
             "/v2/registry/beehives/add": {"post": {
                 "summary": "register a node after an SSH preflight (update: replace one of that name)",

@@ -5,7 +5,19 @@ from __future__ import annotations
 from aiohttp import web
 
 from rbee.common.metrics import METRICS_PATH, metrics_handler
-from rbee.queen.api import embeddings, key_routes, logs, nodes, openai, openapi, status, tasks, ui, workers
+from rbee.queen.api import (
+    embeddings,
+    key_routes,
+    logs,
+    model_routes,
+    nodes,
+    openai,
+    openapi,
+    status,
+    tasks,
+    ui,
+    workers,
+)
 
 PUBLIC_PATHS = frozenset({"/health"})
 """Routes that answer without a token (health checks for probes and load balancers)."""
@@ -35,6 +47,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", openai.chat_completions)
     app.router.add_post("/v1/completions", openai.completions)
     app.router.add_post("/v1/embeddings", embeddings.embeddings)
+    app.router.add_post("/v2/models/pull", model_routes.pull_model)
+    app.router.add_get("/v2/models/show", model_routes.show_model)
     app.router.add_post("/v2/registry/beehives/add", nodes.add_node)
     app.router.add_get("/v2/registry/beehives/list", nodes.list_nodes)
     app.router.add_post("/v2/registry/beehives/remove", nodes.remove_node)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 
@@ -76,6 +77,14 @@ class HiveClient:
         """The hive's catalog."""
         answer = await self._get("/v1/models/list")
         return answer["models"]
+
+    async def start_download(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Start (or join) a download in the hive; its job record, with `progress_url`."""
+        return await self._post("/v1/models/download", body)
+
+    async def show_model(self, name: str) -> dict[str, Any]:
+        """What the hive knows of one model of its catalog: its file and its GGUF header's facts."""
+        return await self._get(f"/v1/models/show?{urlencode({'name': name})}")
 
     async def _get(self, path: str) -> dict[str, Any]:
         return await get_json(self._session, f"{self.base_url}{path}", "hive", self._auth())

@@ -1,0 +1,58 @@
+"""`rbee pull MODEL [--node N]`: download a model onto a node through the queen, with a progress bar."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+import aiohttp
+
+from rbee.cli.download_progress import show_progress
+from rbee.cli.failures import CommandFailed, reaching
+from rbee.cli.queen_access import queen_options, queen_target
+from rbee.common import sse
+from rbee.common.http import raise_for_error
+from rbee.common.validation import check_model_ref
+from rbee.hive.downloads import parse_sha256
+
+EXIT_INTERRUPTED = 130
+LOCAL_NODE = "localhost"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `rbee pull`."""
+    pull = sub.add_parser("pull", help="download a model onto a node through the queen, with a progress bar")
+    pull.add_argument("model", help="hf:org/repo[:file.gguf|:QUANT], hf:org/repo or an https:// URL")
+    pull.add_argument("--node", default=LOCAL_NODE, help=f"the node to download onto (default {LOCAL_NODE})")
+    pull.add_argument("--sha256", default=None, help="expected SHA-256 (hex) of the file")
+    queen_options(pull)
+    pull.set_defaults(func=run_pull)
+
+
+def run_pull(args: argparse.Namespace) -> int:
+    """Ask the queen to have the node's hive download the model; follow the relayed progress."""
+    body: dict[str, str] = {"model": check_model_ref(args.model), "node": args.node}
+    sha256 = parse_sha256(args.sha256, "--sha256")
+    if sha256:
+        body["sha256"] = sha256
+    queen, headers = queen_target(args)
+
+    async def pull() -> None:
+        timeout = aiohttp.ClientTimeout(total=None, connect=5, sock_read=120)
+        async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
+            async with session.post(f"{queen}/v2/models/pull", json=body) as response:
+                await raise_for_error(response, "the queen")
+                done = await show_progress(response, body["model"], None)
+        print(f"{done.model} -> {done.path} on {args.node} ({done.bytes_total} bytes, sha256 {done.sha256})")
+
+    try:
+        with reaching("queen", queen):
+            asyncio.run(pull())
+        return 0
+    except sse.StreamTruncated:
+        raise CommandFailed("the queen closed the progress stream before the download ended") from None
+    except KeyboardInterrupt:
+        print("\nstopped following the download; the node's hive carries on (run the command again to "
+              "follow it)", file=sys.stderr)
+        return EXIT_INTERRUPTED
