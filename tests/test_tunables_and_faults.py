@@ -43,10 +43,11 @@ def test_faults_are_refused_unless_allowed():
 def test_fault_specs_are_parsed():
     faults = load_faults({
         "RBEE_ALLOW_FAULTS": "1",
-        "RBEE_FAULTS": "stall-after=3, slow=20,no-heartbeat,crash-before-token-once=/tmp/flag",
+        "RBEE_FAULTS": "stall-after=3, slow=20,no-heartbeat,crash-before-token-once=/tmp/flag,ignore-sigterm",
     })
     assert faults == Faults(
-        stall_after=3, slow_ms=20, no_heartbeat=True, crash_before_token_flag=Path("/tmp/flag")
+        stall_after=3, slow_ms=20, no_heartbeat=True, crash_before_token_flag=Path("/tmp/flag"),
+        ignore_sigterm=True,
     )
 
 

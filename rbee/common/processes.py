@@ -61,8 +61,10 @@ async def spawn(
         )
 
 
-async def terminate(process: asyncio.subprocess.Process, grace_s: float, what: str) -> int:
-    """SIGTERM, wait up to `grace_s`, then SIGKILL; returns the exit code."""
+async def terminate(
+    process: asyncio.subprocess.Process, grace_s: float, what: str, on_kill: Callable[[], None] | None = None
+) -> int:
+    """SIGTERM, wait up to `grace_s`, then SIGKILL (calling `on_kill` first); returns the exit code."""
     if process.returncode is not None:
         return process.returncode
     try:
@@ -72,6 +74,8 @@ async def terminate(process: asyncio.subprocess.Process, grace_s: float, what: s
         return await process.wait()
     except TimeoutError:
         log.warning("%s (pid %d) ignored SIGTERM for %.1fs: SIGKILL", what, process.pid, grace_s)
+        if on_kill is not None:
+            on_kill()
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         return await process.wait()

@@ -164,7 +164,8 @@ class WorkerOwner:
                             record.worker_id, process.pid, outcome.reason)
                 self._audit("worker.kill", worker_id=record.worker_id, pid=process.pid, reason=outcome.reason)
                 code = await processes.terminate(
-                    process, self._timings.sigterm_grace_s, f"worker {record.worker_id}"
+                    process, self._timings.sigterm_grace_s, f"worker {record.worker_id}",
+                    self._force_kill_audit(process, self._timings.sigterm_grace_s, outcome.reason),
                 )
             else:
                 code = outcome.code
@@ -221,9 +222,17 @@ class WorkerOwner:
         log.info("stopping worker %s (pid %d): %s", record.worker_id, process.pid, reason)
         budget = self._timings.drain_budget_s + self._timings.sigterm_grace_s
         record.last_exit_code = await processes.terminate(
-            process, budget, f"worker {record.worker_id}"
+            process, budget, f"worker {record.worker_id}", self._force_kill_audit(process, budget, reason)
         )
         record.state = WorkerState.STOPPED
+
+    def _force_kill_audit(
+        self, process: asyncio.subprocess.Process, grace_s: float, reason: str
+    ) -> Callable[[], None]:
+        """What to record when the process outlives SIGTERM by `grace_s` and gets SIGKILL."""
+        worker_id = self.record.worker_id
+        return lambda: self._audit("worker.force_kill", worker_id=worker_id, pid=process.pid,
+                                   grace_s=grace_s, reason=reason)
 
     async def _supervise(self, process: asyncio.subprocess.Process) -> _Exited | _Hung | Stop:
         """Watch one process until it exits, hangs or is asked to stop."""

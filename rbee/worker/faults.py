@@ -14,12 +14,15 @@ Faults come from `RBEE_FAULTS` (comma-separated) and are refused unless
 - `no-heartbeat`: never send heartbeats;
 - `handler-error`: the inference handler raises an unexpected exception (a bug, as the client
   and the log see it);
-- `allocate=MB`: each inference request first allocates MB megabytes (a runaway worker).
+- `allocate=MB`: each inference request first allocates MB megabytes (a runaway worker);
+- `ignore-sigterm`: once loaded, SIGTERM is ignored (a stubborn worker: only SIGKILL stops it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import threading
 import time
 from collections.abc import Mapping
@@ -51,12 +54,19 @@ class Faults:
     no_heartbeat: bool = False
     handler_error: bool = False
     allocate_mb: int = 0
+    ignore_sigterm: bool = False
 
     def on_load(self) -> None:
         """Called in the engine's thread while loading the model."""
         if self.crash_on_load:
             os._exit(FAULT_EXIT_CODE)
         time.sleep(self.slow_load_ms / 1000)
+
+    def on_ready(self) -> None:
+        """Called on the event loop once the model is loaded (the daemon's signal handlers are set)."""
+        if self.ignore_sigterm:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     def on_load_step(self) -> None:
         """Called in the loading thread at each loading progress step."""
@@ -117,6 +127,8 @@ def load_faults(environ: Mapping[str, str]) -> Faults:
             options["no_heartbeat"] = True
         elif name == "handler-error":
             options["handler_error"] = True
+        elif name == "ignore-sigterm":
+            options["ignore_sigterm"] = True
         elif name == "allocate":
             options["allocate_mb"] = _parse_int(spec, value)
         else:

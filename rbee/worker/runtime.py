@@ -125,6 +125,7 @@ class WorkerRuntime:
             self._stop()
             return
         self.phase = Phase.READY
+        self.faults.on_ready()
         self._mark_changed()
         self.loaded.set()
         self._notifier.ready(self.status_line())

@@ -30,12 +30,18 @@ async def create_task(request: web.Request) -> web.StreamResponse:
                 body.node, parse_tokens=False, tenant=request.get(TENANT, ANONYMOUS))
     async with aclosing(dispatcher.run(task)) as run:
         response, events = await open_task_stream(request, run, _send_error)
+        last = b""  # the final event goes out with [DONE] in one write: a cut stream never ends complete
         async for event in events:
+            if last:
+                await response.write(last)
+                last = b""
             if isinstance(event, TokenRun):
                 await response.write(event.frames)  # the worker's token events, as they came
+            elif isinstance(event, wire.End | wire.Error):
+                last = sse.data_frame(event)
             else:
                 await sse.send_data(response, event)
-        await sse.send_data(response, sse.DONE)
+        await response.write(last + sse.data_frame(sse.DONE))
     return response
 
 
