@@ -80,7 +80,7 @@ _URL_QUERY = re.compile(r"^[A-Za-z0-9_.~%+=&/:-]*$")
 _CONTROL_CHARS = re.compile("[\x00-\x1f\x7f]")
 _SHELL_OR_SPACE = re.compile(r"[;|&$`()<>*?!{}\[\]'\"\\\s]")
 _ENCODED_SEPARATOR = re.compile("%(?:2f|5c|25)", re.IGNORECASE)
-_REF_SEGMENT_SEPARATOR = re.compile(r"[/:\\]")
+_REF_SEGMENT_SEPARATOR = re.compile(r"[/:@\\]")
 _DNS_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 DNS_NAME = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
 MAX_NODE_NAME_CHARS = 253
