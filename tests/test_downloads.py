@@ -10,6 +10,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from huggingface_hub import try_to_load_from_cache
 
 from rbee.common.errors import ApiError
 from rbee.common.tunables import DownloadSettings, HubSettings, TunableError
@@ -207,3 +208,21 @@ def test_a_complete_recorded_file_is_not_fetched_again_when_its_catalog_row_is_g
     path = asyncio.run(_download(catalog, ref))
     assert path.is_file() and [m.name for m in asyncio.run(catalog.list())] == [ref]
     assert len(server.hits(server.cdn_path("org", "repo", "m.gguf"))) == 1
+
+
+def test_a_downloaded_hf_model_is_where_huggingface_hub_looks_for_it(tmp_path, server, hf_cache):
+    ref = server.add_hf("org", "repo", "m-Q4_K_M.gguf", _model(tmp_path / "m.gguf"))
+    path = asyncio.run(_download(_catalog(tmp_path, server), "hf:org/repo:Q4_K_M"))
+    found = try_to_load_from_cache("org/repo", "m-Q4_K_M.gguf", cache_dir=str(hf_cache))
+    assert found is not None and Path(found) == path and ref.endswith(path.name)
+    assert path.read_bytes() == (tmp_path / "m.gguf").read_bytes()
+
+
+def test_every_part_of_a_split_model_lands_in_one_snapshot_and_counts_in_its_size(tmp_path, server):
+    names = [f"m-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
+    for name in names:
+        server.add_hf("org", "repo", name, _model(tmp_path / name, 100_000))
+    catalog = _catalog(tmp_path, server)
+    path = asyncio.run(_download(catalog, "hf:org/repo"))
+    assert path.name == names[0] and sorted(p.name for p in path.parent.iterdir()) == names
+    assert [m.size_bytes for m in asyncio.run(catalog.list())] == [300_000]

@@ -134,9 +134,9 @@ class Downloader:
     async def _fetch_https(self, job: DownloadJob) -> tuple[Path, str, int]:
         source, relative = https_source(job.ref, job.expected_sha256)
         target = check_path_within("model", self.models_dir, str(relative))
-        found = await asyncio.to_thread(recorded, target, job.public_ref, job.expected_sha256)
-        if found is None:
-            async with self._file_lock(target):
+        async with self._file_lock(target):
+            found = await asyncio.to_thread(recorded, target, job.public_ref, job.expected_sha256)
+            if found is None:
                 found = await self._fetcher.fetch(job, source, target)
         return target, *found
 
@@ -153,7 +153,8 @@ class Downloader:
         for file in plan.files:
             blob = hf_cache.blob_path(plan.repo, file.etag)
             async with self._file_lock(blob):
-                if blob.is_file() and file.size in (None, blob.stat().st_size) and not job.expected_sha256:
+                if blob.is_file() and file.size in (None, blob.stat().st_size):
+                    _check_expected(job, file.sha256)
                     digests.append(file.sha256 or "")
                 else:
                     sha256, _ = await self._fetcher.fetch(job, plan.source(file, job.expected_sha256), blob,
@@ -167,6 +168,13 @@ class Downloader:
     def _file_lock(self, path: Path) -> asyncio.Lock:
         """One writer per file, whichever refs name it (`hf:org/repo` and its file name, say)."""
         return self._file_locks.setdefault(path, asyncio.Lock())
+
+
+def _check_expected(job: DownloadJob, listed: str | None) -> None:
+    """Refuse a file already in the cache whose listed SHA-256 is not the one the client expects."""
+    if job.expected_sha256 and listed and job.expected_sha256 != listed:
+        raise ApiError(502, "MODEL_CHECKSUM_MISMATCH", "the model's file does not match its expected SHA-256",
+                       {"expected_sha256": job.expected_sha256, "actual_sha256": listed})
 
 
 def _check_room(plan: HubPlan) -> None:
