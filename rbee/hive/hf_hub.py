@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx2
-from huggingface_hub import HfApi, constants, get_token, hf_hub_url
+from huggingface_hub import HfApi, ModelInfo, constants, get_token, hf_hub_url
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
@@ -115,7 +115,7 @@ class Hub:
         return HubPlan(parsed, hf_cache.repo_dir(self.cache, parsed.repo_id), str(info.sha), files,
                        self.endpoint, headers)
 
-    def _model_info(self, ref: HfRef, token: str | None):  # noqa: ANN202 (huggingface_hub's ModelInfo)
+    def _model_info(self, ref: HfRef, token: str | None) -> ModelInfo:
         api = HfApi(endpoint=self.endpoint, token=token or False)
         try:
             return api.model_info(ref.repo_id, revision=ref.revision, files_metadata=True,
@@ -131,7 +131,7 @@ class Hub:
             raise ApiError(404, "MODEL_DOWNLOAD_NOT_FOUND",
                            "the hub has no such repository (a private one needs HF_TOKEN)") from None
         except HfHubHTTPError as exc:
-            status = exc.response.status_code
+            status = exc.response.status_code if exc.response is not None else 0
             raise ApiError(502, "MODEL_DOWNLOAD_FAILED",
                            f"the hub answered HTTP {status} to the file listing",
                            {"upstream_status": status}) from None
