@@ -28,8 +28,9 @@ import urllib.request
 from pathlib import Path
 
 from rbee.testing.cluster import Daemon, hive_daemon
-from rbee.testing.file_server import FileServer, sha256_of
+from rbee.testing.file_server import sha256_of
 from rbee.testing.http_client import request
+from rbee.testing.hub_standin import HubStandIn
 
 MB = 1_000_000
 
@@ -81,13 +82,13 @@ def main() -> None:
     size = args.size_mb * MB
     source = workdir / "m.gguf"
     _write_model(source, size)
-    server = FileServer().start()
+    server = HubStandIn().start()
     hive: Daemon | None = None
     try:
         digest = sha256_of(source)
         refs = [server.add_hf("bench", f"r{i}", "m.gguf", source, digest) for i in range(args.rounds)]
         hive = hive_daemon(workdir)
-        hive.start(env={"RBEE_HF_ENDPOINT": server.url})
+        hive.start(env={"RBEE_HF_ENDPOINT": server.url, "HF_HOME": str(workdir / "hf-home")})
         hive.wait_healthy()
         results: dict[str, list[float]] = {"curl": [], "curl + sha256sum": [], "hive": []}
         for index, ref in enumerate(refs):

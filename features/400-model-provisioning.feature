@@ -3,8 +3,9 @@ Feature: The hive downloads, verifies and catalogs models
   A hive fetches `hf:org/repo:file` and `https://` models itself: HTTP Range resume after an
   interruption or a restart, retries with exponential backoff, a stall timeout, SHA-256
   verification, a disk-space check before the first byte, one download per model however many
-  requests ask. Every scenario downloads from a real HTTP server on loopback that mimics the
-  Hugging Face layout and injects faults on demand; nothing touches the internet.
+  requests ask. Every scenario downloads from a real HTTP server on loopback, a stand-in of the
+  Hugging Face hub that injects faults on demand; nothing touches the internet. `hf:` models land
+  in the scenario's own Hugging Face cache (`HF_HOME`).
 
   Background:
     Given a loopback file server that serves the tiny model as "acme/tiny-GGUF" file "tiny.gguf"
@@ -109,10 +110,10 @@ Feature: The hive downloads, verifies and catalogs models
     And the hive's models folder holds no partial file
 
   Scenario: A disk that fills up during a download of unknown size fails with 507 and frees the space
-    Given a 3 MB model file served as "acme/big-GGUF" file "big.gguf"
+    Given a TLS loopback file server that serves a 3 MB model at "/models/big.gguf"
     And the file server sends "big.gguf" without a Content-Length
     And a hive whose models folder is a 1 MB tmpfs, downloading from the file server
-    When I ask the hive to download "hf:acme/big-GGUF:big.gguf"
+    When I ask the hive to download the TLS file server's "/models/big.gguf"
     Then the progress stream ends with an error "INSUFFICIENT_DISK" of status 507
     And the hive's tmpfs models folder is empty again
 

@@ -1,4 +1,5 @@
-"""Steps for model provisioning: a real loopback file server, a real hive, real downloads."""
+"""Steps for model provisioning: a loopback stand-in of the Hugging Face hub (and plain file
+servers), a real hive, real downloads into a per-scenario Hugging Face cache."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from pathlib import Path
 from behave import given, then, when
 
 from rbee.testing.cluster import Daemon, hive_daemon, http_json, wait_until
-from rbee.testing.file_server import Fault, FileServer, sha256_of
+from rbee.testing.file_server import Fault, sha256_of
 from rbee.testing.http_client import request
+from rbee.testing.hub_standin import HubStandIn
 from steps.common import started
 
 MB = 1024 * 1024
@@ -24,12 +26,12 @@ KB = 1024
 CLI_TIMEOUT_S = 120
 
 
-def _server(context) -> FileServer:
+def _server(context) -> HubStandIn:
     return context.file_server
 
 
-def _new_server(context, tls: bool = False) -> FileServer:
-    server = FileServer(tls=tls).start()
+def _new_server(context, tls: bool = False) -> HubStandIn:
+    server = HubStandIn(tls=tls).start()
     context.add_cleanup(server.stop)
     return server
 
@@ -38,9 +40,29 @@ def _models_dir(context) -> Path:
     return context.workdir / "hive-data" / "models"
 
 
+def hf_home(context) -> Path:
+    """The scenario's Hugging Face home (`HF_HOME`): its cache is `hub/` inside."""
+    return context.workdir / "hf-home"
+
+
+def _download_dirs(context) -> list[Path]:
+    """Where the hive's downloads land: its models folder and the Hugging Face cache."""
+    return [_models_dir(context), Path(context.env.get("HF_HUB_CACHE") or hf_home(context) / "hub")]
+
+
+def _partials(context) -> list[Path]:
+    return [p for folder in _download_dirs(context) for p in _files(folder, "*.partial")]
+
+
+def _model_files(context) -> list[Path]:
+    """Files of models: anything in the models folder, the blobs of the cache."""
+    models, cache = _download_dirs(context)
+    return _files(models, "*") + [p for p in _files(cache, "*") if p.parent.name == "blobs"]
+
+
 def _served(context, ref: str):
     """The served file a ref names (`hf:org/repo:file` or a URL on one of the servers)."""
-    if ref.startswith("hf:"):
+    if ref.startswith("hf:") and ref.endswith(".gguf"):
         return _server(context).find(ref.rsplit(":", 1)[1])[1]
     path = "/" + ref.split("/", 3)[3]
     return context.tls_server.file(path)
@@ -104,6 +126,15 @@ def file_server_tiny(context, org: str, repo: str, filename: str) -> None:
 def tls_server(context, path: str) -> None:
     context.tls_server = _new_server(context, tls=True)
     context.tls_server.add(path, context.tiny_model)
+
+
+@given('a TLS loopback file server that serves a {size:d} MB model at "{path}"')
+def tls_server_sized(context, size: int, path: str) -> None:
+    """The TLS server also becomes the scenario's file server (its faults, its hits)."""
+    source = context.workdir / Path(path).name
+    source.write_bytes(b"GGUF" + os.urandom(size * MB - 4))
+    context.tls_server = context.file_server = _new_server(context, tls=True)
+    context.tls_server.add(path, source)
 
 
 @given('a {size:d} MB model file served as "{org}/{repo}" file "{filename}"')
@@ -173,6 +204,7 @@ def full_speed(context, filename: str) -> None:
 
 def _start_hive(context, daemon: Daemon | None = None) -> None:
     context.env["RBEE_HF_ENDPOINT"] = _server(context).url
+    context.env.setdefault("HF_HOME", str(hf_home(context)))
     context.hive = started(context, daemon or hive_daemon(context.workdir))
     context.hive_url = context.hive.base_url
 
@@ -214,6 +246,8 @@ class TmpfsHive(Daemon):
 
 @given("a hive whose models folder is a 1 MB tmpfs, downloading from the file server")
 def tmpfs_hive(context) -> None:
+    if getattr(context, "tls_server", None) is not None:
+        context.env["SSL_CERT_FILE"] = str(context.tls_server.ca_file)
     plain = hive_daemon(context.workdir)
     daemon = TmpfsHive(plain.args, plain.base_url, plain.health_path, plain.log_path)
     _start_hive(context, daemon)
@@ -221,7 +255,7 @@ def tmpfs_hive(context) -> None:
 
 @when("I start the hive again on the same data folder")
 def restart_hive(context) -> None:
-    partials = _files(_models_dir(context), "*.partial")
+    partials = _partials(context)
     context.partial_bytes = partials[0].stat().st_size if partials else 0
     _start_hive(context)
 
@@ -229,9 +263,9 @@ def restart_hive(context) -> None:
 @when("the hive has written at least {size:d} KB of the partial file")
 def partial_written(context, size: int) -> None:
     def grown() -> bool:
-        return any(p.stat().st_size >= size * KB for p in _files(_models_dir(context), "*.partial"))
+        return any(p.stat().st_size >= size * KB for p in _partials(context))
 
-    assert wait_until(grown, 30, 0.02), _files(_models_dir(context), "*")
+    assert wait_until(grown, 30, 0.02), _download_dirs(context)
 
 
 @when("I overwrite the hive's catalog database with garbage")
@@ -390,12 +424,12 @@ def last_range(context, filename: str) -> None:
 
 @then("the hive's models folder holds no partial file")
 def no_partial(context) -> None:
-    assert not _files(_models_dir(context), "*.partial*"), _files(_models_dir(context), "*")
+    assert not _partials(context), _partials(context)
 
 
 @then("the hive's models folder holds no model file")
 def no_model(context) -> None:
-    leftovers = _files(_models_dir(context), "*")
+    leftovers = _model_files(context)
     assert not leftovers, leftovers
 
 
@@ -428,7 +462,8 @@ def progress_bar(context) -> None:
 def stdout_file(context) -> None:
     served = _server(context).find("big.gguf")[1]
     assert served.sha256 in context.result.stdout, context.result.stdout
-    assert str(_models_dir(context)) in context.result.stdout, context.result.stdout
+    stdout = context.result.stdout
+    assert any(str(folder) in stdout for folder in _download_dirs(context)), stdout
 
 
 @then('stdout lists "{ref}"')

@@ -1,4 +1,4 @@
-"""The hive's downloader and catalog against a real loopback file server."""
+"""The hive's downloader and catalog against a loopback stand-in of the Hugging Face hub."""
 
 from __future__ import annotations
 
@@ -10,22 +10,39 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from huggingface_hub import try_to_load_from_cache
 
 from rbee.common.errors import ApiError
 from rbee.common.tunables import DownloadSettings, HubSettings, TunableError
 from rbee.hive.catalog import ModelCatalog
 from rbee.hive.downloads import Downloader, parse_sha256
 from rbee.hive.downloads.files import partial_of
-from rbee.hive.model_sources import locate
-from rbee.testing.file_server import Fault, FileServer
+from rbee.hive.model_sources import https_source
+from rbee.testing.file_server import Fault
+from rbee.testing.hub_standin import HubStandIn
 
 FAST = {"retries": 2, "backoff_initial_s": 0.01, "backoff_max_s": 0.05, "stall_timeout_s": 1.0}
 
 
 @pytest.fixture
 def server():
-    with FileServer() as running:
+    with HubStandIn() as running:
         yield running
+
+
+@pytest.fixture(autouse=True)
+def hf_cache(tmp_path, monkeypatch) -> Path:
+    """Each test's own Hugging Face cache."""
+    cache = tmp_path / "hf-cache"
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    return cache
+
+
+def _blob(cache: Path, server: HubStandIn, filename: str) -> Path:
+    """Where the hive keeps the bytes of `org/repo`'s file in the cache."""
+    served = server.file(server.cdn_path("org", "repo", filename))
+    return cache / "models--org--repo" / "blobs" / served.sha256
 
 
 def _model(path: Path, size: int = 300_000) -> Path:
@@ -33,7 +50,7 @@ def _model(path: Path, size: int = 300_000) -> Path:
     return path
 
 
-def _catalog(tmp_path: Path, server: FileServer, **overrides) -> ModelCatalog:
+def _catalog(tmp_path: Path, server: HubStandIn, **overrides) -> ModelCatalog:
     settings = DownloadSettings(**{**FAST, **overrides}, hub=HubSettings(server.url))
     return ModelCatalog(tmp_path / "hive", Downloader(tmp_path / "hive" / "models", settings))
 
@@ -59,15 +76,12 @@ def test_a_digest_must_be_64_hex_characters(bad):
     assert caught.value.code == "INVALID_REQUEST" and str(bad) not in caught.value.message
 
 
-def test_the_hub_token_goes_to_the_hub_only():
-    hub = HubSettings("https://hub.example", "hf_secret_value_123")
-    hf = locate("hf:org/repo:dir/m.gguf", hub)
-    assert hf.url == "https://hub.example/org/repo/resolve/main/dir/m.gguf"
-    assert hf.headers == {"Authorization": "Bearer hf_secret_value_123"}
-    assert str(hf.relative_path) == "hf/org/repo/dir/m.gguf"
-    other = locate("https://cdn.example:8443/files/m.gguf", hub)
-    assert other.headers == {} and other.relative_path.name == "m.gguf"
-    assert "hf_secret_value_123" not in repr(hub) + repr(hf)
+def test_an_https_source_sends_no_token_and_keeps_its_query_out_of_its_place_and_repr():
+    source, place = https_source("https://cdn.example:8443/files/m.gguf?X-Amz-Signature=abc123", None)
+    again, same = https_source("https://cdn.example:8443/files/m.gguf?X-Amz-Signature=zzz999", None)
+    assert source.headers == {} and place.name == "m.gguf" and place == same
+    assert source.url.endswith("abc123") and "abc123" not in repr(source) + str(place)
+    assert "hf_secret_value_123" not in repr(HubSettings("https://hub.example", "hf_secret_value_123"))
 
 
 @pytest.mark.parametrize("endpoint", ["ftp://x", "huggingface.co", "https://", "https://h/?q=1"])
@@ -85,23 +99,24 @@ def test_a_server_error_is_retried_and_the_download_completes(tmp_path, server):
     assert len(server.hits(cdn)) == 2
 
 
-def test_a_partial_file_of_a_changed_upstream_file_is_restarted_not_spliced(tmp_path, server):
+def test_a_partial_file_of_a_changed_upstream_file_is_restarted_not_spliced(tmp_path, server, hf_cache):
     ref = server.add_hf("org", "repo", "m.gguf", _model(tmp_path / "m.gguf"))
     cdn = server.cdn_path("org", "repo", "m.gguf")
-    target = tmp_path / "hive" / "models" / "hf" / "org" / "repo" / "m.gguf"
+    target = _blob(hf_cache, server, "m.gguf")
     target.parent.mkdir(parents=True)
     partial_of(target).write_bytes(b"GGUF stale bytes of an older revision")
-    partial_of(target).with_name("m.gguf.partial.json").write_text(json.dumps({"etag": '"old-revision"'}))
+    validator = partial_of(target).with_name(partial_of(target).name + ".json")
+    validator.write_text(json.dumps({"etag": '"old-revision"'}))
     path = asyncio.run(_download(_catalog(tmp_path, server), ref))
     assert path.read_bytes() == (tmp_path / "m.gguf").read_bytes()
     hit = server.hits(cdn)[0]
     assert (hit.range, hit.if_range) == ("bytes=37-", '"old-revision"')
 
 
-def test_a_complete_partial_file_is_verified_without_fetching_it_again(tmp_path, server):
+def test_a_complete_partial_file_is_verified_without_fetching_it_again(tmp_path, server, hf_cache):
     source = _model(tmp_path / "m.gguf")
     ref = server.add_hf("org", "repo", "m.gguf", source)
-    target = tmp_path / "hive" / "models" / "hf" / "org" / "repo" / "m.gguf"
+    target = _blob(hf_cache, server, "m.gguf")
     target.parent.mkdir(parents=True)
     partial_of(target).write_bytes(source.read_bytes())
     path = asyncio.run(_download(_catalog(tmp_path, server), ref))
@@ -114,7 +129,7 @@ def test_hf_org_repo_picks_the_repositorys_only_gguf(tmp_path, server):
     catalog = _catalog(tmp_path, server)
     path = asyncio.run(_download(catalog, "hf:org/repo"))
     assert path.name == "only.gguf"
-    assert [m.name for m in asyncio.run(catalog.list())] == ["hf:org/repo:only.gguf"]
+    assert [m.name for m in asyncio.run(catalog.list())] == ["hf:org/repo"]
 
 
 def test_hf_org_repo_with_several_ggufs_asks_for_the_file(tmp_path, server):
@@ -132,7 +147,7 @@ def test_a_file_that_is_not_a_gguf_is_refused_and_deleted(tmp_path, server):
     with pytest.raises(ApiError) as caught:
         asyncio.run(_download(_catalog(tmp_path, server), ref))
     assert caught.value.code == "NOT_A_GGUF"
-    assert not [p for p in (tmp_path / "hive" / "models").rglob("*") if p.is_file()]
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.parent.name == "blobs"]
 
 
 def test_requests_for_one_model_share_one_job_and_a_conflicting_digest_is_refused(tmp_path, server):
@@ -193,3 +208,21 @@ def test_a_complete_recorded_file_is_not_fetched_again_when_its_catalog_row_is_g
     path = asyncio.run(_download(catalog, ref))
     assert path.is_file() and [m.name for m in asyncio.run(catalog.list())] == [ref]
     assert len(server.hits(server.cdn_path("org", "repo", "m.gguf"))) == 1
+
+
+def test_a_downloaded_hf_model_is_where_huggingface_hub_looks_for_it(tmp_path, server, hf_cache):
+    ref = server.add_hf("org", "repo", "m-Q4_K_M.gguf", _model(tmp_path / "m.gguf"))
+    path = asyncio.run(_download(_catalog(tmp_path, server), "hf:org/repo:Q4_K_M"))
+    found = try_to_load_from_cache("org/repo", "m-Q4_K_M.gguf", cache_dir=str(hf_cache))
+    assert found is not None and Path(found) == path and ref.endswith(path.name)
+    assert path.read_bytes() == (tmp_path / "m.gguf").read_bytes()
+
+
+def test_every_part_of_a_split_model_lands_in_one_snapshot_and_counts_in_its_size(tmp_path, server):
+    names = [f"m-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
+    for name in names:
+        server.add_hf("org", "repo", name, _model(tmp_path / name, 100_000))
+    catalog = _catalog(tmp_path, server)
+    path = asyncio.run(_download(catalog, "hf:org/repo"))
+    assert path.name == names[0] and sorted(p.name for p in path.parent.iterdir()) == names
+    assert [m.size_bytes for m in asyncio.run(catalog.list())] == [300_000]

@@ -22,6 +22,7 @@ Group = TypeVar("Group")
 DOWNLOAD_JITTER = 0.2
 """Relative random spread of each download retry delay (±20 %)."""
 HF_ENDPOINT_ENV = "RBEE_HF_ENDPOINT"
+HF_STANDARD_ENDPOINT_ENV = "HF_ENDPOINT"
 HF_TOKEN_ENV = "HF_TOKEN"
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 
@@ -195,9 +196,11 @@ class HubSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> HubSettings:
-        """`RBEE_HF_ENDPOINT` (checked) and `HF_TOKEN` from `environ` (default: this process's)."""
+        """`RBEE_HF_ENDPOINT`, else `HF_ENDPOINT` (checked), and `HF_TOKEN` from `environ` (default:
+        this process's); the hive reads the token file itself when `HF_TOKEN` is not set."""
         environ = os.environ if environ is None else environ
-        endpoint = environ.get(HF_ENDPOINT_ENV, DEFAULT_HF_ENDPOINT).rstrip("/")
+        endpoint = (environ.get(HF_ENDPOINT_ENV) or environ.get(HF_STANDARD_ENDPOINT_ENV)
+                    or DEFAULT_HF_ENDPOINT).rstrip("/")
         parts = urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
             raise TunableError(f"{HF_ENDPOINT_ENV} must be an http(s) URL such as {DEFAULT_HF_ENDPOINT}")

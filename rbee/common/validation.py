@@ -66,17 +66,21 @@ _FORBIDDEN_PROMPT_CHARS = re.compile(
 IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _CATALOG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _HF_REF = re.compile(
-    r"^hf:[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*(:[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*)?$"
+    r"^hf:[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*)?"
+    r"(:[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*)?$"
 )
 _FILE_REF = re.compile(r"^file:///[A-Za-z0-9_./+-]+\.gguf$")
 _HTTPS_REF = re.compile(r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[A-Za-z0-9_./~%+-]*$")
 HTTP_BASE_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$")
 SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 MAX_MODEL_REF_CHARS = 512
+MAX_URL_QUERY_CHARS = 4096
+"""Characters of an `https://` ref's query string (a pre-signed S3/GCS link's signature)."""
+_URL_QUERY = re.compile(r"^[A-Za-z0-9_.~%+=&/:-]*$")
 _CONTROL_CHARS = re.compile("[\x00-\x1f\x7f]")
 _SHELL_OR_SPACE = re.compile(r"[;|&$`()<>*?!{}\[\]'\"\\\s]")
 _ENCODED_SEPARATOR = re.compile("%(?:2f|5c|25)", re.IGNORECASE)
-_REF_SEGMENT_SEPARATOR = re.compile(r"[/:\\]")
+_REF_SEGMENT_SEPARATOR = re.compile(r"[/:@\\]")
 _DNS_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 DNS_NAME = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
 MAX_NODE_NAME_CHARS = 253
@@ -171,11 +175,28 @@ def check_node_name(field_name: str, value: Any) -> str:
 
 
 def check_model_ref(value: Any, field_name: str = "model") -> str:
-    """A catalog name, `file:///abs/path.gguf`, `hf:org/repo[:file]` or `https://…` URL.
+    """A catalog name, `file:///abs/path.gguf`, `hf:org/repo[@revision][:file-or-quant]` or
+    `https://…` URL, the URL maybe with a query string (a pre-signed link).
 
     Whitespace, control and shell characters and `.`/`..` segments are refused both as written
-    and after percent-decoding; percent-encoded `/`, `\\` and `%` are refused outright.
+    and after percent-decoding; percent-encoded `/`, `\\` and `%` are refused outright (in a
+    URL's query only control characters, decoded or not, and characters outside `_URL_QUERY`).
     """
+    if isinstance(value, str) and value.startswith("https://") and "?" in value:
+        base, _, query = value.partition("?")
+        _check_url_query(field_name, query)
+        return _check_plain_ref(base, field_name) + "?" + query
+    return _check_plain_ref(value, field_name)
+
+
+def _check_url_query(field_name: str, query: str) -> None:
+    if len(query) > MAX_URL_QUERY_CHARS:
+        raise invalid(field_name, f"must have a query string of at most {MAX_URL_QUERY_CHARS} characters")
+    if not _URL_QUERY.fullmatch(query) or _CONTROL_CHARS.search(unquote(query)):
+        raise invalid(field_name, "must have a query string of URL-safe characters, no control characters")
+
+
+def _check_plain_ref(value: Any, field_name: str) -> str:
     if not isinstance(value, str) or not value:
         raise invalid(field_name, "must be a non-empty string")
     if len(value) > MAX_MODEL_REF_CHARS or not value.isascii():
@@ -194,7 +215,7 @@ def check_model_ref(value: Any, field_name: str = "model") -> str:
             return value
     raise invalid(
         field_name,
-        "must be a catalog name, file:///abs/path.gguf, hf:org/repo[:file] or an https URL",
+        "must be a catalog name, file:///abs/path.gguf, hf:org/repo[@revision][:file] or an https URL",
     )
 
 

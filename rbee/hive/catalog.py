@@ -1,14 +1,21 @@
 """The hive's model catalog: SQLite rows mapping catalog names and refs to GGUF files.
 
-`hf:` and `https://` refs are downloaded on first use (or through `download`); a database that
-cannot be read is moved aside as `catalog.sqlite3.corrupt-<time>` and rebuilt from the models
-folder (each finished download leaves a `.rbee.json` record beside its file).
+`hf:` and `https://` refs are downloaded on first use (or through `download`); an `hf:` model
+already in the Hugging Face cache is registered without any request to the hub. A model's
+catalog name is the ref the client asked for (an `https://` URL without its query string), so
+the workers of `hf:org/repo` are named `hf:org/repo` whichever file it resolved to.
+
+A database that cannot be read is moved aside as `catalog.sqlite3.corrupt-<time>` and rebuilt
+from the models folder (each finished `https://` download leaves a `.rbee.json` record beside
+its file; each `hf:` model a record under `models/hf/` naming its file in the cache).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import sqlite3
 import tempfile
@@ -18,9 +25,12 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from rbee.common.errors import ApiError
+from rbee.common.model_refs import public_ref
 from rbee.common.validation import check_model_ref, check_path_within
+from rbee.hive import hf_cache
 from rbee.hive.downloads import Downloader, DownloadJob
-from rbee.hive.downloads.files import META_SUFFIX, metadata_of, read_metadata
+from rbee.hive.downloads.files import META_SUFFIX, metadata_of, read_metadata, write_record
+from rbee.hive.hf_refs import parts_of
 from rbee.hive.model_sources import is_downloadable
 
 log = logging.getLogger(__name__)
@@ -106,8 +116,10 @@ class ModelCatalog:
         count = 0
         for meta in sorted(self.models_dir.rglob("*" + META_SUFFIX)):
             target = meta.with_name(meta.name.removesuffix(META_SUFFIX))
-            record = read_metadata(target) or {}
+            record = _read_json(meta)
             ref = record.get("ref")
+            if isinstance(record.get("path"), str):
+                target = Path(record["path"])
             with contextlib.suppress(ApiError):
                 if target.is_file() and is_downloadable(check_model_ref(ref)):
                     self._register(ref, ref, target)
@@ -122,14 +134,14 @@ class ModelCatalog:
         """Find or register the model `ref` names (one registration per ref at a time);
         an `hf:`/`https://` model not yet here is downloaded first (one download per model)."""
         check_model_ref(ref)
-        lock = self._locks.setdefault(ref, asyncio.Lock())
+        lock = self._locks.setdefault(public_ref(ref), asyncio.Lock())
         async with lock:
             entry = await asyncio.to_thread(self._resolve, ref)
         if entry is not None:
             return entry
         job = await self.download(ref)
         await job.wait()
-        entry = await asyncio.to_thread(self._lookup, job.ref)
+        entry = await asyncio.to_thread(self._lookup, job.public_ref)
         if entry is None:
             raise ApiError(404, "MODEL_NOT_DOWNLOADED", "the model was removed right after its download")
         return entry
@@ -142,14 +154,39 @@ class ModelCatalog:
                            {"field": "model"})
         if self._downloads is None:
             raise ApiError(404, "MODEL_NOT_DOWNLOADED", "this hive has not downloaded that model")
-        ref = await self._downloads.expand(ref)
-        known = await asyncio.to_thread(self._lookup, ref)
+        known = await asyncio.to_thread(self._known, ref)
         if known is not None:
-            record = await asyncio.to_thread(read_metadata, Path(known.path)) or {}
+            record = await asyncio.to_thread(self._record_of, known)
             recorded = record.get("sha256") if isinstance(record.get("sha256"), str) else None
             if sha256 is None or sha256 == recorded:
-                return self._downloads.present(ref, Path(known.path), recorded)
+                return self._downloads.present(known.name, Path(known.path), recorded, known.size_bytes)
         return self._downloads.start(ref, sha256, self._register_download)
+
+    def _known(self, ref: str) -> ModelEntry | None:
+        """The registered model `ref` names, or an `hf:` model found in the cache (no request)."""
+        known = self._lookup(public_ref(ref))
+        if known is not None or not ref.startswith("hf:") or self._downloads is None:
+            return known
+        cached = self._downloads.hub.cached(ref)
+        return None if cached is None else self._register_hf(ref, cached, downloaded=False)
+
+    def _record_of(self, entry: ModelEntry) -> dict[str, object]:
+        if entry.ref.startswith("hf:"):
+            return _read_json(self._hf_record(entry.name))
+        return read_metadata(Path(entry.path)) or {}
+
+    def _hf_record(self, name: str) -> Path:
+        return self.models_dir / "hf" / (hashlib.sha256(name.encode()).hexdigest()[:24] + META_SUFFIX)
+
+    def _register_hf(self, ref: str, path: Path, downloaded: bool, sha256: str | None = None) -> ModelEntry:
+        """Register an `hf:` model whose file is in the cache, and leave the record a rebuild reads."""
+        entry = self._register(ref, ref, path)
+        old = _read_json(self._hf_record(ref))
+        write_record(self._hf_record(ref), {
+            "ref": ref, "path": str(path), "sha256": sha256 or old.get("sha256"),
+            "size_bytes": entry.size_bytes, "downloaded": downloaded or old.get("downloaded") is True,
+        })
+        return entry
 
     async def remove(self, name: str) -> tuple[ModelEntry, bool]:
         """Forget a model; its file is deleted only when it lives in the hive's models folder.
@@ -167,6 +204,8 @@ class ModelCatalog:
             db.execute("DELETE FROM models WHERE name = ?", (name,))
         entry = ModelEntry(*row)
         path = Path(entry.path)
+        if entry.ref.startswith("hf:"):
+            return entry, self._remove_hf(entry, path)
         owned = path.resolve().is_relative_to(self.models_dir.resolve())
         if owned:
             path.unlink(missing_ok=True)
@@ -174,8 +213,25 @@ class ModelCatalog:
         log.info("model %s removed from the catalog (file %s)", name, "deleted" if owned else "kept")
         return entry, owned
 
-    def _register_download(self, ref: str, path: Path) -> None:
-        self._register(ref, ref, path)
+    def _remove_hf(self, entry: ModelEntry, path: Path) -> bool:
+        """Forget an `hf:` model; its files leave the cache when the hive downloaded them."""
+        record = self._hf_record(entry.name)
+        downloaded = _read_json(record).get("downloaded") is True
+        record.unlink(missing_ok=True)
+        if downloaded:
+            commit_dir = path.parent
+            while commit_dir.parent.name != "snapshots" and commit_dir != commit_dir.parent:
+                commit_dir = commit_dir.parent
+            hf_cache.remove(commit_dir.parent.parent, [path.with_name(p) for p in parts_of(path.name)])
+        log.info("model %s removed from the catalog (cached files %s)", entry.name,
+                 "deleted" if downloaded else "kept")
+        return downloaded
+
+    def _register_download(self, ref: str, path: Path, sha256: str | None = None) -> None:
+        if ref.startswith("hf:"):
+            self._register_hf(ref, path, downloaded=True, sha256=sha256)
+        else:
+            self._register(public_ref(ref), public_ref(ref), path)
 
     async def list(self) -> list[ModelEntry]:
         """Every registered model."""
@@ -196,7 +252,7 @@ class ModelCatalog:
         return ModelEntry(*row)
 
     def _register(self, name: str, ref: str, path: Path) -> ModelEntry:
-        entry = ModelEntry(name, ref, str(path), path.stat().st_size)
+        entry = ModelEntry(name, ref, str(path), _size_of(path))
         with self._connect() as db:
             db.execute(
                 "INSERT OR REPLACE INTO models (name, ref, path, size_bytes, added_at)"
@@ -206,7 +262,7 @@ class ModelCatalog:
         return entry
 
     def _resolve(self, ref: str) -> ModelEntry | None:
-        known = self._lookup(ref)
+        known = self._known(ref)
         if known is not None:
             return known
         if ref == DEFAULT_MODEL:
@@ -247,3 +303,17 @@ def _local_gguf(ref: str) -> Path:
         if handle.read(4) != GGUF_MAGIC:
             raise ApiError(400, "NOT_A_GGUF", "the file is not a GGUF model")
     return path
+
+
+def _size_of(path: Path) -> int:
+    """Bytes of a model file, all its parts counted for a multi-part GGUF."""
+    parts = [path.with_name(name) for name in parts_of(path.name)]
+    return sum(part.stat().st_size for part in parts if part.is_file())
+
+
+def _read_json(path: Path) -> dict[str, object]:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}

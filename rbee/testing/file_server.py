@@ -1,9 +1,7 @@
 """A real HTTP(S) file server on loopback for download tests and benchmarks.
 
-It serves files with Range and If-Range support, mimics the Hugging Face layout
-(`/{org}/{repo}/resolve/main/{file}` answering 302 to the bytes with `X-Linked-Etag` = SHA-256,
-gated repos answering 401/403 without the right bearer token, `/api/models/{org}/{repo}`),
-and injects faults on demand: an HTTP status, a connection reset or a stall after N bytes,
+It serves files with Range and If-Range support (`hub_standin` adds the Hugging Face hub's API
+on top) and injects faults on demand: an HTTP status, a connection reset or a stall after N bytes,
 corrupted bytes, a body without Content-Length, a throttled rate. It runs its own event loop
 in a thread, so blocking test code can drive it; every request is recorded as a `Hit`.
 """
@@ -26,8 +24,6 @@ from rbee.testing.background_server import BackgroundServer
 
 CHUNK_BYTES = 1024 * 1024
 THROTTLE_SLICE_S = 0.02
-_RESOLVE = re.compile(r"^/([^/]+)/([^/]+)/resolve/main/(.+)$")
-_API_MODEL = re.compile(r"^/api/models/([^/]+)/([^/]+)$")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 FAULT_KINDS = ("status", "reset", "stall", "corrupt", "no_length")
 
@@ -56,6 +52,7 @@ class Hit:
     range: str | None
     if_range: str | None
     authorization: str | None
+    query: str = ""
 
 
 @dataclass
@@ -103,16 +100,15 @@ class FileServer:
         self.tls = tls
         self.ca_file: Path | None = None
         self._files: dict[str, ServedFile] = {}
-        self._gates: dict[tuple[str, str], str] = {}
-        self._repos: dict[tuple[str, str], list[str]] = {}
         self._hits: list[Hit] = []
         self._lock = threading.Lock()
         self._server = BackgroundServer(self._app, self.port, "file-server")
         self._tmp = tempfile.TemporaryDirectory(prefix="rbee-file-server-")
+        self._stopped = False
 
     @property
     def url(self) -> str:
-        """Base URL, also the Hugging Face endpoint when files are published with `add_hf`."""
+        """Base URL."""
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     # -- publishing -------------------------------------------------------------------------
@@ -124,23 +120,6 @@ class FileServer:
         with self._lock:
             self._files[url_path] = ServedFile(source, source.stat().st_size, sha)
         return self.url + url_path
-
-    def add_hf(self, org: str, repo: str, filename: str, source: Path, sha256: str | None = None) -> str:
-        """Publish `source` as file `filename` of Hugging Face repo `org/repo`; returns its hf: ref."""
-        self.add(self.cdn_path(org, repo, filename), source, sha256)
-        with self._lock:
-            self._repos.setdefault((org, repo), []).append(filename)
-        return f"hf:{org}/{repo}:{filename}"
-
-    @staticmethod
-    def cdn_path(org: str, repo: str, filename: str) -> str:
-        """Where the bytes of an hf file are served (the target of the resolve redirect)."""
-        return f"/cdn/{org}/{repo}/{filename}"
-
-    def gate(self, org: str, repo: str, token: str) -> None:
-        """Answer 401 (no token) or 403 (another token) for the repo unless `token` is presented."""
-        with self._lock:
-            self._gates[(org, repo)] = token
 
     def file(self, url_path: str) -> ServedFile:
         """The published file at `url_path`."""
@@ -186,7 +165,10 @@ class FileServer:
         return self
 
     def stop(self) -> None:
-        """Stop serving and join the thread."""
+        """Stop serving and join the thread (once; later calls do nothing)."""
+        if self._stopped:
+            return
+        self._stopped = True
         self._server.stop()
         self._tmp.cleanup()
 
@@ -206,56 +188,22 @@ class FileServer:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         with self._lock:
             self._hits.append(Hit(request.method, request.path, request.headers.get("Range"),
-                                  request.headers.get("If-Range"), request.headers.get("Authorization")))
+                                  request.headers.get("If-Range"), request.headers.get("Authorization"),
+                                  request.query_string))
         if request.method not in ("GET", "HEAD"):
-            return _error(405, "method not allowed")
-        if match := _API_MODEL.match(request.path):
-            return self._api_model(request, match.group(1), match.group(2))
-        if match := _RESOLVE.match(request.path):
-            return self._resolve(request, *match.groups())
+            return json_error(405, "method not allowed")
+        special = self._special(request)
+        if special is not None:
+            return special
         with self._lock:
             served = self._files.get(request.path)
         if served is None:
-            return _error(404, "Entry not found")
+            return json_error(404, "Entry not found")
         return await self._send(request, served)
 
-    def _gate_refusal(self, request: web.Request, org: str, repo: str) -> web.Response | None:
-        with self._lock:
-            token = self._gates.get((org, repo))
-        if token is None:
-            return None
-        given = request.headers.get("Authorization")
-        if given is None:
-            return _error(401, "Access to this model is restricted. You must be authenticated.")
-        if given != f"Bearer {token}":
-            return _error(403, "Access to this model is restricted.")
+    def _special(self, request: web.Request) -> web.Response | None:
+        """An answer other than a file's bytes (none here; subclasses add APIs)."""
         return None
-
-    def _api_model(self, request: web.Request, org: str, repo: str) -> web.Response:
-        refusal = self._gate_refusal(request, org, repo)
-        if refusal is not None:
-            return refusal
-        with self._lock:
-            names = self._repos.get((org, repo))
-        if names is None:
-            return _error(404, "Repository not found")
-        return web.json_response({"id": f"{org}/{repo}", "siblings": [{"rfilename": n} for n in names]})
-
-    def _resolve(self, request: web.Request, org: str, repo: str, filename: str) -> web.Response:
-        refusal = self._gate_refusal(request, org, repo)
-        if refusal is not None:
-            return refusal
-        target = self.cdn_path(org, repo, filename)
-        with self._lock:
-            served = self._files.get(target)
-        if served is None:
-            return _error(404, "Entry not found")
-        return web.Response(status=302, headers={
-            "Location": target,
-            "X-Linked-Etag": served.etag,
-            "X-Linked-Size": str(served.size),
-            "ETag": served.etag,
-        })
 
     def _next_fault(self, served: ServedFile) -> Fault | None:
         with self._lock:
@@ -271,7 +219,7 @@ class FileServer:
     async def _send(self, request: web.Request, served: ServedFile) -> web.StreamResponse:
         fault = self._next_fault(served)
         if fault is not None and fault.kind == "status":
-            return _error(fault.status, f"injected HTTP {fault.status}")
+            return json_error(fault.status, f"injected HTTP {fault.status}")
         start, end = 0, served.size - 1
         status = 200
         headers = {"ETag": served.etag, "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
@@ -368,6 +316,7 @@ def _corrupt(block: bytes, position: int) -> bytes:
     return bytes(changed)
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON error answer."""
+    return web.json_response({"error": message}, status=status, headers=headers)
 

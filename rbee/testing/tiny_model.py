@@ -124,10 +124,12 @@ def add_vocab(writer: gguf.GGUFWriter, tokens: list[str], scores: list[float], t
     writer.add_eos_token_id(EOS_ID)
 
 
-def _write(path: str, *, context_length: int, seed: int, chat_template: str | None) -> None:
-    """Write the GGUF file to ``path`` (non-atomically)."""
+def _write(path: str, *, context_length: int, seed: int, chat_template: str | None,
+           split_max_tensors: int = 0) -> None:
+    """Write the GGUF file to ``path`` (non-atomically); split into `<stem>-0000i-of-0000n.gguf`
+    parts of at most `split_max_tensors` tensors each when that is set."""
     tokens, scores, types = _vocab()
-    writer = gguf.GGUFWriter(path, ARCH)
+    writer = gguf.GGUFWriter(path, ARCH, split_max_tensors=split_max_tensors)
     try:
         writer.add_name("rbee-tiny-random")
         writer.add_file_type(gguf.LlamaFileType.ALL_F32)
@@ -170,3 +172,11 @@ def build_tiny_gguf(
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def build_split_tiny_gguf(path: str | os.PathLike[str], max_tensors: int) -> list[pathlib.Path]:
+    """The tiny model as a multi-part GGUF (`<stem>-00001-of-0000N.gguf`, …) beside `path`, as
+    `llama-gguf-split` writes it; returns the parts in order."""
+    target = pathlib.Path(path)
+    _write(str(target), context_length=2048, seed=0, chat_template=None, split_max_tensors=max_tensors)
+    return sorted(target.parent.glob(f"{target.stem}-*-of-*.gguf"))

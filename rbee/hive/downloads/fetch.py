@@ -3,8 +3,9 @@
 Each attempt resumes the partial file with `Range` + `If-Range` (after a reset, a stall or a
 hive restart), checks the free disk space before the first byte and hashes while it writes;
 transient failures back off exponentially with jitter. The digest is compared with the SHA-256
-the job was given or the hub announced (`X-Linked-Etag`): a mismatch deletes the file and
-starts over, a final failure deletes the partial file.
+the source names (given by the client or listed by the hub) or the hub announced
+(`X-Linked-Etag`): a mismatch deletes the file and starts over, a final failure deletes the
+partial file. A job of several files (a multi-part GGUF) counts its progress over all of them.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ from typing import Any
 import aiohttp
 
 from rbee.common.errors import ApiError
-from rbee.common.http import raise_for_error
 from rbee.common.tunables import DownloadSettings
-from rbee.common.validation import SHA256_HEX, check_model_ref
+from rbee.common.validation import SHA256_HEX
 from rbee.hive.downloads.files import (
     GGUF_MAGIC,
     Sink,
@@ -36,7 +36,7 @@ from rbee.hive.downloads.files import (
     write_validator,
 )
 from rbee.hive.downloads.job import DownloadJob
-from rbee.hive.model_sources import ModelSource, listing_url, only_gguf, split_hf
+from rbee.hive.model_sources import ModelSource
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +59,9 @@ class _Mismatch(Exception):
 
 
 class Fetcher:
-    """The HTTP side of downloads: one client session, the hub's listings, file transfers."""
+    """The HTTP side of downloads: one client session, file transfers."""
 
-    def __init__(self, models_dir: Path, settings: DownloadSettings) -> None:
-        self.models_dir = models_dir
+    def __init__(self, settings: DownloadSettings) -> None:
         self.settings = settings
         self._session: aiohttp.ClientSession | None = None
         self.bytes_received = 0
@@ -81,37 +80,22 @@ class Fetcher:
         if self._session is not None:
             await self._session.close()
 
-    async def expand(self, ref: str) -> str:
-        """`hf:org/repo` → `hf:org/repo:file` for the repository's only GGUF; other refs unchanged."""
-        if not ref.startswith("hf:") or split_hf(ref)[2] is not None:
-            return ref
-        hub = self.settings.hub
-        try:
-            async with self._client().get(listing_url(ref, hub), headers=hub.headers()) as response:
-                if response.status in (401, 403):
-                    raise _forbidden(True, response.status)
-                if response.status in (404, 410):
-                    raise _not_found(response.status)
-                await raise_for_error(response, "the hub")
-                listing = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise ApiError(502, "MODEL_DOWNLOAD_FAILED", "cannot list the repository's files on the hub",
-                           {"reason": type(exc).__name__}) from exc
-        return check_model_ref(only_gguf(ref, listing))
-
-    async def fetch(self, job: DownloadJob, source: ModelSource, target: Path) -> tuple[str, int]:
-        """Download `source` to `target`, retrying by the settings; returns (sha256, size)."""
+    async def fetch(
+        self, job: DownloadJob, source: ModelSource, target: Path, record: bool = True
+    ) -> tuple[str, int]:
+        """Download `source` to `target`, retrying by the settings; returns (sha256, size).
+        `record`: leave the `.rbee.json` record beside the file."""
         partial = partial_of(target)
         failures = mismatches = 0
         while True:
             job.attempt += 1
             try:
-                sha256, size = await self._attempt(job, source, partial)
-                expected = job.expected_sha256 or job.hub_sha256
+                sha256, size, announced = await self._attempt(job, source, partial)
+                expected = source.sha256 or announced
                 if expected and sha256 != expected:
                     raise _Mismatch(expected, sha256)
                 job.state = "verifying"
-                await asyncio.to_thread(finalize, partial, target, job.ref, sha256, size)
+                await asyncio.to_thread(finalize, partial, target, job.public_ref, sha256, size, record)
                 return sha256, size
             except _Retry as exc:
                 progressed = job.bytes_done > job.attempt_started[1]
@@ -141,7 +125,10 @@ class Fetcher:
             job.state = "retrying"
             await asyncio.sleep(delay)
 
-    async def _attempt(self, job: DownloadJob, source: ModelSource, partial: Path) -> tuple[str, int]:
+    async def _attempt(
+        self, job: DownloadJob, source: ModelSource, partial: Path
+    ) -> tuple[str, int, str | None]:
+        """One GET: (digest, size, the SHA-256 the hub announced or None)."""
         offset = partial.stat().st_size if partial.exists() else 0
         headers = {"Accept-Encoding": "identity", **source.headers}
         if offset:
@@ -149,20 +136,23 @@ class Fetcher:
             validator = await asyncio.to_thread(read_validator, partial)
             if validator:
                 headers["If-Range"] = validator
-        job.state, job.bytes_done = "connecting", offset
-        job.attempt_started = (time.monotonic(), offset)
+        job.state, job.bytes_done = "connecting", job.done_before + offset
+        job.attempt_started = (time.monotonic(), job.bytes_done)
         try:
             async with self._client().get(source.url, headers=headers) as response:
                 if response.status == 416 and offset:
-                    return await self._complete_or_restart(response, partial, offset)
+                    return (*await self._complete_or_restart(response, partial, offset), None)
                 offset, total = _accept(response, offset, source.from_hub)
-                job.hub_sha256 = job.hub_sha256 or _linked_sha256(response)
-                job.bytes_total, job.bytes_done = total, offset
-                check_disk(self.models_dir, None if total is None else total - offset)
-                await self._disk(job, write_validator, partial, response.headers.get("ETag"))
+                if job.planned_total is None:
+                    job.bytes_total = total
+                job.bytes_done = job.done_before + offset
+                await self._disk(job, partial.parent, partial.parent.mkdir, 0o755, True, True)
+                check_disk(partial.parent, None if total is None else total - offset)
+                await self._disk(job, partial.parent, write_validator, partial, response.headers.get("ETag"))
                 job.state = "downloading"
-                job.attempt_started = (time.monotonic(), offset)
-                return await self._receive(job, response, partial, offset)
+                job.attempt_started = (time.monotonic(), job.bytes_done)
+                digest, size = await self._receive(job, response, partial, offset, total)
+                return digest, size, _linked_sha256(response)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _Retry(_describe(exc, self.settings.stall_timeout_s)) from exc
 
@@ -176,9 +166,11 @@ class Fetcher:
         raise _Retry("the server refused to resume; starting over")
 
     async def _receive(
-        self, job: DownloadJob, response: aiohttp.ClientResponse, partial: Path, offset: int
+        self, job: DownloadJob, response: aiohttp.ClientResponse, partial: Path, offset: int,
+        total: int | None,
     ) -> tuple[str, int]:
-        sink: Sink = await self._disk(job, Sink, partial, offset)
+        folder = partial.parent
+        sink: Sink = await self._disk(job, folder, Sink, partial, offset)
         buffer = bytearray()
         pending: asyncio.Future[None] | None = None
         try:
@@ -189,28 +181,28 @@ class Fetcher:
                 if len(buffer) >= FLUSH_BYTES:
                     if pending is not None:
                         await pending
-                    pending = asyncio.ensure_future(self._disk(job, sink.write, buffer))
+                    pending = asyncio.ensure_future(self._disk(job, folder, sink.write, buffer))
                     buffer = bytearray()
         finally:
             try:
                 if pending is not None:
                     await pending
                 if buffer:
-                    await self._disk(job, sink.write, buffer)
+                    await self._disk(job, folder, sink.write, buffer)
             finally:
                 await asyncio.to_thread(sink.close)
-        if job.bytes_total is not None and sink.size != job.bytes_total:
-            raise _Retry(f"the connection closed after {sink.size} of {job.bytes_total} bytes")
+        if total is not None and sink.size != total:
+            raise _Retry(f"the connection closed after {sink.size} of {total} bytes")
         if not sink.starts_with(GGUF_MAGIC):
             raise ApiError(502, "NOT_A_GGUF", "the downloaded file is not a GGUF model")
         return sink.hexdigest(), sink.size
 
-    async def _disk(self, job: DownloadJob, action: Callable[..., Any], *args: Any) -> Any:
-        """Run a file operation in a thread; a full disk becomes 507 INSUFFICIENT_DISK."""
+    async def _disk(self, job: DownloadJob, folder: Path, action: Callable[..., Any], *args: Any) -> Any:
+        """Run a file operation in a thread; a full disk (of `folder`) becomes 507 INSUFFICIENT_DISK."""
         try:
             return await asyncio.to_thread(action, *args)
         except OSError as exc:
-            raise disk_error(exc, self.models_dir, job.bytes_total) from exc
+            raise disk_error(exc, folder, job.bytes_total) from exc
 
 
 def _accept(response: aiohttp.ClientResponse, offset: int, from_hub: bool) -> tuple[int, int | None]:

@@ -67,23 +67,29 @@ def discard(partial: Path) -> None:
     _validator_of(partial).unlink(missing_ok=True)
 
 
-def finalize(partial: Path, target: Path, ref: str, sha256: str, size: int) -> None:
-    """Make the verified partial file the model: fsync, rename, record where it came from."""
+def finalize(partial: Path, target: Path, ref: str, sha256: str, size: int, record: bool = True) -> None:
+    """Make the verified partial file the model: fsync, rename, record where it came from
+    (`record`: in `<file>.rbee.json`, unless the catalog keeps the record elsewhere)."""
     with partial.open("rb") as handle:
         os.fsync(handle.fileno())
     os.replace(partial, target)
     _validator_of(partial).unlink(missing_ok=True)
-    record = {"ref": ref, "file": target.name, "sha256": sha256, "size_bytes": size,
-              "downloaded_at": time.time()}
-    meta = metadata_of(target)
-    scratch = meta.with_name(meta.name + ".tmp")
-    scratch.write_text(json.dumps(record))
-    os.replace(scratch, meta)
+    if record:
+        write_record(metadata_of(target), {"ref": ref, "file": target.name, "sha256": sha256,
+                                           "size_bytes": size, "downloaded_at": time.time()})
     directory = os.open(target.parent, os.O_RDONLY)
     try:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def write_record(meta: Path, record: dict[str, Any]) -> None:
+    """Write a JSON record atomically."""
+    meta.parent.mkdir(parents=True, exist_ok=True)
+    scratch = meta.with_name(meta.name + ".tmp")
+    scratch.write_text(json.dumps(record))
+    os.replace(scratch, meta)
 
 
 def read_metadata(target: Path) -> dict[str, Any] | None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from rbee.common import wire
 from rbee.common.errors import ApiError
+from rbee.common.model_refs import public_ref
 
 
 @dataclass
@@ -33,9 +34,17 @@ class DownloadJob:
     path: Path | None = None
     sha256: str | None = None
     error: ApiError | None = None
-    hub_sha256: str | None = None
+    done_before: int = 0
+    """Bytes of the job's earlier files (the parts of a multi-part model already here)."""
+    planned_total: int | None = None
+    """Bytes of all the job's files when the hub listed their sizes (else each answer's size)."""
     attempt_started: tuple[float, int] = (0.0, 0)
     _finished: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    @property
+    def public_ref(self) -> str:
+        """The ref as it may be shown and logged (an https URL without its query string)."""
+        return public_ref(self.ref)
 
     @property
     def finished(self) -> bool:
@@ -46,7 +55,7 @@ class DownloadJob:
         """JSON form: state and byte counts."""
         wire: dict[str, Any] = {
             "id": self.id,
-            "model": self.ref,
+            "model": self.public_ref,
             "state": self.state,
             "bytes_done": self.bytes_done,
             "bytes_total": self.bytes_total,
@@ -66,7 +75,8 @@ class DownloadJob:
         """The progress-stream event for the current state."""
         if self.error is not None:
             err = self.error
-            return wire.DownloadFailed(self.id, self.ref, err.status, err.code, err.message, err.details)
+            return wire.DownloadFailed(self.id, self.public_ref, err.status, err.code, err.message,
+                                       err.details)
         kind = wire.DownloadDone if self.state == "done" else wire.DownloadProgress
         return kind.from_wire(self.to_wire())
 

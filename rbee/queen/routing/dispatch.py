@@ -19,6 +19,7 @@ from rbee.common.audit import Audit, no_audit, prompt_digest
 from rbee.common.deadlines import Deadline
 from rbee.common.errors import CORRELATION_HEADER, ApiError
 from rbee.common.http import Headers, no_headers, raise_for_error
+from rbee.common.model_refs import public_ref
 from rbee.common.native_stream import NativeStreamReader, StreamItem
 from rbee.queen.routing.backend_policy import AUTO
 from rbee.queen.routing.loading_watch import LoadingWatch
@@ -128,7 +129,7 @@ class Dispatcher:
         body = task.worker_body
         text = body.get("prompt") or json.dumps(body.get("messages"), sort_keys=True)
         budget = {"max_tokens": body["max_tokens"]} if body.get("max_tokens") is not None else {}
-        self._audit("task.submitted", task_id=task.task_id, model=task.model,
+        self._audit("task.submitted", task_id=task.task_id, model=public_ref(task.model),
                     correlation_id=task.correlation_id, prompt_sha256=prompt_digest(text), **budget)
         outcome: dict[str, Any] = {"event": "task.cancelled", "reason": "the client went away"}
         timing = self._meter.start()

@@ -23,6 +23,7 @@ from rbee.common.deadlines import Deadline
 from rbee.common.embedding_wire import EmbeddingResult
 from rbee.common.errors import CORRELATION_HEADER, ApiError
 from rbee.common.http import Headers, post_json
+from rbee.common.model_refs import public_ref
 from rbee.queen.routing.dispatch import MAX_ATTEMPTS, RETRY_PAUSE_S, wait_drained
 from rbee.queen.routing.placement import Placement
 from rbee.queen.routing.tenant import ANONYMOUS, Tenant
@@ -58,7 +59,7 @@ class EmbeddingDispatcher:
         if self._draining:
             raise ApiError(503, "DRAINING", "the queen is shutting down", headers={"Retry-After": "1"})
         inputs = body.get("input")
-        self._audit("embedding.submitted", model=model, correlation_id=correlation_id,
+        self._audit("embedding.submitted", model=public_ref(model), correlation_id=correlation_id,
                     inputs=len(inputs) if isinstance(inputs, list) else 1,
                     input_sha256=prompt_digest(json.dumps(inputs, sort_keys=True)))
         outcome: dict[str, Any] = {"event": "embedding.failed", "code": "CANCELLED"}
@@ -72,7 +73,8 @@ class EmbeddingDispatcher:
             raise
         finally:
             self.running -= 1
-            self._audit(outcome.pop("event"), model=model, correlation_id=correlation_id, **outcome)
+            self._audit(outcome.pop("event"), model=public_ref(model), correlation_id=correlation_id,
+                        **outcome)
 
     async def _attempts(
         self, model: str, body: dict[str, Any], backend: str, deadline: Deadline, correlation_id: str,

@@ -284,7 +284,7 @@ class Placement:
             await self._spawn(model, backend, handles, node is not None, busy_urls, embedding=embedding)
             self.admission.slot_freed(pool_of(model, embedding))
         except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("could not add a worker for %s: %s", model, exc)
+            log.warning("could not add a worker for %s: %s", pool_of(model, embedding), exc)
             await asyncio.sleep(self._gpu.replica_after_wait_s)
 
     async def _spawn(
@@ -313,11 +313,11 @@ class Placement:
                 if explicit or not is_refusal(exc):
                     raise
                 log.info("node %s refused a worker for %s (%s); trying the next node",
-                         handle.name, model, exc.code)
+                         handle.name, pool_of(model, embedding), exc.code)
                 failure = most_specific(failure, exc)
                 continue
             log.info("hive of node %s spawned worker %s for %s (%s)", handle.name, record["worker_id"],
-                     model, record.get("backend", backend))
+                     pool_of(model, embedding), record.get("backend", backend))
             return await self._wait_serving(handle, record["worker_id"])
         raise failure or ApiError(503, "NO_NODE_AVAILABLE", "no node's hive answers or could be started",
                                   headers={"Retry-After": "1"})

@@ -10,6 +10,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from rbee.common.model_refs import public_ref
 from rbee.common.wire import WorkerState
 from rbee.queen.routing.backend_policy import AUTO, serves
 
@@ -52,9 +53,11 @@ class WorkerView:
 
 
 def pool_of(model: str, embedding: bool) -> str:
-    """The name a model's workers of one kind queue, lock and add replicas under: the model for
-    generation, `<model> (embeddings)` for its embedding workers."""
-    return f"{model} (embeddings)" if embedding else model
+    """The name a model's workers of one kind queue, lock and add replicas under: the model (its
+    public form: an https URL without its query) for generation, `<model> (embeddings)` for its
+    embedding workers."""
+    name = public_ref(model)
+    return f"{name} (embeddings)" if embedding else name
 
 
 class WorkerRegistry:
@@ -111,8 +114,10 @@ class WorkerRegistry:
         embedding: bool = False,
     ) -> list[WorkerView]:
         """Workers of `model` that may serve `policy`, in any state (only of `hive_urls` when given):
-        its embedding workers when `embedding`, else its generation workers."""
-        return [w for w in self._workers.values() if w.model == model and serves(policy, w.backend)
+        its embedding workers when `embedding`, else its generation workers. A worker is named
+        after the ref its spawn asked for (`public_ref` of it), whatever file that resolved to."""
+        name = public_ref(model)
+        return [w for w in self._workers.values() if w.model == name and serves(policy, w.backend)
                 and w.embedding == embedding and (hive_urls is None or w.hive_url in hive_urls)]
 
     def pick(
