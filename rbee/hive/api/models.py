@@ -10,9 +10,10 @@ from rbee.hive.app_keys import CATALOG, SUPERVISOR
 
 
 async def list_models(request: web.Request) -> web.Response:
-    """Models in this hive's catalog."""
-    models = [entry.to_wire() for entry in await request.app[CATALOG].list()]
-    return web.json_response({"models": models})
+    """Models in this hive's catalog, and those it can install on first use without a download."""
+    catalog = request.app[CATALOG]
+    models = [entry.to_wire() for entry in await catalog.list()]
+    return web.json_response({"models": models, "installable": catalog.installable()})
 
 
 async def remove_model(request: web.Request) -> web.Response:
