@@ -64,7 +64,8 @@ def _configured(daemon: str, args: argparse.Namespace) -> tuple[ConfigSource, Ba
 
 
 def _reloader(
-    source: ConfigSource, config: BaseModel, timings: LiveTimings, audit: Audit, applied: Applied
+    source: ConfigSource, config: BaseModel, timings: LiveTimings, audit: Audit,
+    applied: Applied = lambda _: None,
 ) -> ConfigReloader | None:
     """The SIGHUP config reload, for a daemon that has a config file."""
     if source.file is None:
