@@ -4,6 +4,7 @@ spawns, requests and `/v1/models` entry."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,14 @@ def test_an_alias_is_described_with_its_settings_and_the_fallbacks_it_leaves_to_
     assert described["rbee"] == {"ref": TINY, "ctx_size": 2048, "slots": 3, "backend": "auto",
                                  "gpu_layers": None, "max_replicas": 1, "keep_alive_s": 600.0,
                                  "chat_template": False, "sampling": {"temperature": 0.3}}
+
+
+def test_a_reload_log_names_the_aliases_never_their_refs(tmp_path, caplog):
+    path = _file(tmp_path, f"    chat:\n      ref: {TINY}\n")
+    source = ConfigSource("queen", path)
+    config = source.resolve()
+    reload = ConfigReloader(source, config, LiveTimings(timings_of(config)), no_audit, {})
+    _file(tmp_path, "    chat:\n      ref: https://bucket.example.com/private-model.gguf\n")
+    with caplog.at_level(logging.INFO):
+        reload()
+    assert "models ['chat'] -> ['chat']" in caplog.text and "private-model" not in caplog.text

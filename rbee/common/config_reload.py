@@ -43,8 +43,14 @@ class LiveTimings(Timings):
         object.__setattr__(self, "_current", current)
 
 
+def _shown(value: Any) -> Any:
+    """A value as a reload log line shows it: a mapping (the model table) by its keys alone, so
+    refs that carry credentials (pre-signed URLs) and long templates stay out of the log."""
+    return sorted(value) if isinstance(value, dict) else value
+
+
 def _change(key: str, old: BaseModel, new: BaseModel) -> str:
-    return f"{key} {getattr(old, key)} -> {getattr(new, key)}"
+    return f"{key} {_shown(getattr(old, key))} -> {_shown(getattr(new, key))}"
 
 
 class ConfigReloader:
