@@ -54,9 +54,9 @@ def test_a_table_with_every_setting_loads_into_the_queen_configuration(tmp_path)
     assert spec.sampling["seed"] == 7 and spec.sampling["stop"] == ["END"]
 
 
-def test_an_unknown_key_of_an_alias_is_named_with_its_dotted_path_and_a_suggestion(tmp_path):
+def test_an_unknown_key_of_an_alias_is_named_with_its_dotted_path_its_line_and_a_suggestion(tmp_path):
     path = _file(tmp_path, f"    chat:\n      ref: {TINY}\n      ctx_sise: 10\n")
-    expected = f"{path}:3: queen.models.chat.ctx_sise: unknown key (did you mean `ctx_size`?)"
+    expected = f"{path}:6: queen.models.chat.ctx_sise: unknown key (did you mean `ctx_size`?)"
     assert _problems(path) == [expected]
 
 
