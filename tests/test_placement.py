@@ -550,9 +550,10 @@ def test_the_models_of_every_answering_hive_are_listed_and_silent_ones_skipped(t
             far.models = [{"name": "file:///models/far.gguf"}]
             remote = {"far": far, "gone": await dead_url()}
             async with queen(tmp_path, local=local, remote=remote) as q:
-                return await q.placement.hive_models()
+                return await q.placement.hive_catalogs()
 
-    assert sorted(m["name"] for m in asyncio.run(scenario())) == ["default", "file:///models/far.gguf"]
+    names = [m["name"] for answer in asyncio.run(scenario()) for m in answer["models"]]
+    assert sorted(names) == ["default", "file:///models/far.gguf"]
 
 
 def test_an_auto_request_is_served_by_a_worker_of_any_backend(tmp_path):

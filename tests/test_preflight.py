@@ -177,6 +177,12 @@ def test_the_model_gpu_layers_override_is_honoured(tiny, tmp_path, cuda_compiled
     assert need.gpu_layers == 1 and need.partial
 
 
+def test_a_spawns_own_gpu_layers_win_over_the_nodes_model_gpu_layers(tiny, tmp_path, cuda_compiled):
+    policy = GpuPolicy(model_gpu_layers={"tiny": 2})
+    need = preflight.plan(_ask(tiny, "cuda", gpu_layers=1), policy, _gpus(40 * GIB), tmp_path)
+    assert need.gpu_layers == 1 and need.partial
+
+
 def test_a_refusal_for_ram_releases_the_gpu_booking(tiny, tmp_path, cuda_compiled):
     huge = tmp_path / "huge.gguf"
     shutil.copyfile(tiny, huge)

@@ -207,7 +207,8 @@ def test_a_worker_body_without_a_task_id_gets_a_fresh_one(given):
 
 def test_a_hive_heartbeat_fills_in_the_defaults_of_its_worker_reports():
     report = HiveHeartbeat.parse({**HIVE_BEAT, "workers": [REPORT]}).workers[0].model_dump()
-    assert report == {**REPORT, "restarts": 0, "backend": "cpu", "device": None, "embedding": False}
+    assert report == {**REPORT, "restarts": 0, "backend": "cpu", "device": None, "embedding": False,
+                      "alias": None}
 
 
 def test_a_digest_is_lowered():

@@ -29,6 +29,8 @@ from rbee.common.tunables import Timings
 LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 Build = Callable[[Timings, AuditLog], web.Application | Awaitable[web.Application]]
 """Builds a daemon's application from its live timings and its audit log."""
+Applied = Callable[[BaseModel], None]
+"""What a daemon does with the configuration a SIGHUP reload applied."""
 
 
 def _common(parser: argparse.ArgumentParser, peers: tuple[str, ...]) -> None:
@@ -62,10 +64,13 @@ def _configured(daemon: str, args: argparse.Namespace) -> tuple[ConfigSource, Ba
 
 
 def _reloader(
-    source: ConfigSource, config: BaseModel, timings: LiveTimings, audit: Audit
+    source: ConfigSource, config: BaseModel, timings: LiveTimings, audit: Audit,
+    applied: Applied = lambda _: None,
 ) -> ConfigReloader | None:
     """The SIGHUP config reload, for a daemon that has a config file."""
-    return ConfigReloader(source, config, timings, audit) if source.file is not None else None
+    if source.file is None:
+        return None
+    return ConfigReloader(source, config, timings, audit, applied=applied)
 
 
 def _keyring(config: BaseModel, role: str) -> Keyring:
@@ -87,9 +92,10 @@ def _tls_files(config: BaseModel) -> TlsFiles | None:
 
 
 def _serve_audited(source: ConfigSource, config: BaseModel, data_dir: Path, build: Build,
-                   tls: TlsFiles | None = None) -> None:
+                   tls: TlsFiles | None = None, applied: Applied = lambda _: None) -> None:
     """Open the audit log under `data_dir` (exit 1 with the reason when it cannot), build the
-    application with the live timings and serve it (over TLS with `tls`) until stopped."""
+    application with the live timings and serve it (over TLS with `tls`) until stopped; `applied`
+    gets the configuration of each SIGHUP reload."""
     timings = LiveTimings(timings_of(config))
     try:
         audit_log = AuditLog(data_dir / "audit", timings.audit_max_bytes, bool(timings.audit_fsync))
@@ -97,7 +103,7 @@ def _serve_audited(source: ConfigSource, config: BaseModel, data_dir: Path, buil
         print(f"error: cannot open the audit log in {data_dir / 'audit'}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     serve(build(timings, audit_log), config.host, config.port, source.daemon,
-          _reloader(source, config, timings, audit_log.append), tls)
+          _reloader(source, config, timings, audit_log.append, applied), tls)
 
 
 def _queen_options(parser: argparse.ArgumentParser) -> None:
@@ -121,6 +127,9 @@ def _queen_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-cert", type=Path,
                         help="serve HTTPS with this PEM certificate chain (re-read on SIGHUP)")
     parser.add_argument("--tls-key", type=Path, help="the PEM private key of --tls-cert")
+    parser.add_argument("--models", metavar="JSON",
+                        help='the model table: per alias, its ref and settings, e.g. '
+                        '{"fast": {"ref": "hf:org/repo", "ctx_size": 4096}} (docs/configuration.md)')
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -187,6 +196,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "simple: one context and thread per slot")
     worker.add_argument("--embedding", type=str.lower, choices=["true", "false"],
                         help="true: serve /v1/embeddings (pooled, L2-normalised vectors) and no generation")
+    worker.add_argument("--chat-template", metavar="JINJA",
+                        help="chat template used instead of the GGUF's own (a model table alias's)")
     worker.set_defaults(func=run_worker)
 
 
@@ -200,7 +211,8 @@ def run_queen(args: argparse.Namespace, start_hive: bool | None = None) -> int:
     tls = _tls_files(config)
     warn_if_plain_public(config.host, "queen", tls)
     _serve_audited(source, config, settings.data_dir,
-                   lambda timings, log: build_app(settings, timings, log), tls)
+                   lambda timings, log: build_app(settings, timings, log), tls,
+                   lambda fresh: settings.models.replace(fresh.models))
     return 0
 
 

@@ -22,6 +22,7 @@ from pydantic_core import ErrorDetails
 
 from rbee.common.config_schema import CHILDREN, PATH_KEYS, env_names, flag, schema, tunable_keys
 from rbee.common.config_yaml import FileUnusable, Problem, Section, read_section
+from rbee.common.model_table import known_keys
 
 CODE = "CONFIG_INVALID"
 SECRET_KEY = re.compile(r"(^|_)(token|secret|password|api_key)$")
@@ -89,10 +90,10 @@ class ConfigSource:
         try:
             config = schema(self.daemon).model_validate(values)
         except ValidationError as exc:
-            errors = [e for e in exc.errors() if require_all or e["type"] != "missing"]
-            problems += [self._problem(error, origins) for error in errors]
+            errors = [e for e in exc.errors() if require_all or e["type"] != "missing" or len(e["loc"]) > 1]
+            problems += [self._problem(error, origins, lines) for error in errors]
             config = None
-        problems.sort(key=lambda problem: lines.get(problem.key.partition(".")[2], len(lines) + 1))
+        problems.sort(key=lambda problem: _line_of(problem.key.partition(".")[2], lines) or len(lines) + 1)
         return (None if problems else config), problems
 
     def _file_layer(self, section: Section, values: dict[str, Any], origins: dict[str, str]) -> list[Problem]:
@@ -112,20 +113,30 @@ class ConfigSource:
             values[key], origins[key] = value, where
         return problems
 
-    def _problem(self, error: ErrorDetails, origins: dict[str, str]) -> Problem:
+    def _problem(self, error: ErrorDetails, origins: dict[str, str], lines: dict[str, int]) -> Problem:
+        """The problem of one validation error; a nested key (the model table's) read from the file
+        is placed at its own line (the nearest of its enclosing keys' when it has none)."""
         key = str(error["loc"][0]) if error["loc"] else ""
+        dotted = ".".join(str(part) for part in error["loc"] if part != "[key]")
         kind = error["type"]
-        if kind == "missing":
+        if kind == "missing" and len(error["loc"]) > 1:
+            message = "required"
+        elif kind == "missing":
             env = env_names(self.daemon).get(key)
             message = f"required: give {flag(key)}{f', {env}' if env else ''} or `{key}:` in the config file"
         elif kind == "extra_forbidden":
-            close = difflib.get_close_matches(key, list(schema(self.daemon).model_fields), n=1)
+            known = known_keys(error["loc"]) if key == "models" else list(schema(self.daemon).model_fields)
+            close = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
             message = "unknown key" + (f" (did you mean `{close[0]}`?)" if close else "")
         elif kind == "value_error":
             message = str(error.get("ctx", {}).get("error", error["msg"]))
         else:
             message = error["msg"]
-        return Problem(origins.get(key, ""), f"{self.daemon}.{key}", message)
+        where = origins.get(key, "")
+        line = _line_of(dotted, lines)
+        if self.file is not None and where.startswith(f"{self.file}:") and line:
+            where = f"{self.file}:{line}"
+        return Problem(where, f"{self.daemon}.{dotted}", message)
 
     def export(self, config: BaseModel, environ: MutableMapping[str, str] = os.environ) -> None:
         """Set what the daemons this one starts inherit through `environ` (default: this process's
@@ -151,6 +162,13 @@ class ConfigSource:
                 environ.pop(name, None)
             else:
                 environ[name] = str(value)
+
+
+def _line_of(dotted: str, lines: dict[str, int]) -> int | None:
+    """The file line of a dotted key, else of the nearest key enclosing it; None when unknown."""
+    parts = dotted.split(".")
+    prefixes = (".".join(parts[:n]) for n in range(len(parts), 0, -1))
+    return next((lines[prefix] for prefix in prefixes if prefix in lines), None)
 
 
 def inherited_option(daemon: str, key: str) -> str | None:

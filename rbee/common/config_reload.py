@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import fields
 from typing import Any
 
@@ -43,8 +43,14 @@ class LiveTimings(Timings):
         object.__setattr__(self, "_current", current)
 
 
+def _shown(value: Any) -> Any:
+    """A value as a reload log line shows it: a mapping (the model table) by its keys alone, so
+    refs that carry credentials (pre-signed URLs) and long templates stay out of the log."""
+    return sorted(value) if isinstance(value, dict) else value
+
+
 def _change(key: str, old: BaseModel, new: BaseModel) -> str:
-    return f"{key} {getattr(old, key)} -> {getattr(new, key)}"
+    return f"{key} {_shown(getattr(old, key))} -> {_shown(getattr(new, key))}"
 
 
 class ConfigReloader:
@@ -57,8 +63,12 @@ class ConfigReloader:
         timings: LiveTimings,
         audit: Audit,
         environ: MutableMapping[str, str] = os.environ,
+        applied: Callable[[BaseModel], None] = lambda _: None,
     ) -> None:
+        """`applied` gets the configuration after each reload that applied (for state the daemon
+        holds beyond the timings, such as the queen's model table)."""
         self._source = source
+        self._applied = applied
         self._config = config
         self._timings = timings
         self._audit = audit
@@ -82,6 +92,7 @@ class ConfigReloader:
         set_log_level(self._config.log_level)
         self._timings.replace(timings_of(self._config))
         self._source.export_tunables(self._config, self._environ)
+        self._applied(self._config)
         described = ", ".join(_change(key, old, fresh) for key in applied)
         message = f"config reloaded from {file}: " + (f"applied {described}" if applied else "no change")
         if restart:

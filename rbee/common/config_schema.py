@@ -28,11 +28,13 @@ from pydantic import (
 
 from rbee.common import defaults
 from rbee.common.errors import ApiError
+from rbee.common.model_table import ModelTable
 from rbee.common.tunables import SHARED, Group, SshTimings, Timings, tunables
 from rbee.common.validation import (
     MAX_DEVICE_ID,
     MAX_GPU_LAYERS,
     MAX_SLOTS,
+    MAX_TEMPLATE_CHARS,
     check_http_url,
     check_identifier,
     check_node_name,
@@ -55,9 +57,10 @@ RELOADABLE = frozenset({
     "failure_window_s", "request_deadline_s", "failed_node_cooldown_s", "loading_timeout_s",
     "stall_timeout_s", "idle_unload_s", "restart_backoff_initial_s", "restart_backoff_max_s",
     "restart_jitter", "max_restarts", "restart_window_s", "admission_queue_depth", "admission_wait_max_s",
-    "admission_key_share",
+    "admission_key_share", "models",
 })
-"""Keys a SIGHUP applies: the log level and the tunables the daemons read at each use."""
+"""Keys a SIGHUP applies: the log level, the tunables the daemons read at each use and the queen's
+model table (new spawns and requests use it; running workers keep their settings)."""
 
 
 def _not_bool(value: Any) -> Any:
@@ -159,6 +162,8 @@ class QueenOptions(_Options):
     """PEM certificate chain of the queen's HTTPS listener (with `tls_key`; re-read on SIGHUP)."""
     tls_key: FilePath | None = None
     """PEM private key of `tls_cert`."""
+    models: Annotated[ModelTable, BeforeValidator(_json_text)] = Field(default_factory=dict)
+    """The model table: per alias, its ref and its workers' and requests' settings."""
 
 
 class HiveOptions(_Options):
@@ -203,6 +208,8 @@ class WorkerOptions(_Options):
     engine: Literal[defaults.ENGINES] = defaults.DEFAULT_ENGINE
     embedding: bool = False
     """Serve `/v1/embeddings` (a context with embeddings on) instead of generation."""
+    chat_template: Annotated[str, Field(min_length=1, max_length=MAX_TEMPLATE_CHARS)] | None = None
+    """A Jinja chat template used instead of the GGUF's `tokenizer.chat_template`."""
 
 
 OPTIONS: dict[str, type[_Options]] = {"queen": QueenOptions, "hive": HiveOptions, "worker": WorkerOptions}

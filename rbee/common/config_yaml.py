@@ -34,6 +34,7 @@ class Section:
     daemon: str
     values: dict[str, Any]
     lines: dict[str, int] = field(default_factory=dict)
+    """The line of each key; keys of nested mappings (the model table's) by their dotted path."""
     problems: list[Problem] = field(default_factory=list)
 
 
@@ -85,11 +86,26 @@ def read_section(path: Path, daemon: str | None = None) -> Section:
     if not isinstance(node, yaml.MappingNode):
         raise FileUnusable(Problem(f"{path}:{_line(node)}", name, "must be a mapping of keys to values"))
     section = Section(name, {str(key): value for key, value in data[name].items()})
-    for key, _ in node.value:
+    for key, value in node.value:
         text_key = str(key.value) if isinstance(key, yaml.ScalarNode) else "?"
         if text_key in section.lines:
             section.problems.append(Problem(f"{path}:{_line(key)}", f"{name}.{text_key}",
                                             f"repeated key (first on line {section.lines[text_key]})"))
         else:
             section.lines[text_key] = _line(key)
+            if isinstance(value, yaml.MappingNode):
+                section.lines.update(_nested_lines(text_key, value))
     return section
+
+
+def _nested_lines(prefix: str, node: yaml.MappingNode) -> dict[str, int]:
+    """The line of every key below `prefix`, by dotted path."""
+    lines: dict[str, int] = {}
+    for key, value in node.value:
+        dotted = f"{prefix}.{key.value}" if isinstance(key, yaml.ScalarNode) else f"{prefix}.?"
+        if dotted in lines:
+            continue
+        lines[dotted] = _line(key)
+        if isinstance(value, yaml.MappingNode):
+            lines.update(_nested_lines(dotted, value))
+    return lines

@@ -89,6 +89,10 @@ MAX_DEVICE_ID = 63
 MAX_GPU_LAYERS = 4096
 """More layers than any GGUF has; a larger gpu_layers is a typo."""
 MAX_SLOTS = 256
+MAX_TEMPLATE_CHARS = 65_536
+"""A chat template given instead of the GGUF's own (the model table's `chat_template`)."""
+MAX_KEEP_ALIVE_S = 7 * 24 * 3600.0
+"""The longest idle time a model table's `keep_alive_s` may give."""
 MAX_EMBEDDING_INPUTS = 2_048
 """Inputs one `/v1/embeddings` request may hold (OpenAI's own limit)."""
 MAX_TOKEN_ID = 2**31 - 1

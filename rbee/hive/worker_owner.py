@@ -20,6 +20,7 @@ from rbee.common.audit import Audit, no_audit
 from rbee.common.exit_codes import WORKER_LOAD_FAILED
 from rbee.common.tunables import Timings
 from rbee.common.wire import WorkerState
+from rbee.common.wire_requests import WorkerTuning
 from rbee.hive.catalog import ModelEntry
 from rbee.hive.owner_messages import Heartbeat, OwnerMessage, Ready, Reload, Spawned, Stop
 from rbee.hive.preflight import Need
@@ -54,6 +55,12 @@ class WorkerRecord:
     """The address the queen reaches the worker at."""
     embedding: bool = False
     """True: the worker serves embeddings, not generation."""
+    ctx_size: int = 0
+    """Context tokens per slot the worker runs with."""
+    alias: str | None = None
+    """The model table alias the queen serves it under (None: the model's name)."""
+    tuning: WorkerTuning = field(default_factory=WorkerTuning)
+    """Its model table entry's settings (context, GPU layers, template, keep-alive)."""
 
     @property
     def url(self) -> str:
@@ -79,6 +86,8 @@ class WorkerRecord:
             "last_exit_code": self.last_exit_code,
             "last_kill_reason": self.last_kill_reason,
             "embedding": self.embedding,
+            "ctx_size": self.ctx_size,
+            "alias": self.alias,
             **_placement_wire(self.need),
         }
 
@@ -292,6 +301,7 @@ class WorkerOwner:
         silent = now - (record.last_heartbeat_at or now)
         if silent > timings.stale_after_s:
             return _Hung(f"missed {timings.stale_after_missed} heartbeats ({silent:.1f}s silent)")
-        if record.state == WorkerState.IDLE and now - self._idle_since > timings.idle_unload_s:
-            return Stop(f"idle for {timings.idle_unload_s:g}s")
+        keep_alive_s = record.tuning.keep_alive_s or timings.idle_unload_s
+        if record.state == WorkerState.IDLE and now - self._idle_since > keep_alive_s:
+            return Stop(f"idle for {keep_alive_s:g}s")
         return None

@@ -23,6 +23,7 @@ from rbee.queen.api.keys import (
     HIVES,
     KEY_USAGE,
     KEYS,
+    MODELS,
     NODES,
     PLACEMENT,
     REGISTRY,
@@ -101,7 +102,8 @@ async def build_app(settings: QueenSettings, timings: Timings, audit_log: AuditL
     on_reload(app, directory.reload)
     hives = HiveRegistry(timings, audit)
     registry = WorkerRegistry()
-    placement = Placement(directory, hives, registry, settings.worker_slots, timings, settings.gpu)
+    placement = Placement(directory, hives, registry, settings.worker_slots, timings, settings.gpu,
+                          settings.models)
     dispatcher = Dispatcher(placement, session, lambda: keyring.headers_for("worker"), audit,
                             meter=queen_metrics.tasks)
     queen_metrics.watch(registry, hives, lambda: dispatcher.running_count)
@@ -115,6 +117,7 @@ async def build_app(settings: QueenSettings, timings: Timings, audit_log: AuditL
     app[EMBEDDINGS] = embeddings
     app[TIMINGS] = timings
     app[BACKEND_POLICY] = settings.backend_policy
+    app[MODELS] = settings.models
     app[HEALTH] = DaemonHealth(
         status=lambda: f"{len(hives.all())} hives, {len(registry.all())} workers, "
         f"{dispatcher.running_count} tasks running"

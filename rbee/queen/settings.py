@@ -12,6 +12,7 @@ from rbee.common.config_env import default_data_dir
 from rbee.common.config_schema import same_named, timings_of
 from rbee.common.defaults import DEFAULT_BACKEND_POLICY, reachable
 from rbee.common.tunables import GpuLimits, shared_environment
+from rbee.queen.model_table import Fallbacks, LiveModelTable
 from rbee.queen.routing.backend_policy import BackendPolicy
 
 
@@ -47,6 +48,8 @@ class QueenSettings:
     tls_cert: Path | None = None
     """The listener's certificate: with it the queen serves HTTPS only."""
     tls_key: Path | None = None
+    models: LiveModelTable = field(default_factory=LiveModelTable)
+    """The model table (aliases), replaced when a SIGHUP reloads the config file."""
 
     @classmethod
     def from_config(
@@ -64,6 +67,8 @@ class QueenSettings:
             "advertise_url": config.advertise_url or f"{scheme}://{reachable(config.host)}:{config.port}",
             "hive_tunables": shared_environment(),
             "gpu": timings_of(config, GpuLimits),
+            "models": LiveModelTable(config.models, Fallbacks(config.worker_ctx_size, config.worker_slots,
+                                                              timings_of(config, GpuLimits).max_replicas)),
         })
 
     @property
@@ -75,4 +80,4 @@ class QueenSettings:
     @property
     def backend_policy(self) -> BackendPolicy:
         """The policy requests without a `backend` follow."""
-        return BackendPolicy(self.backend, dict(self.model_backends))
+        return BackendPolicy(self.backend, dict(self.model_backends), self.models)

@@ -25,6 +25,7 @@ def _status(runtime: WorkerRuntime) -> dict[str, object]:
         "state": runtime.state,
         "model_path": runtime.settings.model_path,
         "slots_total": runtime.settings.slots,
+        "ctx_size": runtime.settings.ctx_size,
         "slots_free": service.pool.free if service else 0,
         "peak_busy_slots": service.peak_active if service else 0,
         "loading_progress": runtime.progress,

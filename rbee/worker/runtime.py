@@ -141,6 +141,8 @@ class WorkerRuntime:
             self._loaded_share(1.0)
             return EmbeddingService(settings.worker_id, pool, embedder)
         engine = await ENGINE_CLASSES[settings.engine].load(spec, self.faults, self._loaded_share)
+        if settings.chat_template:
+            engine.chat_template = settings.chat_template
         return InferenceService(settings.worker_id, pool, engine, self.timings.max_output_tokens)
 
     async def drain(self) -> None:

@@ -39,6 +39,8 @@ class WorkerSettings:
     """`batched` (one context, sequences decoded together) or `simple` (a context per slot)."""
     embedding: bool = False
     """Serve `/v1/embeddings` instead of generation."""
+    chat_template: str | None = None
+    """The chat template used instead of the GGUF's own."""
     metrics_public: bool = False
     """Serve /metrics without a token."""
     faults: Faults = field(default_factory=Faults)

@@ -16,9 +16,10 @@ from rbee.hive.model_facts import model_facts
 
 
 async def list_models(request: web.Request) -> web.Response:
-    """Models in this hive's catalog."""
-    models = [entry.to_wire() for entry in await request.app[CATALOG].list()]
-    return web.json_response({"models": models})
+    """Models in this hive's catalog, and those it can install on first use without a download."""
+    catalog = request.app[CATALOG]
+    models = [entry.to_wire() for entry in await catalog.list()]
+    return web.json_response({"models": models, "installable": catalog.installable()})
 
 
 async def show_model(request: web.Request) -> web.Response:

@@ -16,7 +16,8 @@ async def spawn_worker(request: web.Request) -> web.Response:
     body = SpawnRequest.parse(await read_json_object(request))
     model = await request.app[CATALOG].resolve(body.model)
     record = await request.app[SUPERVISOR].spawn(model, body.slots, body.backend, body.device,
-                                                 embedding=body.embedding)
+                                                 embedding=body.embedding, alias=body.alias,
+                                                 tuning=body.tuning)
     return web.json_response(record.to_wire(), status=202)
 
 

@@ -9,6 +9,7 @@ from rbee.common.tunables import Timings
 from rbee.queen.cluster_status import StatusSources
 from rbee.queen.keys.store import KeyStore
 from rbee.queen.keys.usage import KeyUsage
+from rbee.queen.model_table import LiveModelTable
 from rbee.queen.nodes.hive_relay import HiveRelay
 from rbee.queen.nodes.node_service import NodeService
 from rbee.queen.routing.backend_policy import BackendPolicy
@@ -28,6 +29,7 @@ STATUS = web.AppKey("status", StatusSources)
 HIVE_RELAY = web.AppKey("hive_relay", HiveRelay)
 NODES = web.AppKey("nodes", NodeService)
 BACKEND_POLICY = web.AppKey("backend_policy", BackendPolicy)
+MODELS = web.AppKey("models", LiveModelTable)
 KEYS = web.AppKey("keys", KeyStore)
 KEY_USAGE = web.AppKey("key_usage", KeyUsage)
 AUDIT = web.AppKey("audit", Audit)

@@ -5,32 +5,38 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from typing import Any
 
 from aiohttp import web
 
 from rbee.common import sse, wire
 from rbee.common.errors import ApiError, correlation_id_of, read_json_object
 from rbee.common.native_stream import TokenRun
-from rbee.queen.api.keys import BACKEND_POLICY, DISPATCHER, PLACEMENT, REGISTRY
+from rbee.queen.api.keys import BACKEND_POLICY, DISPATCHER, MODELS, PLACEMENT, REGISTRY, TIMINGS
 from rbee.queen.api.openai_format import OpenAIRequest, OpenAIResponder, parse_request
 from rbee.queen.api.task_stream import TaskItem, open_task_stream, request_deadline, wait_header
 from rbee.queen.keys.authentication import KEY, require_model
 from rbee.queen.routing.dispatch import Task
 from rbee.queen.routing.tenant import ANONYMOUS, TENANT
 
-BUILTIN_MODELS = ("default",)
 
-
-async def _model_names(request: web.Request) -> set[str]:
-    """Every model the cluster knows (the built-in names, the nodes' catalogs, running workers)
-    that the request's key may use."""
+async def _runnable_models(request: web.Request) -> dict[str, dict[str, object]]:
+    """The `/v1/models` object of every model the cluster can run now that the request's key may
+    use: those in a node's catalog or that a node installs with no download (`default` when its
+    package is there), those of running workers, and the model table's aliases whose model can run."""
     placement = request.app[PLACEMENT]
     await placement.refresh()
-    names = set(BUILTIN_MODELS)
-    names.update(entry["name"] for entry in await placement.hive_models())
-    names.update(worker.model for worker in request.app[REGISTRY].all())
+    catalogs = await placement.hive_catalogs()
+    known = {entry["name"] for answer in catalogs for entry in answer.get("models", [])}
+    known.update(name for answer in catalogs for name in answer.get("installable", []))
+    known.update(worker.model for worker in request.app[REGISTRY].all())
+    objects = {name: _model_object(name) for name in known}
+    table, policy = request.app[MODELS], request.app[BACKEND_POLICY]
+    keep_alive_s = request.app[TIMINGS].idle_unload_s
+    for alias in table.runnable(known):
+        objects[alias] = table.describe(alias, policy.resolve(alias), keep_alive_s)
     key = request.get(KEY)
-    return names if key is None else {name for name in names if key.allows_model(name)}
+    return {name: body for name, body in objects.items() if key is None or key.allows_model(name)}
 
 
 def _model_object(name: str) -> dict[str, object]:
@@ -38,27 +44,34 @@ def _model_object(name: str) -> dict[str, object]:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    """GET /v1/models in OpenAI's shape."""
-    data = [_model_object(name) for name in sorted(await _model_names(request))]
-    return web.json_response({"object": "list", "data": data})
+    """GET /v1/models in OpenAI's shape (aliases with their settings)."""
+    models = await _runnable_models(request)
+    return web.json_response({"object": "list", "data": [models[name] for name in sorted(models)]})
 
 
 async def retrieve_model(request: web.Request) -> web.Response:
     """GET /v1/models/{model}: one model of `/v1/models` in OpenAI's shape; 404 for others."""
-    name = request.match_info["model"]
-    if name not in await _model_names(request):
-        raise ApiError(404, "MODEL_NOT_FOUND", "no model of that name is known to the cluster")
-    return web.json_response(_model_object(name))
+    model = (await _runnable_models(request)).get(request.match_info["model"])
+    if model is None:
+        raise ApiError(404, "MODEL_NOT_FOUND", "no model of that name can run on the cluster")
+    return web.json_response(model)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """POST /v1/chat/completions."""
-    return await _openai(request, parse_request(await read_json_object(request), chat=True))
+    return await _openai(request, parse_request(_with_defaults(request, await read_json_object(request)),
+                                                chat=True))
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
     """POST /v1/completions."""
-    return await _openai(request, parse_request(await read_json_object(request), chat=False))
+    return await _openai(request, parse_request(_with_defaults(request, await read_json_object(request)),
+                                                chat=False))
+
+
+def _with_defaults(request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+    """The body with its alias's default sampling for each field it omits."""
+    return request.app[MODELS].with_defaults(body.get("model"), body)
 
 
 async def _openai(request: web.Request, parsed: OpenAIRequest) -> web.StreamResponse:

@@ -11,7 +11,7 @@ from rbee.common.errors import ApiError, correlation_id_of, read_json_object
 from rbee.common.native_stream import TokenRun
 from rbee.common.validation import check_identifier
 from rbee.common.wire_requests import TaskRequest
-from rbee.queen.api.keys import BACKEND_POLICY, DISPATCHER
+from rbee.queen.api.keys import BACKEND_POLICY, DISPATCHER, MODELS
 from rbee.queen.api.task_stream import open_task_stream, request_deadline
 from rbee.queen.keys.authentication import KEY, require_model
 from rbee.queen.routing.dispatch import Task
@@ -19,8 +19,10 @@ from rbee.queen.routing.tenant import ANONYMOUS, TENANT
 
 
 async def create_task(request: web.Request) -> web.StreamResponse:
-    """POST /v2/tasks: run a prompt and stream native events."""
-    body = TaskRequest.parse(await read_json_object(request))
+    """POST /v2/tasks: run a prompt and stream native events (an alias's default sampling for each
+    field the body omits)."""
+    raw = await read_json_object(request)
+    body = TaskRequest.parse(request.app[MODELS].with_defaults(raw.get("model"), raw))
     dispatcher = request.app[DISPATCHER]
     task_id = dispatcher.new_task_id()
     deadline = request_deadline(request)

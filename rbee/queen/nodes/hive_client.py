@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 import aiohttp
 
 from rbee.common.http import Headers, get_json, no_headers, post_json
+from rbee.common.wire_requests import SpawnRequest, WorkerTuning
 
 ALIVE_POLL_S = 0.1
 
@@ -55,13 +56,18 @@ class HiveClient:
         return await self._get("/v1/resources")
 
     async def spawn_worker(
-        self, model: str, slots: int, backend: str = "auto", embedding: bool = False
+        self, model: str, slots: int, backend: str = "auto", embedding: bool = False,
+        alias: str | None = None, tuning: WorkerTuning | None = None,
     ) -> dict[str, Any]:
         """Ask the hive to start a worker on `backend` (a policy: `auto` lets the hive choose), one
-        serving embeddings when `embedding`; returns its record (state `loading`, with the backend
-        and GPU it got)."""
-        body = {"model": model, "slots": slots, "backend": backend, "embedding": embedding}
-        return await self._post("/v1/workers/spawn", body)
+        serving embeddings when `embedding`, served as model table alias `alias` and run with its
+        `tuning`; returns its record (state `loading`, with the backend and GPU it got)."""
+        body = SpawnRequest(model=model, slots=slots, backend=backend, embedding=embedding, alias=alias,
+                            tuning=tuning or WorkerTuning())
+        wire = body.model_dump(mode="json", exclude_none=True)
+        if not wire["tuning"]:
+            del wire["tuning"]
+        return await self._post("/v1/workers/spawn", wire)
 
     async def stop_worker(self, worker_id: str) -> dict[str, Any]:
         """Ask the hive to drain and stop one worker for good."""
@@ -75,8 +81,12 @@ class HiveClient:
 
     async def list_models(self) -> list[dict[str, Any]]:
         """The hive's catalog."""
-        answer = await self._get("/v1/models/list")
-        return answer["models"]
+        return (await self.catalog())["models"]
+
+    async def catalog(self) -> dict[str, Any]:
+        """The hive's catalog (`models`) and the names it can install with no download
+        (`installable`)."""
+        return await self._get("/v1/models/list")
 
     async def start_download(self, body: dict[str, Any]) -> dict[str, Any]:
         """Start (or join) a download in the hive; its job record, with `progress_url`."""

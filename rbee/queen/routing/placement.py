@@ -34,6 +34,7 @@ import aiohttp
 from rbee.common.errors import ApiError
 from rbee.common.tunables import GpuLimits, Timings
 from rbee.common.wire import WorkerState
+from rbee.queen.model_table import LiveModelTable
 from rbee.queen.nodes.hive_directory import HiveDirectory, HiveHandle
 from rbee.queen.routing.admission import AdmissionQueue
 from rbee.queen.routing.backend_policy import AUTO
@@ -65,13 +66,16 @@ class Placement:
         worker_slots: int,
         timings: Timings,
         gpu: GpuLimits | None = None,
+        models: LiveModelTable | None = None,
     ) -> None:
+        """`models` is the model table: an alias's workers are spawned with its ref and settings."""
         self._directory = directory
         self._hives = hives
         self._registry = registry
         self._worker_slots = worker_slots
         self._timings = timings
         self._gpu = gpu or GpuLimits()
+        self._models = models or LiveModelTable()
         self._replicas: dict[str, asyncio.Task[None]] = {}
         self._model_locks: dict[str, asyncio.Lock] = {}
         self._failed_until: dict[str, float] = {}
@@ -175,13 +179,13 @@ class Placement:
             raise ApiError(404, "WORKER_NOT_FOUND", "no worker with this id is known")
         return await handle.client.stop_worker(worker_id)
 
-    async def hive_models(self) -> list[dict[str, Any]]:
-        """The models in the catalogs of every node that answers."""
+    async def hive_catalogs(self) -> list[dict[str, Any]]:
+        """The catalog answers (`models`, `installable`) of every node that answers."""
         handles = await self._usable(None)
         alive = await asyncio.gather(*(h.client.is_alive() for h in handles))
-        answers = await asyncio.gather(*(h.client.list_models() for h, up in zip(handles, alive, strict=True)
+        answers = await asyncio.gather(*(h.client.catalog() for h, up in zip(handles, alive, strict=True)
                                          if up), return_exceptions=True)
-        return [entry for answer in answers if isinstance(answer, list) for entry in answer]
+        return [answer for answer in answers if isinstance(answer, dict)]
 
     @asynccontextmanager
     async def worker_for(
@@ -262,14 +266,14 @@ class Placement:
 
     def _add_replica(self, model: str, backend: str, node: str | None, embedding: bool) -> None:
         """Spawn one more worker of `model` and kind `embedding` in the background, unless one is
-        being spawned or the pool has `gpu_max_replicas` workers already."""
+        being spawned or the pool has its alias's `max_replicas` (else `gpu_max_replicas`) workers already."""
         pool = pool_of(model, embedding)
         live = [w for w in self._registry.for_model(model, backend, embedding=embedding)
                 if w.state in (*PENDING_STATES, *ROUTABLE_STATES)]
-        if pool in self._replicas or len(live) >= self._gpu.max_replicas:
+        most = self._models.max_replicas(model, self._gpu.max_replicas)
+        if pool in self._replicas or len(live) >= most:
             return
-        log.info("requests for %s keep waiting; adding worker %d of at most %d",
-                 pool, len(live) + 1, self._gpu.max_replicas)
+        log.info("requests for %s keep waiting; adding worker %d of at most %d", pool, len(live) + 1, most)
         task = asyncio.create_task(self._replica(model, backend, node, {w.hive_url for w in live}, embedding))
         self._replicas[pool] = task
         task.add_done_callback(lambda _: self._replicas.pop(pool, None))
@@ -308,7 +312,9 @@ class Placement:
                 continue
             self._failed_until.pop(handle.name, None)
             try:
-                record = await handle.client.spawn_worker(model, self._worker_slots, backend, embedding)
+                plan = self._models.spawn_plan(model, self._worker_slots)
+                record = await handle.client.spawn_worker(plan.ref, plan.slots, backend, embedding,
+                                                          plan.alias, plan.tuning)
             except ApiError as exc:
                 if explicit or not is_refusal(exc):
                     raise

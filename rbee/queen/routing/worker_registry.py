@@ -88,13 +88,14 @@ class WorkerRegistry:
         return worker.state in ROUTABLE_STATES and self.in_flight(worker.worker_id) < worker.slots
 
     def sync(self, hive_url: str, reported: list[dict[str, Any]]) -> None:
-        """Replace one hive's workers with its report, keeping in-flight counts."""
+        """Replace one hive's workers with its report, keeping in-flight counts; a worker spawned
+        for a model table alias counts as a worker of the alias."""
         fresh = {k: w for k, w in self._workers.items() if w.hive_url != hive_url}
         for item in reported:
             fresh[item["worker_id"]] = WorkerView(
                 worker_id=item["worker_id"],
                 hive_url=hive_url,
-                model=item["model"],
+                model=item.get("alias") or item["model"],
                 url=item["url"],
                 slots=item["slots"],
                 state=WorkerState(item["state"]),
