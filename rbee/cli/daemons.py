@@ -121,6 +121,8 @@ def _queen_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-cert", type=Path,
                         help="serve HTTPS with this PEM certificate chain (re-read on SIGHUP)")
     parser.add_argument("--tls-key", type=Path, help="the PEM private key of --tls-cert")
+    parser.add_argument("--ready-public", action="store_true",
+                        help="serve /ready without a token (a load balancer's probe), as /health is")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -159,6 +159,8 @@ class QueenOptions(_Options):
     """PEM certificate chain of the queen's HTTPS listener (with `tls_key`; re-read on SIGHUP)."""
     tls_key: FilePath | None = None
     """PEM private key of `tls_cert`."""
+    ready_public: bool = False
+    """Serve /ready without a token (for a load balancer's health probe), as /health is."""
 
 
 class HiveOptions(_Options):

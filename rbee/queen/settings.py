@@ -47,6 +47,8 @@ class QueenSettings:
     tls_cert: Path | None = None
     """The listener's certificate: with it the queen serves HTTPS only."""
     tls_key: Path | None = None
+    ready_public: bool = False
+    """Serve /ready without a token."""
 
     @classmethod
     def from_config(
