@@ -207,9 +207,11 @@ class WorkerSupervisor:
                 raise
 
     async def _choose_evictions(self, ask: Ask) -> list[Candidate] | None:
-        """The idle workers to stop for `ask` (each checked idle at the worker itself), or None."""
+        """The idle workers to stop for `ask` (each checked idle at the worker itself; never one of
+        the same model, which a replica would only replace), or None."""
         idle = [Candidate(record.worker_id, record.last_used_at, record.need.ram_bytes if record.need else 0,
-                          record.url) for record in self.list() if record.idle]
+                          record.url) for record in self.list()
+                if record.idle and record.model.name != ask.model_name]
         async with aiohttp.ClientSession() as session:
             checked = [c for c in idle if await still_idle(session, c)]
         held = self._held()
