@@ -11,6 +11,7 @@ command -v g++ >/dev/null 2>&1 || need_apt+=(build-essential)
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)  # features/705: scrape discovery
 "$PYTHON" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
   || need_apt+=(python3-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then

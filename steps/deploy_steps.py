@@ -129,7 +129,7 @@ def token_missing(context, role: str) -> None:
     (context.token_dir / f"{role}.token").unlink()
 
 
-def _environment(context) -> dict[str, str]:
+def deploy_environment(context) -> dict[str, str]:
     """The manager's environment, or private XDG folders when no manager runs."""
     manager = getattr(context, "manager", None)
     if manager is not None:
@@ -142,6 +142,13 @@ def _environment(context) -> dict[str, str]:
 
 @when('I run "{command}" for a test machine')
 def run_deploy(context, command: str) -> None:
+    deploy_for_test_machine(context, command, RBEE, deploy_environment(context))
+
+
+def deploy_for_test_machine(context, command: str, rbee: list[str], env: dict[str, str],
+                            cwd: Path | None = None) -> None:
+    """Run `command` (an `rbee deploy systemd …` line) through `rbee` with this test machine's
+    folders and free ports, in `cwd`; the result is `context.deploy`."""
     assert command.startswith(DEPLOY), command
     ports = {"queen": free_port(), "hive": free_port(), "worker": free_port(block=WORKER_PORT_BLOCK)}
     context.dest = context.manager.unit_dir if hasattr(context, "manager") else context.workdir / "units"
@@ -152,10 +159,10 @@ def run_deploy(context, command: str) -> None:
         "--worker-port-start", str(ports["worker"]),
     ]
     context.deploy = subprocess.run(
-        [*RBEE, "deploy", "systemd", *machine,
+        [*rbee, "deploy", "systemd", *machine,
          *shlex.split(command.removeprefix(DEPLOY).replace("{workdir}", str(context.workdir))
                       .replace("{venv}", str(getattr(context, "tmp_venv", "{venv}"))))],
-        env=_environment(context), capture_output=True, text=True, timeout=120,
+        env=env, capture_output=True, text=True, timeout=120, cwd=cwd,
     )
     context.queen_url = f"http://127.0.0.1:{ports['queen']}"
     context.hive_url = f"http://127.0.0.1:{ports['hive']}"
@@ -245,8 +252,8 @@ def misspell(context, key: str, wrong: str, unit: str) -> None:
 def verify_units(context, command: str) -> None:
     assert context.deploy.returncode == 0, context.deploy.stderr
     context.checks = {
-        name: subprocess.run([*shlex.split(command), str(context.dest / name)], env=_environment(context),
-                             capture_output=True, text=True, timeout=60)
+        name: subprocess.run([*shlex.split(command), str(context.dest / name)],
+                             env=deploy_environment(context), capture_output=True, text=True, timeout=60)
         for name in UNIT_FILES
     }
 

@@ -130,6 +130,8 @@ def _queen_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", metavar="JSON",
                         help='the model table: per alias, its ref and settings, e.g. '
                         '{"fast": {"ref": "hf:org/repo", "ctx_size": 4096}} (docs/configuration.md)')
+    parser.add_argument("--ready-public", action="store_true",
+                        help="serve /ready without a token (a load balancer's probe), as /health is")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

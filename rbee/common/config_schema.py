@@ -164,6 +164,8 @@ class QueenOptions(_Options):
     """PEM private key of `tls_cert`."""
     models: Annotated[ModelTable, BeforeValidator(_json_text)] = Field(default_factory=dict)
     """The model table: per alias, its ref and its workers' and requests' settings."""
+    ready_public: bool = False
+    """Serve /ready without a token (for a load balancer's health probe), as /health is."""
 
 
 class HiveOptions(_Options):

@@ -100,6 +100,12 @@ class Timings:
     """A worker still loading after this long is killed as hung."""
     idle_unload_s: float = tunable(600.0, "s")
     """A worker idle for this long is stopped to free memory."""
+    evict_idle: int = tunable(1, "0/1", ge=0, lt=2)
+    """1: a spawn that lacks RAM or VRAM first stops the least recently used idle workers of the hive
+    whose memory makes it fit (a worker with a slot in use is never stopped); 0: it gets the 507."""
+    ram_budget_mib: int = tunable(0, "MiB", ge=0)
+    """The most RAM the hive's workers may take together, by their preflight figures; 0: only the
+    machine's available RAM limits them."""
     restart_backoff_initial_s: float = tunable(1.0, "s")
     """Delay before the first restart of a crashed worker; doubles per attempt."""
     restart_backoff_max_s: float = tunable(60.0, "s")

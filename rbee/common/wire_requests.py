@@ -329,6 +329,8 @@ class WorkerHeartbeat(WorkerRef):
     state: Literal["idle", "busy", "draining"]
     slots_free: Annotated[int, Field(strict=True, ge=0, le=MAX_SLOTS)]
     decode_stalled: StrictBool = False
+    tokens_generated: Annotated[int, Field(strict=True, ge=0)] = 0
+    """Tokens generated since the worker started (the hive's least-recently-used order reads it)."""
 
 
 class ModelDownload(RequestBody):

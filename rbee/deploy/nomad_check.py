@@ -30,8 +30,9 @@ from rbee.deploy.nomad_hcl import (
     resolve,
     variable_defaults,
 )
+from rbee.deploy.templates import NOMAD_DIR
 
-JOBS_DIR = Path(__file__).resolve().parents[2] / "jobs" / "nomad"
+JOBS_DIR = NOMAD_DIR
 JOB_SUFFIX = ".nomad.hcl"
 DRIVERS = ("raw_exec", "exec")
 STOP_SIGNALS = ("SIGTERM", "SIGINT")

@@ -20,7 +20,7 @@ def register_nomad(targets: argparse._SubParsersAction) -> None:
     nomad.add_argument("--check", action="store_true",
                        help="only parse each job file and apply rbee's structural rules (no server needed)")
     nomad.add_argument("--jobs-dir", type=Path, default=JOBS_DIR,
-                       help=f"folder of *{JOB_SUFFIX} files (default: the rbee source tree's jobs/nomad)")
+                       help=f"folder of *{JOB_SUFFIX} files (default: the jobs shipped in the rbee package)")
     nomad.add_argument("--job", action="append", metavar="NAME",
                        help="only this job: its file name without the suffix, such as rbee-queen; "
                             "repeatable")

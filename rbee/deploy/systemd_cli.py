@@ -13,6 +13,7 @@ from rbee.deploy.systemd_units import (
     DEFAULT_WATCHDOG_S,
     DeployError,
     UnitSettings,
+    check_values,
     default_config_dir,
     default_deploy_data_dir,
     default_unit_dir,
@@ -20,6 +21,7 @@ from rbee.deploy.systemd_units import (
     install_paths,
     render_units,
 )
+from rbee.deploy.token_init import init_missing_tokens
 
 
 def register_systemd(targets: argparse._SubParsersAction) -> None:
@@ -51,6 +53,9 @@ def register_systemd(targets: argparse._SubParsersAction) -> None:
     parser.add_argument("--token-dir", type=Path, default=None,
                         help="folder with queen.token, hive.token and worker.token, mode 0600 each "
                         "(default: ~/.config/rbee/tokens with --user, else /etc/rbee/tokens)")
+    parser.add_argument("--init-tokens", action="store_true",
+                        help="create the token files that do not exist yet (random tokens, mode 0600, "
+                        "in a folder of mode 0700) and say where on stderr")
     parser.add_argument("--watchdog-sec", type=float, default=DEFAULT_WATCHDOG_S,
                         help="systemd kills and restarts a daemon that stops petting for this long")
     parser.add_argument("--log-dir", type=Path, default=None,
@@ -83,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
     """Render, write, and on request install and start; exit 1 with CODE: reason on any problem."""
     try:
         settings = settings_from(args)
+        if args.init_tokens:
+            check_values(settings)
+            for path in init_missing_tokens(settings):
+                print(f"created token file {path} (mode 0600)", file=sys.stderr)
         units = render_units(settings)
         systemd_install.prepare_dirs(settings)
         for path in systemd_install.write_units(units, (args.dest or default_unit_dir(args.user)).absolute()):

@@ -1,4 +1,5 @@
-"""systemd units for one machine: the templates of jobs/systemd/ rendered with its paths, ports and tokens.
+"""systemd units for one machine: the packaged templates (rbee/deploy/jobs/systemd/) rendered with
+its paths, ports and tokens.
 
 The templates use `@{name}` placeholders (`string.Template` with `@` as delimiter, so systemd's own
 `$VAR` and `%i` stay as they are). User scope (`systemctl --user`) keeps the data dir writable
@@ -26,8 +27,8 @@ from rbee.common.exit_codes import WORKER_LOAD_FAILED
 from rbee.common.secrets import ROLES, SecretError, read_token_file
 from rbee.common.tunables import SHARED_VARIABLES, Timings, TunableError, load_timings, shared_environment
 from rbee.deploy.systemd_sandbox import directives, read_only_binds
+from rbee.deploy.templates import SYSTEMD_DIR, systemd_template
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "jobs" / "systemd"
 QUEEN_UNIT = "rbee-queen.service"
 HIVE_UNIT = "rbee-hive.service"
 WORKER_UNIT = "rbee-worker@.service"
@@ -368,10 +369,10 @@ def render_unit(name: str, settings: UnitSettings) -> str:
     }
     values.update({key: "\n".join(lines) or DROP for key, lines in blocks.items()})
     try:
-        template = UnitTemplate((TEMPLATES_DIR / name).read_text())
+        template = UnitTemplate(systemd_template(name))
     except OSError:
-        raise DeployError("UNIT_TEMPLATES_MISSING", f"cannot read {TEMPLATES_DIR / name}; rbee deploy "
-                          "systemd runs from a source checkout (jobs/systemd/)") from None
+        raise DeployError("UNIT_TEMPLATES_MISSING", f"cannot read {SYSTEMD_DIR / name}: the rbee package "
+                          "is incomplete; reinstall it") from None
     return _fill(template, {**values, "install_binds": "\n".join(_binds(template, values, settings)) or DROP})
 
 

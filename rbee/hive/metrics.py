@@ -72,6 +72,9 @@ class HiveMetrics:
         self.kills = base.counter("worker_force_kills_total", "Hung workers the hive killed, by reason "
                                   "(missed_heartbeats, decode_stalled, loading_timeout)", ("reason",))
         self.crashes = base.counter("worker_crashes_total", "Worker processes that exited unexpectedly")
+        self.evictions = base.counter("worker_evictions_total", "Idle workers stopped to make room for a "
+                                      "spawn, by the spawn's shortage (INSUFFICIENT_RAM, INSUFFICIENT_VRAM)",
+                                      ("reason",))
         self.shutdown = base.histogram(
             "worker_shutdown_duration_seconds",
             "From a stop request to the worker process's exit (drain, SIGTERM, SIGKILL)",
@@ -100,6 +103,8 @@ class HiveMetrics:
             self.kills.labels(kill_reason(str(fields.get("reason", "")))).inc()
         elif event == "worker.crashed":
             self.crashes.inc()
+        elif event == "worker.evicted":
+            self.evictions.labels(str(fields.get("reason", "unknown"))).inc()
         elif event == "worker.stop":
             self._stopping.setdefault(worker_id, time.monotonic())
         elif event == "worker.removed" and worker_id in self._stopping:

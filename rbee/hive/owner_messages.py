@@ -23,6 +23,8 @@ class Heartbeat:
     state: WorkerState
     slots_free: int
     decode_stalled: bool = False
+    tokens_generated: int = 0
+    """Tokens the worker generated since it started: a change means it served in between."""
 
 
 @dataclass(frozen=True)

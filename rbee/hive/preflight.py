@@ -213,9 +213,35 @@ def unavailable(backend: str, reason: str, **details: object) -> ApiError:
                     {"backend": backend, **details})
 
 
-def check_host(need: Need, data_dir: Path) -> Need:
+@dataclass(frozen=True)
+class HostRoom:
+    """The RAM the hive's own workers hold, for one preflight."""
+
+    booked_bytes: int = 0
+    """Every live worker's `ram_bytes`."""
+    budget_bytes: int = 0
+    """`ram_budget_mib` in bytes; 0: no budget, only the machine's available RAM."""
+    freed_bytes: int = 0
+    """What the workers a trial counts as stopped hold (part of `booked_bytes`)."""
+    gone: frozenset[str] = frozenset()
+    """Those workers: their GPU bookings are left out too."""
+
+    def available(self, machine_available: int) -> int:
+        """RAM a new worker may take: the machine's plus what the gone workers free, within the budget."""
+        available = machine_available + self.freed_bytes
+        if self.budget_bytes:
+            available = min(available, self.budget_bytes - self.booked_bytes + self.freed_bytes)
+        return max(0, available)
+
+    @property
+    def trial(self) -> bool:
+        """True when the preflight only tries whether stopping `gone` would make room (books nothing)."""
+        return bool(self.gone)
+
+
+def check_host(need: Need, data_dir: Path, room: HostRoom = HostRoom()) -> Need:
     """Refuse (507) unless RAM and disk suffice."""
-    available_ram = psutil.virtual_memory().available
+    available_ram = room.available(psutil.virtual_memory().available)
     if need.ram_bytes > available_ram:
         raise _short("INSUFFICIENT_RAM", "memory", need.ram_bytes, available_ram)
     free_disk = shutil.disk_usage(data_dir).free
@@ -235,35 +261,40 @@ def _chooser(ask: Ask, shape: Footprint, policy: GpuPolicy, fixed: int | None):
     return choose
 
 
-def _on_cuda(ask: Ask, shape: Footprint, policy: GpuPolicy, ledger: VramLedger, data_dir: Path) -> Need:
+def _on_cuda(ask: Ask, shape: Footprint, policy: GpuPolicy, ledger: VramLedger, data_dir: Path,
+             room: HostRoom) -> Need:
     """Book the worker's GPUs (ApiError when it cannot run there) and check the host."""
     if not backends.compiled("cuda"):
         raise unavailable("cuda", "not compiled into the installed llama-cpp-python", compiled=False)
     fixed = ask.gpu_layers if ask.gpu_layers is not None else policy.model_gpu_layers.get(ask.model_name)
     if fixed == 0:
         raise unavailable("cuda", f"gpu_layers puts no layer of {ask.model_name} on a GPU")
-    placement = ledger.book(ask.worker_id, _chooser(ask, shape, policy, fixed))
+    placement = ledger.book(ask.worker_id, _chooser(ask, shape, policy, fixed), room.gone, not room.trial)
     split_mode = policy.split_mode if len(placement.shares) > 1 else "none"
     need = Need(shape.ram_bytes(placement.gpu_layers), LOG_DISK_BYTES, "cuda", placement,
                 shape.offloadable_layers, split_mode)
     try:
-        return check_host(need, data_dir)
+        return check_host(need, data_dir, room)
     except ApiError:
-        ledger.release(ask.worker_id)
+        if not room.trial:
+            ledger.release(ask.worker_id)
         raise
 
 
-def plan(ask: Ask, policy: GpuPolicy, ledger: VramLedger, data_dir: Path) -> Need:
-    """Resolve the backend, place and book a cuda worker's GPUs, check RAM and disk.
+def plan(ask: Ask, policy: GpuPolicy, ledger: VramLedger, data_dir: Path,
+         room: HostRoom = HostRoom()) -> Need:
+    """Resolve the backend, place and book a cuda worker's GPUs, check RAM (the machine's and the
+    hive's budget, `room`) and disk.
 
     `auto` runs on cuda when the engine has it and a GPU can take the model fully or partly,
-    else on the CPU; a named backend never falls back. Raises the refusal's ApiError.
+    else on the CPU; a named backend never falls back. Raises the refusal's ApiError. A trial
+    (`room.gone`) books nothing.
     """
     backend = backends.resolve(ask.backend, policy.backend)
     shape = footprint(ask.model_path, ask.ctx_size, ask.slots, ask.engine)
     if backend in ("cuda", "auto"):
         try:
-            return _on_cuda(ask, shape, policy, ledger, data_dir)
+            return _on_cuda(ask, shape, policy, ledger, data_dir, room)
         except ApiError as err:
             if backend == "cuda" or err.code == "INSUFFICIENT_RAM":
                 raise
@@ -271,8 +302,8 @@ def plan(ask: Ask, policy: GpuPolicy, ledger: VramLedger, data_dir: Path) -> Nee
         state = backends.get("metal")
         if not state.available:
             raise unavailable("metal", state.detail, compiled=state.compiled)
-        return check_host(Need(shape.ram_bytes(), LOG_DISK_BYTES, "metal"), data_dir)
-    return check_host(Need(shape.ram_bytes(), LOG_DISK_BYTES, "cpu"), data_dir)
+        return check_host(Need(shape.ram_bytes(), LOG_DISK_BYTES, "metal"), data_dir, room)
+    return check_host(Need(shape.ram_bytes(), LOG_DISK_BYTES, "cpu"), data_dir, room)
 
 
 def resources(data_dir: Path, rooms: Sequence[GpuRoom]) -> dict[str, object]:

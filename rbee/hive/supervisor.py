@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from rbee.common import log_context, processes
 from rbee.common.audit import Audit, no_audit
@@ -24,8 +27,10 @@ from rbee.common.wire import WorkerState
 from rbee.common.wire_requests import WorkerTuning
 from rbee.hive import preflight, worker_pids
 from rbee.hive.catalog import ModelEntry
+from rbee.hive.eviction import EVICTABLE_CODES, Candidate, least_recently_used, still_idle
+from rbee.hive.gpu_fit import MIB
 from rbee.hive.owner_messages import Heartbeat, Ready, Reload, Spawned, Stop
-from rbee.hive.preflight import Ask, GpuPolicy, Need
+from rbee.hive.preflight import Ask, GpuPolicy, HostRoom, Need
 from rbee.hive.restart_policy import RestartPolicy
 from rbee.hive.vram_ledger import VramLedger
 from rbee.hive.worker_owner import WorkerOwner, WorkerRecord
@@ -109,6 +114,8 @@ class WorkerSupervisor:
         """The latest process started for each worker (its pid for the pid file, its port taken)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._port_lock = asyncio.Lock()
+        self._evict_lock = asyncio.Lock()
+        """One eviction at a time, so two spawns never stop workers for the same room."""
 
     def list(self) -> list[WorkerRecord]:
         """Every worker this hive owns, in any state."""
@@ -132,10 +139,10 @@ class WorkerSupervisor:
         self, model: ModelEntry, slots: int, backend: str = "auto", device: int | None = None,
         *, embedding: bool = False, alias: str | None = None, tuning: WorkerTuning | None = None,
     ) -> WorkerRecord:
-        """Preflight (backend, GPUs booked, RAM, disk), then start a worker for `model` (one that
-        serves embeddings when `embedding`; served as `alias`, run with `tuning`: a model table
-        entry's settings); answers once the process exists (state `loading`).
-        A failed preflight raises its ApiError and starts nothing."""
+        """Preflight (backend, GPUs booked, RAM, disk; idle workers evicted when they make room),
+        then start a worker for `model` (one that serves embeddings when `embedding`; served as
+        `alias`, run with `tuning`: a model table entry's settings); answers once the process
+        exists (state `loading`). A failed preflight raises its ApiError and starts nothing."""
         if self.draining:
             raise ApiError(503, "DRAINING", "this hive is shutting down", headers={"Retry-After": "1"})
         if self.policy.breaker_open(model.name):
@@ -150,7 +157,7 @@ class WorkerSupervisor:
         ask = Ask(f"w-{uuid.uuid4().hex[:10]}", model.name, Path(model.path),
                   tuning.ctx_size or self.settings.ctx_size, slots, backend, device,
                   inherited_option("worker", "engine") or DEFAULT_ENGINE, tuning.gpu_layers)
-        need = await asyncio.to_thread(self._preflight, ask)
+        need = await self._preflight_making_room(ask)
         record = WorkerRecord(ask.worker_id, model, 0, slots, need=need, host=self.settings.advertise_host,
                               embedding=embedding, ctx_size=ask.ctx_size, alias=alias, tuning=tuning)
         try:
@@ -166,13 +173,79 @@ class WorkerSupervisor:
         task.add_done_callback(self._tasks.discard)
         return record
 
-    def _preflight(self, ask: Ask) -> Need:
+    def _held(self) -> dict[str, int]:
+        """The RAM each live worker holds by its preflight (read on the event loop)."""
+        return {worker_id: owner.record.need.ram_bytes for worker_id, owner in self._owners.items()
+                if owner.record.need is not None}
+
+    def _plan(self, ask: Ask, held: dict[str, int], gone: frozenset[str] = frozenset()) -> Need:
+        """The preflight of `ask` with the workers' RAM `held`, `gone` counted as stopped."""
+        room = HostRoom(sum(held.values()), self.timings.ram_budget_mib * MIB,
+                        sum(held.get(worker_id, 0) for worker_id in gone), gone)
+        return preflight.plan(ask, self.settings.gpu, self.ledger, self.settings.data_dir, room)
+
+    def _refused(self, ask: Ask, err: ApiError) -> None:
+        log.warning("not spawning a worker for %s: %s", ask.model_name, err.message)
+        self._audit("worker.refused", model=ask.model_name, code=err.code, **err.details)
+
+    async def _preflight_making_room(self, ask: Ask) -> Need:
+        """The spawn's preflight; when it lacks RAM or VRAM and eviction is on, stop the least
+        recently used idle workers that make it fit, then run it again. Raises the refusal."""
         try:
-            return preflight.plan(ask, self.settings.gpu, self.ledger, self.settings.data_dir)
+            return await asyncio.to_thread(self._plan, ask, self._held())
         except ApiError as err:
-            log.warning("not spawning a worker for %s: %s", ask.model_name, err.message)
-            self._audit("worker.refused", model=ask.model_name, code=err.code, **err.details)
-            raise
+            if not (self.timings.evict_idle and err.code in EVICTABLE_CODES):
+                self._refused(ask, err)
+                raise
+            refusal = err
+        async with self._evict_lock:
+            chosen = await self._choose_evictions(ask)
+            if chosen is None:
+                self._refused(ask, refusal)
+                raise refusal
+            await self._evict(chosen, ask, refusal.code)
+            try:
+                return await asyncio.to_thread(self._plan, ask, self._held())
+            except ApiError as err:
+                self._refused(ask, err)
+                raise
+
+    async def _choose_evictions(self, ask: Ask) -> list[Candidate] | None:
+        """The idle workers to stop for `ask` (each checked idle at the worker itself; never one of
+        the same model, which a replica would only replace), or None."""
+        idle = [Candidate(record.worker_id, record.last_used_at, record.need.ram_bytes if record.need else 0,
+                          record.url) for record in self.list()
+                if record.idle and record.model.name != ask.model_name]
+        async with aiohttp.ClientSession() as session:
+            checked = [c for c in idle if await still_idle(session, c)]
+        held = self._held()
+
+        def fits(gone: frozenset[str]) -> bool:
+            try:
+                self._plan(ask, held, gone)
+            except ApiError:
+                return False
+            return True
+
+        return await asyncio.to_thread(least_recently_used, checked, fits)
+
+    async def _evict(self, chosen: list[Candidate], ask: Ask, code: str) -> None:
+        """Stop each chosen worker (it drains first) and wait until its owner is gone."""
+        now = time.monotonic()
+        tasks = []
+        for candidate in chosen:
+            owner = self._owners.get(candidate.worker_id)
+            if owner is None:
+                continue
+            record = owner.record
+            log.warning("evicting idle worker %s (%s, unused for %.0fs) to make room for %s (%s)",
+                        record.worker_id, record.model.name, now - record.last_used_at, ask.model_name, code)
+            self._audit("worker.evicted", worker_id=record.worker_id, model=record.model.name,
+                        for_model=ask.model_name, reason=code, idle_s=round(now - record.last_used_at, 1),
+                        ram_bytes=candidate.ram_bytes)
+            owner.post(Stop(f"evicted to make room for {ask.model_name}"))
+            tasks.extend(task for task in self._tasks if task.get_name() == f"owner-{record.worker_id}")
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _own(self, owner: WorkerOwner) -> None:
         try:
@@ -229,7 +302,8 @@ class WorkerSupervisor:
         to its owner."""
         owner = self._owner(worker_id)
         owner.post(Heartbeat(WorkerState(report["state"]), report["slots_free"],
-                             bool(report.get("decode_stalled", False))))
+                             bool(report.get("decode_stalled", False)),
+                             int(report.get("tokens_generated", 0))))
         return owner.record
 
     def stop(self, worker_id: str, reason: str) -> WorkerRecord:

@@ -3,7 +3,9 @@
 Available on a GPU = min(NVML free − bookings of workers still loading (their memory is not
 in NVML yet), budget − every booking) − reserve, where the budget is `gpu_vram_budget_mib` or
 the whole GPU; a GPU at or above `gpu_max_temperature_c` has nothing available. Choosing and
-booking happen under one lock, so two spawns at once never claim the same free memory.
+booking happen under one lock, so two spawns at once never claim the same free memory. A trial
+for eviction counts some loaded workers as gone: their bookings are left out and their memory
+added to NVML's free.
 """
 
 from __future__ import annotations
@@ -34,14 +36,18 @@ class VramLedger:
         self._lock = threading.Lock()
         self._bookings: dict[str, _Booking] = {}
 
-    def _room(self, gpu: Gpu) -> GpuRoom:
+    def _room(self, gpu: Gpu, gone: frozenset[str] = frozenset()) -> GpuRoom:
+        """What `gpu` has for a new worker; the bookings of `gone` (loaded workers a trial counts as
+        stopped) are left out and their memory counted as free."""
         limits = self._limits
-        mine = [(share.bytes, booking.loading) for booking in self._bookings.values()
+        mine = [(share.bytes, booking.loading, worker_id in gone)
+                for worker_id, booking in self._bookings.items()
                 for share in booking.shares if share.uuid == gpu.uuid]
-        booked = sum(size for size, _ in mine)
-        loading = sum(size for size, is_loading in mine if is_loading)
+        booked = sum(size for size, _, left in mine if not left)
+        loading = sum(size for size, is_loading, left in mine if is_loading and not left)
+        freed = sum(size for size, is_loading, left in mine if left and not is_loading)
         budget = limits.vram_budget_mib * MIB or gpu.total_bytes
-        available = min(gpu.free_bytes - loading, budget - booked) - limits.reserve_mib * MIB
+        available = min(gpu.free_bytes + freed - loading, budget - booked) - limits.reserve_mib * MIB
         too_hot = gpu.temperature_c is not None and gpu.temperature_c >= limits.max_temperature_c
         return GpuRoom(gpu, booked, 0 if too_hot else max(0, available))
 
@@ -50,11 +56,15 @@ class VramLedger:
         with self._lock:
             return [self._room(gpu) for gpu in self._devices()]
 
-    def book(self, worker_id: str, choose: Callable[[Sequence[GpuRoom]], Placement]) -> Placement:
-        """Read the GPUs, let `choose` place the worker (it may raise) and book what it chose."""
+    def book(self, worker_id: str, choose: Callable[[Sequence[GpuRoom]], Placement],
+             gone: frozenset[str] = frozenset(), keep: bool = True) -> Placement:
+        """Read the GPUs, let `choose` place the worker (it may raise) and book what it chose; with
+        `gone` the rooms are as if those workers had stopped, and without `keep` nothing is booked
+        (a trial of whether stopping them would make room)."""
         with self._lock:
-            placement = choose([self._room(gpu) for gpu in self._devices()])
-            self._bookings[worker_id] = _Booking(placement.shares)
+            placement = choose([self._room(gpu, gone) for gpu in self._devices()])
+            if keep:
+                self._bookings[worker_id] = _Booking(placement.shares)
             return placement
 
     def loading(self, worker_id: str) -> None:

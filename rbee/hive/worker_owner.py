@@ -61,6 +61,14 @@ class WorkerRecord:
     """The model table alias the queen serves it under (None: the model's name)."""
     tuning: WorkerTuning = field(default_factory=WorkerTuning)
     """Its model table entry's settings (context, GPU layers, template, keep-alive)."""
+    last_used_at: float = field(default_factory=time.monotonic)
+    """When the worker last had a slot in use or generated tokens (monotonic): eviction's order."""
+    tokens_generated: int = 0
+
+    @property
+    def idle(self) -> bool:
+        """Serving, with every slot free, as its last heartbeat said."""
+        return self.state == WorkerState.IDLE and self.slots_free == self.slots
 
     @property
     def url(self) -> str:
@@ -278,11 +286,16 @@ class WorkerOwner:
                 record.ready_at = time.time()
                 record.slots_free = record.slots
                 record.last_heartbeat_at = now
+                record.last_used_at = now
                 self._idle_since = now
                 log.info("worker %s ready after %.2fs", record.worker_id, record.ready_at - record.started_at)
             case Heartbeat() if record.state not in (WorkerState.LOADING, WorkerState.UNHEALTHY):
                 record.last_heartbeat_at = now
                 record.slots_free = message.slots_free
+                if (message.state == WorkerState.BUSY or message.slots_free < record.slots
+                        or message.tokens_generated != record.tokens_generated):
+                    record.last_used_at = now
+                record.tokens_generated = message.tokens_generated
                 if message.state != record.state:
                     record.state = message.state
                     self._idle_since = now

@@ -30,7 +30,7 @@ from rbee.queen.api.keys import (
     STATUS,
     TIMINGS,
 )
-from rbee.queen.api.routes import INTERNAL_PATHS, PUBLIC_PATHS, QUIET_PATHS, add_routes
+from rbee.queen.api.routes import INTERNAL_PATHS, PUBLIC_PATHS, QUIET_PATHS, READY_PATH, add_routes
 from rbee.queen.cluster_status import StatusSources
 from rbee.queen.keys.authentication import key_auth_middleware, key_limits
 from rbee.queen.keys.limits import KeyLimiter
@@ -65,7 +65,8 @@ async def build_app(settings: QueenSettings, timings: Timings, audit_log: AuditL
     usage = KeyUsage(keys, metrics, key_limiter.charge)
     audit = usage.tap(queen_metrics.tap(audit_log.append))
     limiter = RateLimiter(timings)
-    public = public_paths(PUBLIC_PATHS, settings.metrics_public)
+    public = public_paths(PUBLIC_PATHS | ({READY_PATH} if settings.ready_public else set()),
+                          settings.metrics_public)
     unlimited = public | INTERNAL_PATHS
     app = new_app([
         observe_requests(metrics, QUIET_PATHS),

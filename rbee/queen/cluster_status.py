@@ -50,7 +50,7 @@ async def snapshot(sources: StatusSources) -> dict[str, Any]:
     registered = await asyncio.to_thread(sources.nodes.all)
     now = time.monotonic()
     heard = {view.hive_url: view for view in sources.hives.all()}
-    places = _places(sources, registered)
+    places = places_of(sources, registered)
     node_of = {url: name for name, url, _ in places}
     nodes = [{"name": name, "hive_url": url, "kind": kind, **_hive_state(heard.get(url), now)}
              for name, url, kind in places]
@@ -92,7 +92,7 @@ def _models(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**row, "states": dict(states[name])} for name, row in sorted(rows.items())]
 
 
-def _places(sources: StatusSources, registered: list[Node]) -> list[tuple[str, str, str]]:
+def places_of(sources: StatusSources, registered: list[Node]) -> list[tuple[str, str, str]]:
     """(node name, hive URL, how the queen starts it) for every node the queen can route to."""
     local = sources.directory.local
     places = [(LOCAL_NODE, local.client.base_url, "local")] if local is not None else []
@@ -108,7 +108,7 @@ async def readiness(sources: StatusSources) -> dict[str, Check]:
     except sqlite3.Error as exc:
         registered, registry = [], Check(False, f"the node registry cannot be read: {exc}")
     fresh = [view for view in sources.hives.all() if not view.stale]
-    startable = [name for name, url, _ in _places(sources, registered) if not sources.hives.is_stale(url)]
+    startable = [name for name, url, _ in places_of(sources, registered) if not sources.hives.is_stale(url)]
     if fresh:
         hives = Check(True, f"{len(fresh)} hive(s) send heartbeats")
     elif startable:

@@ -50,6 +50,8 @@ class QueenSettings:
     tls_key: Path | None = None
     models: LiveModelTable = field(default_factory=LiveModelTable)
     """The model table (aliases), replaced when a SIGHUP reloads the config file."""
+    ready_public: bool = False
+    """Serve /ready without a token."""
 
     @classmethod
     def from_config(

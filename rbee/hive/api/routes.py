@@ -7,16 +7,17 @@ from aiohttp import web
 from rbee.common.metrics import METRICS_PATH, metrics_handler
 from rbee.hive.api import downloads, health, logs, models, node, workers
 
-PUBLIC_PATHS = frozenset({"/v1/health"})
+PUBLIC_PATHS = frozenset({"/v1/health", "/health"})
 """Routes that answer without a token (health checks for probes and load balancers)."""
-QUIET_PATHS = frozenset({"/v1/health", "/ready", METRICS_PATH, "/v1/heartbeat", "/v1/workers/ready",
-                         "/v1/workers/list"})
+QUIET_PATHS = frozenset({"/v1/health", "/health", "/ready", METRICS_PATH, "/v1/heartbeat",
+                         "/v1/workers/ready", "/v1/workers/list"})
 """Routes probes, workers and the queen call all the time: their access lines are DEBUG."""
 
 
 def add_routes(app: web.Application) -> None:
     """Register the hive's routes."""
     app.router.add_get("/v1/health", health.health)
+    app.router.add_get("/health", health.health)
     app.router.add_get("/ready", health.ready)
     app.router.add_get(METRICS_PATH, metrics_handler)
     app.router.add_get("/v1/logs", logs.stream_logs)

@@ -99,6 +99,11 @@ _READY = {"type": "object", "required": ["ready", "checks"],
           "properties": {"ready": {"const": True}, "checks": _CHECKS}}
 _NOT_READY = {"type": "object", "required": ["ready", "checks", "error"], "properties": {
     "ready": {"const": False}, "checks": _CHECKS, "error": _ERROR["properties"]["error"]}}
+_SCRAPE_TARGETS = {"type": "array", "items": {
+    "type": "object", "required": ["targets", "labels"],
+    "properties": {"targets": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 1},
+                   "labels": {"type": "object", "required": ["role", "__scheme__"],
+                              "additionalProperties": {"type": "string"}}}}}
 _STATUS = {
     "type": "object",
     "required": ["nodes", "hives", "workers", "models", "tasks_running", "queue_depth", "tokens_per_second"],
@@ -216,7 +221,8 @@ def document() -> dict[str, Any]:
                 "responses": _ok("alive", {JSON: {"schema": _HEALTH}}),
             }},
             "/ready": {"get": {
-                "summary": "readiness: node registry loads, a hive answers or can start, not draining",
+                "summary": "readiness: node registry loads, a hive answers or can start, not draining; "
+                           "public with --ready-public",
                 "responses": {**_ok("ready", {JSON: {"schema": _READY}}),
                               "503": {"description": "not ready: the failing checks and an error object",
                                       "content": {JSON: {"schema": _NOT_READY}}},
@@ -230,6 +236,12 @@ def document() -> dict[str, Any]:
             "/v2/status": {"get": {
                 "summary": "nodes, hives, workers, models, throughput and queue depth (rbee status)",
                 "responses": {**_ok("status", {JSON: {"schema": _STATUS}}), **_errors("401", "429")},
+            }},
+            "/v2/prometheus/targets": {"get": {
+                "summary": "Prometheus HTTP service discovery (http_sd): the queen, hives and workers with "
+                           "role, node, model and worker labels (scope admin)",
+                "responses": {**_ok("target groups", {JSON: {"schema": _SCRAPE_TARGETS}}),
+                              **_errors("401", "403", "429")},
             }},
             "/v2/logs": {"get": {
                 "summary": "a node's hive and worker logs, relayed from its hive (rbee logs)",

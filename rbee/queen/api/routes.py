@@ -13,6 +13,7 @@ from rbee.queen.api import (
     nodes,
     openai,
     openapi,
+    scrape,
     status,
     tasks,
     ui,
@@ -21,20 +22,24 @@ from rbee.queen.api import (
 
 PUBLIC_PATHS = frozenset({"/health"})
 """Routes that answer without a token (health checks for probes and load balancers)."""
+READY_PATH = "/ready"
+"""Readiness: public too with `ready_public` (`--ready-public`), for a load balancer's probe."""
 INTERNAL_PATHS = frozenset({"/v2/heartbeat"})
 """Routes only daemons call (authenticated, but outside client rate limits)."""
-QUIET_PATHS = frozenset({"/health", "/ready", METRICS_PATH, "/v2/heartbeat", "/ui/status"})
+QUIET_PATHS = frozenset({"/health", "/ready", METRICS_PATH, "/v2/heartbeat", "/ui/status",
+                         scrape.TARGETS_PATH})
 """Routes probes, hives and the status page call all the time: their access lines are DEBUG."""
 
 
 def add_routes(app: web.Application) -> None:
     """Register the queen's routes."""
     app.router.add_get("/health", status.health)
-    app.router.add_get("/ready", status.ready)
+    app.router.add_get(READY_PATH, status.ready)
     app.router.add_get(METRICS_PATH, metrics_handler)
     app.router.add_get("/openapi.json", openapi.openapi_document)
     app.router.add_get("/v2/status", status.status)
     app.router.add_get("/v2/logs", logs.node_logs)
+    app.router.add_get(scrape.TARGETS_PATH, scrape.prometheus_targets)
     app.router.add_get("/ui", ui.page)
     app.router.add_get("/ui/status", ui.page_status)
     app.router.add_post("/v2/tasks", tasks.create_task)

@@ -1,6 +1,7 @@
 """Ansible filter `rbee_units`: a node's systemd units, rendered by rbee itself on the controller.
 
-The unit text comes from jobs/systemd/ through `rbee.deploy.systemd_units.render_unit`, the code
+The unit text comes from the packaged templates (rbee/deploy/jobs/systemd/) through
+`rbee.deploy.systemd_units.render_unit`, the code
 behind `rbee deploy systemd`, so the playbook and the command install the same units. Ansible runs
 filters on the controller: run the playbook from an rbee checkout with its virtualenv
 (`.venv/bin/ansible-playbook`). The settings are checked by the same code too
