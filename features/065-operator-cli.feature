@@ -82,3 +82,11 @@ Feature: The operator's model commands go through the queen: pull, show, stop, r
     Then the command exits with code 0
     And it printed the same answer as rbee infer given --prompt "Once upon a time" with 8 max tokens at temperature 0
     And it printed a different answer from rbee infer given --prompt "Far far away" with 8 max tokens at temperature 0
+
+  Scenario: rbee show for a model table alias shows the alias, its model's facts and its worker
+    Given a queen whose config file's model table gives "tiny-chat" the tiny model
+    And the alias "tiny-chat" has answered one request through the queen
+    When I run rbee show for model "tiny-chat" against the queen
+    Then the command exits with code 0
+    And stdout shows the alias "tiny-chat" of the tiny model
+    And stdout names the worker that runs it on node "localhost"

@@ -20,6 +20,7 @@ from rbee.testing.http_client import request
 from rbee.testing.tiny_model import build_tiny_gguf
 from steps.cluster_steps import start_queen
 from steps.common import TINY_SEED, tiny_ref
+from steps.download_steps import hf_home
 
 CLI_TIMEOUT_S = 120
 SHOWN_TEMPLATE = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}<|assistant|>"
@@ -44,8 +45,8 @@ def _model(context) -> str:
 
 @given("a queen on free loopback ports that downloads from the file server")
 def queen_with_file_server(context) -> None:
-    context.env["RBEE_HF_ENDPOINT"] = context.file_server.url
     context.env["HF_ENDPOINT"] = context.file_server.url
+    context.env["HF_HOME"] = str(hf_home(context))
     start_queen(context)
 
 
@@ -73,7 +74,7 @@ def pull(context, ref: str) -> None:
 def pulled_file(context) -> None:
     served = context.file_server.find("tiny.gguf")[1]
     assert served.sha256 in context.result.stdout, context.result.stdout
-    assert str(context.workdir / "data" / "hive" / "models") in context.result.stdout, context.result.stdout
+    assert str(hf_home(context) / "hub") in context.result.stdout, context.result.stdout
 
 
 @when("I run rbee show for the tiny model against the queen")
@@ -252,3 +253,18 @@ def other_answer(context, prompt: str, tokens: int) -> None:
     _rbee(context, *_infer_args(context, tokens), "--prompt", prompt)
     assert context.exit_code == 0, context.result.stderr
     assert context.result.stdout != context.piped, context.result.stdout
+
+
+@given('the alias "{alias}" has answered one request through the queen')
+def alias_answered(context, alias: str) -> None:
+    answer = request("POST", f"{context.queen_url}/v1/chat/completions",
+                     {"model": alias, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4},
+                     timeout=CLI_TIMEOUT_S)
+    assert answer.status == 200, (answer.status, answer.body)
+
+
+@then('stdout shows the alias "{alias}" of the tiny model')
+def shows_alias(context, alias: str) -> None:
+    rows = _shown(context)
+    assert rows.get("alias") == alias, context.result.stdout
+    assert rows["file"] == str(context.tiny_model), context.result.stdout

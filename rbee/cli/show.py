@@ -44,7 +44,8 @@ def lines(facts: dict[str, Any]) -> list[tuple[str, str]]:
     template = facts.get("chat_template")
     name = f" ({facts['display_name']})" if facts.get("display_name") else ""
     context = facts.get("context_length")
-    rows = [
+    rows = [("alias", facts["alias"])] if facts.get("alias") else []
+    rows += [
         ("model", facts["name"]),
         ("architecture", f"{facts.get('architecture') or 'unknown'}{name}"),
         ("parameters", f"{count(facts['parameters'])} ({facts['parameters']})"),

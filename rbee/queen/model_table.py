@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rbee.common.defaults import CTX_SIZE
+from rbee.common.model_refs import public_ref
 from rbee.common.model_table import ModelSpec
 from rbee.common.wire_requests import WorkerTuning
 
@@ -92,7 +93,7 @@ class LiveModelTable:
         spec = self._specs[alias]
         ctx_size = spec.ctx_size or self.fallbacks.ctx_size
         settings = {
-            "ref": spec.ref, "ctx_size": ctx_size, "slots": spec.slots or self.fallbacks.slots,
+            "ref": public_ref(spec.ref), "ctx_size": ctx_size, "slots": spec.slots or self.fallbacks.slots,
             "backend": backend, "gpu_layers": spec.gpu_layers,
             "max_replicas": spec.max_replicas or self.fallbacks.max_replicas,
             "keep_alive_s": spec.keep_alive_s or keep_alive_s,

@@ -1,5 +1,5 @@
 """`POST /v2/models/pull` (a download onto a node, its progress relayed) and `GET /v2/models/show`
-(what the hives know of a model and which workers run it)."""
+(what the hives know of a model, or of a model table alias's ref, and which workers run it)."""
 
 from __future__ import annotations
 
@@ -14,15 +14,18 @@ from rbee.common.daemon import STOP_REQUESTED
 from rbee.common.errors import ApiError, read_json_object
 from rbee.common.validation import check_model_ref
 from rbee.common.wire_requests import ModelPull
-from rbee.queen.api.keys import HIVE_RELAY, REGISTRY, STATUS
+from rbee.queen.api.keys import HIVE_RELAY, MODELS, REGISTRY, STATUS
 from rbee.queen.nodes.hive_directory import HiveDirectory, HiveHandle
 from rbee.queen.nodes.hive_relay import copy
 
 
 async def pull_model(request: web.Request) -> web.StreamResponse:
-    """Start (or join) the download on the node's hive and relay its progress stream."""
+    """Start (or join) the download (of an alias: of its ref) on the node's hive and relay its
+    progress stream."""
     body = ModelPull.parse(await read_json_object(request))
-    job, upstream = await request.app[HIVE_RELAY].pull(body.node, body.download())
+    spec = request.app[MODELS].get(body.model)
+    download = body.download() if spec is None else body.download().model_copy(update={"model": spec.ref})
+    job, upstream = await request.app[HIVE_RELAY].pull(body.node, download)
     async with upstream:
         response = await sse.open_stream(request, headers={"X-Rbee-Job": job["id"]})
         await copy(upstream, response, request.app[STOP_REQUESTED])
@@ -32,8 +35,10 @@ async def pull_model(request: web.Request) -> web.StreamResponse:
 async def show_model(request: web.Request) -> web.Response:
     """The model's facts from the first node that holds it, every node holding it, its workers."""
     model = check_model_ref(request.query.get("model"))
+    spec = request.app[MODELS].get(model)
+    ref = spec.ref if spec is not None else model
     handles = await request.app[STATUS].directory.all()
-    answers = await asyncio.gather(*(_shown(handle, model) for handle in handles))
+    answers = await asyncio.gather(*(_shown(handle, ref) for handle in handles))
     held = [(handle.name, answer) for handle, answer in zip(handles, answers, strict=True) if answer]
     if not held:
         raise ApiError(404, "MODEL_NOT_FOUND", "no running node holds that model; `rbee pull` it first",
@@ -42,9 +47,10 @@ async def show_model(request: web.Request) -> web.Response:
     workers = [
         {"worker_id": w.worker_id, "node": _node_of(directory, w.hive_url), "state": w.state,
          "backend": w.backend, "device": w.device}
-        for w in request.app[REGISTRY].all() if w.model == model
+        for w in request.app[REGISTRY].all() if w.model in (model, ref)
     ]
-    return web.json_response({**held[0][1], "nodes": [name for name, _ in held], "workers": workers})
+    alias = {"alias": model} if spec is not None else {}
+    return web.json_response({**held[0][1], **alias, "nodes": [name for name, _ in held], "workers": workers})
 
 
 async def _shown(handle: HiveHandle, model: str) -> dict[str, Any] | None:
