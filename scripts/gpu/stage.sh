@@ -48,7 +48,7 @@ if [ ! -f "$OUT/wheels/.done" ]; then
   # pyyaml, rich, tqdm, nvidia-ml-py there already) lacks to run rbee, behave and the bench.
   "$PIP" download -q --only-binary :all: --python-version 3.12 --implementation cp "${platforms[@]}" \
     -d "$OUT/wheels" pydantic python-json-logger diskcache fabric python-nomad python-hcl2 gguf \
-    behave openai typing-extensions uvloop pytest trustme
+    behave openai typing-extensions uvloop pytest trustme huggingface-hub
   "$PIP" wheel -q --no-deps sdnotify -w "$OUT/wheels"
   rm -f "$OUT"/wheels/numpy-*.whl "$OUT"/wheels/PyYAML-*.whl "$OUT"/wheels/pyyaml-*.whl \
     "$OUT"/wheels/tqdm-*.whl "$OUT"/wheels/requests-*.whl
