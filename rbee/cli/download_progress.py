@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 import aiohttp
 from tqdm import tqdm
 
+from rbee.cli.failures import CommandFailed, reaching
 from rbee.common import sse, wire
+
+EXIT_INTERRUPTED = 130
+
+
+def follow(call: Coroutine[Any, Any, int], daemon: str, url: str) -> int:
+    """Run `call`, which follows a download's progress stream from the `daemon` at `url`: a cut
+    stream is a CommandFailed; Ctrl+C stops following (exit 130) while the hive carries on."""
+    try:
+        with reaching(daemon, url):
+            return asyncio.run(call)
+    except sse.StreamTruncated:
+        raise CommandFailed(f"the {daemon} closed the progress stream before the download ended") from None
+    except KeyboardInterrupt:
+        print("\nstopped following the download; the hive carries on (run the command again to "
+              "follow it)", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 async def show_progress(response: aiohttp.ClientResponse, label: str, total: int | None) -> wire.DownloadDone:

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from rbee.cli.download_progress import show_progress
-from rbee.cli.failures import CommandFailed, reaching
+from rbee.cli.download_progress import follow, show_progress
 from rbee.cli.show import size
-from rbee.common import sse, wire
+from rbee.common import wire
 from rbee.common.defaults import HIVE_PORT
 from rbee.common.http import get_json, post_json, raise_for_error
 from rbee.common.secrets import load_token
@@ -21,7 +19,6 @@ from rbee.common.validation import check_http_url, check_model_ref
 from rbee.hive.downloads import parse_sha256
 
 DEFAULT_HIVE_URL = f"http://127.0.0.1:{HIVE_PORT}"
-EXIT_INTERRUPTED = 130
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -62,15 +59,7 @@ def _run(args: argparse.Namespace, work: Any) -> int:
         async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
             return await work(session, hive)
 
-    try:
-        with reaching("hive", hive):
-            return asyncio.run(call())
-    except sse.StreamTruncated:
-        raise CommandFailed("the hive closed the progress stream before the download ended") from None
-    except KeyboardInterrupt:
-        print("\nstopped following the download; the hive carries on (run the command again to "
-              "follow it)", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    return follow(call(), "hive", hive)
 
 
 def run_download(args: argparse.Namespace) -> int:

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import sys
 
 import aiohttp
 
-from rbee.cli.download_progress import show_progress
-from rbee.cli.failures import CommandFailed, reaching
+from rbee.cli.download_progress import follow, show_progress
 from rbee.cli.queen_access import queen_options, queen_target
-from rbee.common import sse
 from rbee.common.http import raise_for_error
 from rbee.common.validation import check_model_ref
 from rbee.hive.downloads import parse_sha256
 
-EXIT_INTERRUPTED = 130
 LOCAL_NODE = "localhost"
 
 
@@ -38,21 +33,13 @@ def run_pull(args: argparse.Namespace) -> int:
         body["sha256"] = sha256
     queen, headers = queen_target(args)
 
-    async def pull() -> None:
+    async def pull() -> int:
         timeout = aiohttp.ClientTimeout(total=None, connect=5, sock_read=120)
         async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
             async with session.post(f"{queen}/v2/models/pull", json=body) as response:
                 await raise_for_error(response, "the queen")
                 done = await show_progress(response, body["model"], None)
         print(f"{done.model} -> {done.path} on {args.node} ({done.bytes_total} bytes, sha256 {done.sha256})")
-
-    try:
-        with reaching("queen", queen):
-            asyncio.run(pull())
         return 0
-    except sse.StreamTruncated:
-        raise CommandFailed("the queen closed the progress stream before the download ended") from None
-    except KeyboardInterrupt:
-        print("\nstopped following the download; the node's hive carries on (run the command again to "
-              "follow it)", file=sys.stderr)
-        return EXIT_INTERRUPTED
+
+    return follow(pull(), "queen", queen)
