@@ -46,6 +46,9 @@ Feature: Named API keys: scopes, node keys, limits, usage and revocation
       | DELETE | /v2/tasks/{task_id}          | ok     | denied   | denied   |
       | GET    | /v2/workers/list             | denied | ok       | denied   |
       | POST   | /v2/workers/shutdown         | denied | ok       | denied   |
+      | POST   | /v2/models/pull              | denied | ok       | denied   |
+      | GET    | /v2/models/show              | denied | ok       | denied   |
+      | GET    | /v2/prometheus/targets       | denied | ok       | denied   |
       | POST   | /v2/heartbeat                | denied | denied   | ok       |
       | GET    | /v1/models                   | ok     | denied   | denied   |
       | GET    | /v1/models/{model}           | ok     | denied   | denied   |

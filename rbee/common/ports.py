@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import random
 import socket
 import threading
 from collections.abc import Container
@@ -53,19 +53,25 @@ def _spare_pool() -> range:
 
 
 class _SparePorts:
-    """Hands out free ports from the spare pool, each once per process, from a per-process offset."""
+    """Hands out free ports drawn at random from the spare pool, none twice per process (until
+    the pool is spent), so two test runs at once rarely draw the same one."""
 
     def __init__(self) -> None:
         self._pool = _spare_pool()
-        self._cursor = (os.getpid() * 257) % len(self._pool)
+        self._given: set[int] = set()
+        self._random = random.SystemRandom()
         self._lock = threading.Lock()
 
     def take(self, block: int, host: str) -> int:
         with self._lock:
-            for _ in range(len(self._pool) // block):
-                start = self._pool[self._cursor % (len(self._pool) - block + 1)]
-                self._cursor = (self._cursor + block) % len(self._pool)
-                if all(port_is_free(port, host) for port in range(start, start + block)):
+            starts = range(self._pool.start, self._pool.stop - block + 1)
+            for _ in range(len(self._pool)):
+                if len(self._given) + block > len(self._pool):
+                    self._given.clear()
+                start = self._random.choice(starts)
+                wanted = range(start, start + block)
+                if self._given.isdisjoint(wanted) and all(port_is_free(port, host) for port in wanted):
+                    self._given.update(wanted)
                     return start
         raise OSError("no free block of spare ports")
 
@@ -77,7 +83,7 @@ def free_port(host: str = "127.0.0.1", block: int = 1) -> int:
     """A free port (the first of `block` free ones) for tests and throwaway clusters.
 
     Drawn outside the kernel's ephemeral range, so the source port of some outgoing connection
-    cannot take it between now and the moment the daemon binds it, and not handed out again by
-    this process before the pool wraps.
+    cannot take it between now and the moment the daemon binds it, drawn at random (another
+    process drawing too rarely meets it) and not handed out again by this process.
     """
     return _SPARE.take(block, host)
