@@ -56,6 +56,13 @@ def first_token(stream: EventStream, timeout: float = 60.0) -> dict:
     raise AssertionError("no token arrived")
 
 
+def queen_workers_list(context) -> dict:
+    """The queen's `/v2/workers/list` answer: its workers, hives and admission queue."""
+    status, body = http_json(f"{context.queen_url}/v2/workers/list")
+    assert status == 200, status
+    return body
+
+
 def hive_workers(context) -> list[dict]:
     """The workers the scenario's hive lists."""
     status, body = http_json(f"{context.hive_url}/v1/workers/list")

@@ -10,7 +10,7 @@ from behave import given, then, when
 from rbee.common.ports import free_port
 from rbee.testing.cluster import alive, hive_daemon, http_json, queen_daemon, wait_until
 from rbee.testing.http_client import EventStream, request
-from steps.common import started, tiny_ref
+from steps.common import queen_workers_list, started, tiny_ref
 
 
 def _hive_pid(context) -> int:
@@ -18,9 +18,7 @@ def _hive_pid(context) -> int:
 
 
 def _queen_hives(context) -> list[dict]:
-    status, body = http_json(f"{context.queen_url}/v2/workers/list")
-    assert status == 200, status
-    return body["hives"]
+    return queen_workers_list(context)["hives"]
 
 
 @when("the queen's hive is frozen with SIGSTOP")

@@ -9,7 +9,7 @@ from behave import given, then, when
 
 from rbee.testing.cluster import http_json, wait_until
 from rbee.testing.http_client import EventStream, request
-from steps.common import LONG_TASK_TOKENS, first_token, open_stream, tiny_ref
+from steps.common import LONG_TASK_TOKENS, first_token, open_stream, queen_workers_list, tiny_ref
 
 
 def _post_task(context, prompt: str, max_tokens: int, seed: int | None = None) -> None:
@@ -172,9 +172,7 @@ def no_answer_yet(context) -> None:
 
 
 def _queue(context) -> dict:
-    status, body = http_json(f"{context.queen_url}/v2/workers/list")
-    assert status == 200, status
-    return body["queue"]
+    return queen_workers_list(context)["queue"]
 
 
 @then("the queen's admission queue holds 1 request for the tiny model")

@@ -19,7 +19,7 @@ from rbee.testing.cluster import http_json, wait_until
 from rbee.testing.http_client import request
 from rbee.testing.tiny_model import build_tiny_gguf
 from steps.cluster_steps import start_queen
-from steps.common import TINY_SEED, tiny_ref
+from steps.common import TINY_SEED, hive_workers, queen_workers_list, tiny_ref
 from steps.download_steps import hf_home
 
 CLI_TIMEOUT_S = 120
@@ -117,15 +117,13 @@ def shows_template(context) -> None:
 
 @then('stdout names the worker that runs it on node "{node}"')
 def shows_worker(context, node: str) -> None:
-    workers = [w for w in http_json(f"{context.hive_url}/v1/workers/list")[1]["workers"]]
+    workers = hive_workers(context)
     assert len(workers) == 1, workers
     assert f"{node}, worker {workers[0]['worker_id']}" in _shown(context)["runs on"], context.result.stdout
 
 
 def _queen_workers(context) -> list[dict]:
-    status, body = http_json(f"{context.queen_url}/v2/workers/list")
-    assert status == 200, status
-    return body["workers"]
+    return queen_workers_list(context)["workers"]
 
 
 @when("I run rbee stop for the tiny model against the queen")
