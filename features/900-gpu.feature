@@ -59,3 +59,18 @@ Feature: Serving on an NVIDIA GPU
     Then the hive lists no worker within 30 seconds
     And no process the hive started is still running
     And NVML shows no process of the worker and the GPU memory in use is back within 64 MiB
+
+  Scenario: A second model that does not fit the GPU's budget evicts the idle GPU worker and runs on the GPU
+    Given daemons start with RBEE_GPU_VRAM_BUDGET_MIB set to "1012"
+    And a second model file, a copy of the tiny model
+    And a queen on free loopback ports
+    And a task of the tiny model on backend "cuda" has been served through the queen
+    And the hive's only worker is on the GPU and its VRAM booking fits the budget once, not twice
+    When a task of the second model on backend "cuda" streams through the queen
+    Then it ends with an "end" event
+    And the hive lists only a worker of the second model
+    And the hive lists one worker on backend "cuda" with a GPU
+    And NVML shows the worker's process on its GPU and on no other
+    And NVML shows no process of the first worker
+    And the hive's audit log has a "worker.evicted" record for the first worker, the second model and "INSUFFICIENT_VRAM"
+    And the hive's metric rbee_hive_worker_evictions_total{reason="INSUFFICIENT_VRAM"} is 1

@@ -39,9 +39,15 @@ def second_model(context) -> None:
 
 @given("a task of the tiny model has been served through the queen")
 def first_served(context) -> None:
-    events = _open(context, _task(tiny_ref(context))).read_all()
+    serve_first(context)
+
+
+def serve_first(context, **extra) -> None:
+    """A task of the tiny model through the queen (with `extra` fields), ended; its worker noted."""
+    events = _open(context, _task(tiny_ref(context), **extra)).read_all()
     assert events[-1]["type"] == "end", events
-    context.first_worker = hive_workers(context)[0]["worker_id"]
+    first = hive_workers(context)[0]
+    context.first_worker, context.first_worker_pid = first["worker_id"], first["pid"]
 
 
 @given("the hive's only worker serves the tiny model and its memory fits the budget once, not twice")
@@ -54,7 +60,12 @@ def premise(context) -> None:
 
 @when("a task of the second model streams through the queen")
 def second_streams(context) -> None:
-    context.events = _open(context, _task(_second_ref(context))).read_all()
+    stream_second(context)
+
+
+def stream_second(context, **extra) -> None:
+    """A task of the second model streamed through the queen (with `extra` fields) to its end."""
+    context.events = _open(context, _task(_second_ref(context), **extra)).read_all()
 
 
 @then('it ends with an "end" event')

@@ -8,8 +8,11 @@ from behave import given, then, when
 from rbee.testing.cluster import alive, wait_until
 from rbee.testing.http_client import request
 from steps.common import address_space_soft_limit, hive_workers, process_environment
+from steps.eviction_steps import serve_first, stream_second
 
 MIB = 1024 * 1024
+DEFAULT_RESERVE_MIB = 512
+"""gpu_reserve_mib's default, as docs/configuration.md gives it."""
 
 
 def _nvml():  # type: ignore[no-untyped-def]
@@ -132,3 +135,30 @@ def memory_freed(context, mib: int) -> None:
                    for g in gpus)
 
     assert wait_until(freed, 30, 0.2), (_gpus(), context.gpu_used_before)
+
+
+@given('a task of the tiny model on backend "{backend}" has been served through the queen')
+def first_served_on(context, backend: str) -> None:
+    serve_first(context, backend=backend)
+
+
+@given("the hive's only worker is on the GPU and its VRAM booking fits the budget once, not twice")
+def vram_premise(context) -> None:
+    workers = hive_workers(context)
+    assert len(workers) == 1 and workers[0]["backend"] == "cuda", workers
+    room = (int(context.env["RBEE_GPU_VRAM_BUDGET_MIB"]) - DEFAULT_RESERVE_MIB) * MIB
+    need = workers[0]["vram_required_bytes"]
+    assert need <= room < 2 * need, (need, room)
+
+
+@when('a task of the second model on backend "{backend}" streams through the queen')
+def second_streams_on(context, backend: str) -> None:
+    stream_second(context, backend=backend)
+    context.worker_record = hive_workers(context)[0]
+
+
+@then("NVML shows no process of the first worker")
+def first_worker_gone_from_gpu(context) -> None:
+    pid = context.first_worker_pid
+    assert not alive(pid), pid
+    assert wait_until(lambda: all(pid not in g["pids"] for g in _gpus()), 30, 0.2), _gpus()
